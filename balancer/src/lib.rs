@@ -1,0 +1,1 @@
+//! go-kit style Endpoints over instances discovered by `svckit-registry`.

@@ -1,0 +1,2 @@
+//! Placeholder: replaced by the cache benchmark.
+fn main() {}

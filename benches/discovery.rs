@@ -1,0 +1,2 @@
+//! Placeholder: replaced by the discovery benchmark.
+fn main() {}

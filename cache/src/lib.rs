@@ -1,0 +1,1 @@
+//! A groupcache-compatible distributed cache.

@@ -1,0 +1,529 @@
+//! The shared discovery view: one per registry client, fed by one watch on `<prefix>/`,
+//! serving every service name.
+//!
+//! A backend (etcd or in-memory) writes into the view through [`ViewWriter`]; users read it
+//! through [`Discovery`]: a cheap snapshot per name, a [`ServiceWatch`] to await changes, and
+//! [`ServiceDiscover`], an adapter to tower's `Discover`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::convert::Infallible;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+use tokio::sync::watch;
+use tower::discover::Change;
+
+use crate::error::{Error, MalformedEntry};
+use crate::instance::{validate_ident, Instance};
+
+/// The instances of one service name at one moment, sorted by id.
+pub type Instances = Arc<[Instance]>;
+
+/// Where the discovery view stands with its backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DiscoveryState {
+    /// The first listing has not completed yet; the view is empty.
+    Connecting,
+    /// Listed and watching: the view follows the backend.
+    Live,
+    /// The backend is unreachable or the watch broke. The view keeps the last known
+    /// instances while the watcher reconnects with backoff.
+    Reconnecting,
+    /// A fixed view that never changes (see [`Discovery::from_static`]).
+    Static,
+}
+
+/// Counters of the discovery view.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DiscoveryStats {
+    /// Entries under the prefix skipped because they do not fit the layout.
+    pub malformed_skipped: u64,
+    /// Full listings (initial, after a broken or compacted watch, and reconcile).
+    pub relists: u64,
+    /// Watch events applied.
+    pub events: u64,
+}
+
+#[derive(Default)]
+struct View {
+    /// name → id → instance.
+    by_name: HashMap<String, BTreeMap<String, Instance>>,
+    /// One channel per name somebody asked about.
+    channels: HashMap<String, watch::Sender<Instances>>,
+}
+
+impl View {
+    fn snapshot(&self, name: &str) -> Instances {
+        self.by_name
+            .get(name)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_else(|| Arc::from(Vec::new()))
+    }
+
+    fn publish(&self, name: &str) {
+        if let Some(tx) = self.channels.get(name) {
+            let next = self.snapshot(name);
+            tx.send_if_modified(|cur| {
+                if **cur == *next {
+                    false
+                } else {
+                    *cur = next;
+                    true
+                }
+            });
+        }
+    }
+}
+
+struct Shared {
+    prefix: String,
+    view: Mutex<View>,
+    state: watch::Sender<DiscoveryState>,
+    malformed: AtomicU64,
+    relists: AtomicU64,
+    events: AtomicU64,
+}
+
+/// The discovery view of one registry client: every service under the prefix, kept current
+/// by one shared watch. Cheap to clone; clones share the view.
+#[derive(Clone)]
+pub struct Discovery {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Discovery")
+            .field("prefix", &self.shared.prefix)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Discovery {
+    /// A new, empty view for keys under `prefix`, and the writer a backend feeds it with.
+    pub(crate) fn new(prefix: &str) -> (Self, ViewWriter) {
+        let shared = Arc::new(Shared {
+            prefix: prefix.trim_end_matches('/').to_owned(),
+            view: Mutex::new(View::default()),
+            state: watch::Sender::new(DiscoveryState::Connecting),
+            malformed: AtomicU64::new(0),
+            relists: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+        });
+        (
+            Self {
+                shared: shared.clone(),
+            },
+            ViewWriter { shared },
+        )
+    }
+
+    /// A fixed view over `instances` that never changes: go-kit's fixed endpointer, for
+    /// static configurations and tests.
+    pub fn from_static(instances: impl IntoIterator<Item = Instance>) -> Self {
+        let (discovery, writer) = Self::new(crate::DEFAULT_PREFIX);
+        writer.replace_all(instances.into_iter().map(Ok));
+        writer.set_state(DiscoveryState::Static);
+        discovery
+    }
+
+    /// The key prefix this view follows, without a trailing slash.
+    pub fn prefix(&self) -> &str {
+        &self.shared.prefix
+    }
+
+    /// The current instances of `name`, sorted by id. Empty when there are none (or the name
+    /// is not a valid identifier).
+    pub fn instances(&self, name: &str) -> Instances {
+        let view = self.shared.view.lock().unwrap_or_else(|e| e.into_inner());
+        match view.channels.get(name) {
+            Some(tx) => tx.borrow().clone(),
+            None => view.snapshot(name),
+        }
+    }
+
+    /// Every instance currently known, of every service.
+    pub fn all(&self) -> Vec<Instance> {
+        let view = self.shared.view.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<Instance> = view
+            .by_name
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// A watch on the instances of `name`: a cheap snapshot plus a way to await the next
+    /// change. Fails when `name` is not `[A-Za-z0-9_]+`.
+    pub fn watch(&self, name: &str) -> Result<ServiceWatch, Error> {
+        validate_ident("name", name)?;
+        let mut view = self.shared.view.lock().unwrap_or_else(|e| e.into_inner());
+        let rx = match view.channels.get(name) {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let tx = watch::Sender::new(view.snapshot(name));
+                let rx = tx.subscribe();
+                view.channels.insert(name.to_owned(), tx);
+                rx
+            }
+        };
+        Ok(ServiceWatch {
+            name: name.into(),
+            rx,
+            _discovery: self.clone(),
+        })
+    }
+
+    /// An adapter to tower's `Discover` for `name`: it yields `Change::Insert(id, make(&instance))`
+    /// for every instance present now and added later, and `Change::Remove(id)` for every one
+    /// that goes away. An instance whose address changes is inserted again under its id.
+    pub fn discover<S, F>(&self, name: &str, make: F) -> Result<ServiceDiscover<S, F>, Error>
+    where
+        F: FnMut(&Instance) -> S,
+    {
+        let watch = self.watch(name)?;
+        Ok(ServiceDiscover::new(watch, make))
+    }
+
+    /// Where the view stands with its backend.
+    pub fn state(&self) -> DiscoveryState {
+        *self.shared.state.borrow()
+    }
+
+    /// A receiver that sees every change of [`state`](Self::state).
+    pub fn state_watch(&self) -> watch::Receiver<DiscoveryState> {
+        self.shared.state.subscribe()
+    }
+
+    /// Counters: malformed entries skipped, relists, events applied.
+    pub fn stats(&self) -> DiscoveryStats {
+        DiscoveryStats {
+            malformed_skipped: self.shared.malformed.load(Ordering::Relaxed),
+            relists: self.shared.relists.load(Ordering::Relaxed),
+            events: self.shared.events.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The write side of a [`Discovery`] view, held by the backend's watcher task.
+#[derive(Clone)]
+pub(crate) struct ViewWriter {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for ViewWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ViewWriter")
+            .field("prefix", &self.shared.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ViewWriter {
+    pub(crate) fn prefix(&self) -> &str {
+        &self.shared.prefix
+    }
+
+    fn skip(&self, bad: &MalformedEntry) {
+        self.shared.malformed.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(key = %bad.key, reason = bad.reason, "skipping malformed registry entry");
+    }
+
+    /// Parses a raw entry under the prefix; malformed ones are logged, counted and dropped.
+    pub(crate) fn parse(&self, key: &[u8], value: &[u8]) -> Option<Instance> {
+        match Instance::from_entry(&self.shared.prefix, key, value) {
+            Ok(instance) => Some(instance),
+            Err(bad) => {
+                self.skip(&bad);
+                None
+            }
+        }
+    }
+
+    /// Replaces the whole view with a fresh listing. Malformed entries (already parsed to
+    /// `Err`) are counted and skipped.
+    pub(crate) fn replace_all(
+        &self,
+        entries: impl IntoIterator<Item = Result<Instance, MalformedEntry>>,
+    ) {
+        let mut by_name: HashMap<String, BTreeMap<String, Instance>> = HashMap::new();
+        for entry in entries {
+            match entry {
+                Ok(i) => {
+                    by_name
+                        .entry(i.name().to_owned())
+                        .or_default()
+                        .insert(i.id().to_owned(), i);
+                }
+                Err(bad) => self.skip(&bad),
+            }
+        }
+        self.shared.relists.fetch_add(1, Ordering::Relaxed);
+        let mut view = self.shared.view.lock().unwrap_or_else(|e| e.into_inner());
+        view.by_name = by_name;
+        let names: Vec<String> = view.channels.keys().cloned().collect();
+        for name in names {
+            view.publish(&name);
+        }
+    }
+
+    /// Applies a put of an instance.
+    pub(crate) fn put(&self, instance: Instance) {
+        self.shared.events.fetch_add(1, Ordering::Relaxed);
+        let mut view = self.shared.view.lock().unwrap_or_else(|e| e.into_inner());
+        let name = instance.name().to_owned();
+        view.by_name
+            .entry(name.clone())
+            .or_default()
+            .insert(instance.id().to_owned(), instance);
+        view.publish(&name);
+    }
+
+    /// Applies a delete of a raw key. Keys that do not fit the layout were never in the view.
+    pub(crate) fn delete(&self, key: &[u8]) {
+        self.shared.events.fetch_add(1, Ordering::Relaxed);
+        // The value is gone with a delete; parse the key with a placeholder address.
+        let Ok(parsed) = Instance::from_entry(&self.shared.prefix, key, b"0:0") else {
+            return;
+        };
+        let mut view = self.shared.view.lock().unwrap_or_else(|e| e.into_inner());
+        let emptied = match view.by_name.get_mut(parsed.name()) {
+            Some(ids) => {
+                ids.remove(parsed.id());
+                ids.is_empty()
+            }
+            None => false,
+        };
+        if emptied {
+            view.by_name.remove(parsed.name());
+        }
+        view.publish(parsed.name());
+    }
+
+    pub(crate) fn set_state(&self, state: DiscoveryState) {
+        self.shared.state.send_if_modified(|cur| {
+            if *cur == state {
+                false
+            } else {
+                *cur = state;
+                true
+            }
+        });
+    }
+
+    /// True once every [`Discovery`] handle is gone: the watcher can stop.
+    pub(crate) fn is_orphaned(&self) -> bool {
+        Arc::strong_count(&self.shared) == 1
+    }
+}
+
+/// The instances of one service name: a snapshot now and a way to await the next change.
+pub struct ServiceWatch {
+    name: Arc<str>,
+    rx: watch::Receiver<Instances>,
+    // Keeps the view (and so the backend's watcher) alive while somebody watches.
+    _discovery: Discovery,
+}
+
+impl fmt::Debug for ServiceWatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceWatch")
+            .field("name", &self.name)
+            .field("instances", &*self.rx.borrow())
+            .finish()
+    }
+}
+
+impl Clone for ServiceWatch {
+    fn clone(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            rx: self.rx.clone(),
+            _discovery: self._discovery.clone(),
+        }
+    }
+}
+
+impl ServiceWatch {
+    /// The service name watched.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The current instances, sorted by id (an `Arc` clone: cheap).
+    pub fn snapshot(&self) -> Instances {
+        self.rx.borrow().clone()
+    }
+
+    /// True when the set changed since this watch last returned from
+    /// [`changed`](Self::changed) or [`mark_seen`](Self::mark_seen).
+    pub fn has_changed(&self) -> bool {
+        self.rx.has_changed().unwrap_or(false)
+    }
+
+    /// The current instances, marking them seen.
+    pub fn mark_seen(&mut self) -> Instances {
+        self.rx.borrow_and_update().clone()
+    }
+
+    /// Waits until the set differs from the one last seen, then returns the new set.
+    pub async fn changed(&mut self) -> Result<Instances, Error> {
+        self.rx.changed().await.map_err(|_| Error::Closed)?;
+        Ok(self.rx.borrow_and_update().clone())
+    }
+}
+
+type ChangeStream = Pin<Box<dyn Stream<Item = Instances> + Send>>;
+
+/// tower `Discover` over one service name: a stream of `Change::Insert(id, service)` and
+/// `Change::Remove(id)`. Built by [`Discovery::discover`].
+pub struct ServiceDiscover<S, F> {
+    name: Arc<str>,
+    sets: ChangeStream,
+    current: HashMap<String, Instance>,
+    pending: VecDeque<Change<String, S>>,
+    make: F,
+}
+
+impl<S, F> fmt::Debug for ServiceDiscover<S, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceDiscover")
+            .field("name", &self.name)
+            .field("current", &self.current.len())
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, F: FnMut(&Instance) -> S> ServiceDiscover<S, F> {
+    fn new(mut watch: ServiceWatch, make: F) -> Self {
+        let name = watch.name.clone();
+        let first = watch.mark_seen();
+        let rest = futures_util::stream::unfold(watch, |mut w| async move {
+            let next = w.changed().await.ok()?;
+            Some((next, w))
+        });
+        let sets: ChangeStream = Box::pin(futures_util::stream::StreamExt::chain(
+            futures_util::stream::iter([first]),
+            rest,
+        ));
+        Self {
+            name,
+            sets,
+            current: HashMap::new(),
+            pending: VecDeque::new(),
+            make,
+        }
+    }
+
+    fn diff(&mut self, next: &[Instance]) {
+        let next_ids: HashMap<&str, &Instance> = next.iter().map(|i| (i.id(), i)).collect();
+        let gone: Vec<String> = self
+            .current
+            .keys()
+            .filter(|id| !next_ids.contains_key(id.as_str()))
+            .cloned()
+            .collect();
+        for id in gone {
+            self.current.remove(&id);
+            self.pending.push_back(Change::Remove(id));
+        }
+        for instance in next {
+            if self.current.get(instance.id()) != Some(instance) {
+                self.current
+                    .insert(instance.id().to_owned(), instance.clone());
+                let svc = (self.make)(instance);
+                self.pending
+                    .push_back(Change::Insert(instance.id().to_owned(), svc));
+            }
+        }
+    }
+}
+
+impl<S, F> Stream for ServiceDiscover<S, F>
+where
+    F: FnMut(&Instance) -> S + Unpin,
+    S: Unpin,
+{
+    type Item = Result<Change<String, S>, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(change) = this.pending.pop_front() {
+                return Poll::Ready(Some(Ok(change)));
+            }
+            match this.sets.as_mut().poll_next(cx) {
+                Poll::Ready(Some(set)) => this.diff(&set),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn inst(id: &str, name: &str, port: u16) -> Instance {
+        Instance::new(id, name, format!("127.0.0.1:{port}")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn watch_sees_puts_and_deletes_per_name() {
+        let (d, w) = Discovery::new("/services");
+        let mut a = d.watch("a").unwrap();
+        let b = d.watch("b").unwrap();
+        w.put(inst("1", "a", 1));
+        assert_eq!(a.changed().await.unwrap().len(), 1);
+        assert!(!b.has_changed());
+        w.put(inst("2", "a", 2));
+        w.delete(b"/services/1/a");
+        let now = a.changed().await.unwrap();
+        assert_eq!(now.iter().map(|i| i.id()).collect::<Vec<_>>(), ["2"]);
+        assert_eq!(d.instances("a").len(), 1);
+        assert_eq!(d.instances("b").len(), 0);
+    }
+
+    #[tokio::test]
+    async fn malformed_entries_are_counted() {
+        let (d, w) = Discovery::new("/services");
+        w.replace_all([
+            Ok(inst("1", "a", 1)),
+            Instance::from_entry("/services", b"/services/x", b"1:1"),
+        ]);
+        assert!(w.parse(b"/services/a/b/c", b"h:1").is_none());
+        assert_eq!(d.stats().malformed_skipped, 2);
+        assert_eq!(d.instances("a").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn discover_yields_inserts_and_removes() {
+        let (d, w) = Discovery::new("/services");
+        w.put(inst("1", "a", 1));
+        let mut disc = d.discover("a", |i: &Instance| i.addr().to_owned()).unwrap();
+        match disc.next().await.unwrap().unwrap() {
+            Change::Insert(id, addr) => assert_eq!((id.as_str(), addr.as_str()), ("1", "127.0.0.1:1")),
+            Change::Remove(_) => panic!("expected insert"),
+        }
+        w.delete(b"/services/1/a");
+        assert!(matches!(disc.next().await.unwrap().unwrap(), Change::Remove(id) if id == "1"));
+    }
+
+    #[test]
+    fn invalid_name_is_refused() {
+        let d = Discovery::from_static([]);
+        assert!(matches!(d.watch("a-b"), Err(Error::InvalidIdent { .. })));
+        assert_eq!(d.state(), DiscoveryState::Static);
+    }
+}

@@ -1,0 +1,65 @@
+//! Errors of the registry.
+
+use std::time::Duration;
+
+/// Everything that can go wrong registering or discovering instances.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An id or service name that is not ASCII word characters.
+    #[error("invalid {what} {value:?}: only ASCII letters, digits and `_` are allowed ([A-Za-z0-9_]+)")]
+    InvalidIdent {
+        /// Which identifier: `"id"` or `"name"`.
+        what: &'static str,
+        /// The refused value.
+        value: String,
+    },
+    /// An address that is not `host:port`.
+    #[error("invalid address {addr:?}: expected `host:port`")]
+    InvalidAddress {
+        /// The refused address.
+        addr: String,
+    },
+    /// A key prefix that is empty or does not start with `/`.
+    #[error("invalid key prefix {prefix:?}: it must start with `/` and name at least one segment")]
+    InvalidPrefix {
+        /// The refused prefix.
+        prefix: String,
+    },
+    /// etcd could not be reached or refused an operation.
+    #[error("etcd {op} failed")]
+    Etcd {
+        /// The operation that failed (`connect`, `grant`, `put`, `revoke`, ...).
+        op: &'static str,
+        /// What etcd or the transport said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// An operation did not finish in time.
+    #[error("{op} timed out after {after:?}")]
+    Timeout {
+        /// The operation that timed out.
+        op: &'static str,
+        /// How long it was given.
+        after: Duration,
+    },
+    /// The lease behind a registration is gone (expired or revoked).
+    #[error("lease {lease} not found")]
+    LeaseNotFound {
+        /// The lease id.
+        lease: i64,
+    },
+    /// The registry was shut down.
+    #[error("the registry is closed")]
+    Closed,
+}
+
+/// A key or value under the prefix that does not fit `<prefix>/<id>/<name>` → `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed registry entry {key:?}: {reason}")]
+pub struct MalformedEntry {
+    /// The key as read (lossily decoded when it is not UTF-8).
+    pub key: String,
+    /// Why it was skipped.
+    pub reason: &'static str,
+}
