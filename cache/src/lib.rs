@@ -1,1 +1,66 @@
-//! A groupcache-compatible distributed cache.
+//! A groupcache-compatible distributed cache whose peers come from svckit-registry.
+//!
+//! - A [`Group`] is a named cache of immutable values with a byte budget, filled by a
+//!   [`Getter`] on a miss. Concurrent misses of one key cause one load (singleflight), also
+//!   when the caller that started it is cancelled; errors are not cached.
+//! - Each key has one owner among the peers, chosen on golang/groupcache's consistent-hash
+//!   [`Ring`] (crc32 IEEE, 50 points per peer). A node fetches keys it does not own from
+//!   their owner and keeps popular ones in a hot cache (at most 1/8 of the budget).
+//! - Peers speak golang/groupcache's HTTP protocol ([`Cache::router`]), so Rust and Go nodes
+//!   can share a cluster. A failed fetch falls back to a local load; a request from a peer
+//!   is never forwarded again.
+//! - The peer list is static ([`Cache::set_peers`]) or follows the registry
+//!   ([`Cache::follow`]).
+//!
+//! A [`Cache`] owns a node's groups and its peers; there are no process globals.
+//!
+//! ```
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use bytes::Bytes;
+//! use svckit_cache::{getter_fn, BoxError, Cache};
+//! use svckit_registry::Discovery;
+//!
+//! let cache = Cache::builder("http://127.0.0.1:9101").build()?;
+//! let group = cache
+//!     .new_group("users", 32 << 20, getter_fn(|key: String| async move {
+//!         Ok::<_, BoxError>(Bytes::from(format!("profile of {key}")))
+//!     }))
+//!     .build()?;
+//! // Peers from the registry: every instance of "groupcache" becomes http://{addr}.
+//! # let discovery = Discovery::from_static([]);
+//! let _follower = cache.follow(&discovery, "groupcache")?;
+//! // Serve the peer protocol beside the application's routes.
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let app = cache.router();
+//! tokio::spawn(async move { axum::serve(listener, app).await });
+//! assert_eq!(group.get("42").await?, "profile of 42");
+//! # Ok(())
+//! # }
+//! ```
+
+mod discovery;
+mod error;
+mod group;
+mod hash;
+mod lru;
+mod peers;
+mod pool;
+mod protocol;
+pub mod ring;
+mod server;
+mod singleflight;
+mod stats;
+mod store;
+
+pub use discovery::PeerFollower;
+pub use error::{BoxError, Error, PeerError};
+pub use group::{
+    getter_fn, Getter, GetterFn, Group, GroupBuilder, DEFAULT_HOT_ONE_IN, DEFAULT_MAX_KEY_LEN,
+};
+pub use peers::SECRET_HEADER;
+pub use pool::{
+    Cache, CacheBuilder, DEFAULT_BASE_PATH, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_PEER_TIMEOUT,
+};
+pub use ring::Ring;
+pub use server::{PeerFuture, PeerService};
+pub use stats::{CacheStats, Stats};

@@ -1,0 +1,371 @@
+//! A group: a named, byte-bounded cache of immutable values filled by a getter on a miss
+//! (golang/groupcache's `Group`).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio_util::sync::DropGuard;
+
+use crate::error::{short_key, BoxError, Error};
+use crate::pool::Net;
+use crate::singleflight::{FlightError, SingleFlight};
+use crate::stats::{Counters, Stats};
+use crate::store::{default_shards, Store, Tier};
+
+/// The default limit on key length: 1 KiB.
+pub const DEFAULT_MAX_KEY_LEN: usize = 1024;
+
+/// By default one in this many values fetched from a peer also goes to the hot cache.
+pub const DEFAULT_HOT_ONE_IN: u32 = 10;
+
+/// Loads the value of a key on a miss (golang/groupcache's `Getter`).
+///
+/// Called at most once at a time per key on a node (singleflight), in a task owned by the
+/// load rather than by any one caller. An error goes to every caller waiting for the key and
+/// is not cached.
+#[async_trait]
+pub trait Getter: Send + Sync + 'static {
+    /// The value of `key`.
+    async fn get(&self, key: &str) -> Result<Bytes, BoxError>;
+}
+
+/// A [`Getter`] from an async closure; see [`getter_fn`].
+#[derive(Clone)]
+pub struct GetterFn<F> {
+    f: F,
+}
+
+impl<F> std::fmt::Debug for GetterFn<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GetterFn").finish_non_exhaustive()
+    }
+}
+
+/// A [`Getter`] calling `f(key)`.
+///
+/// ```
+/// use bytes::Bytes;
+/// let getter = svckit_cache::getter_fn(|key: String| async move {
+///     Ok::<_, svckit_cache::BoxError>(Bytes::from(key.to_uppercase()))
+/// });
+/// # let _ = getter;
+/// ```
+pub fn getter_fn<F, Fut>(f: F) -> GetterFn<F>
+where
+    F: Fn(String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Bytes, BoxError>> + Send + 'static,
+{
+    GetterFn { f }
+}
+
+#[async_trait]
+impl<F, Fut> Getter for GetterFn<F>
+where
+    F: Fn(String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Bytes, BoxError>> + Send + 'static,
+{
+    async fn get(&self, key: &str) -> Result<Bytes, BoxError> {
+        (self.f)(key.to_owned()).await
+    }
+}
+
+type Loaded = Result<Bytes, Error>;
+
+pub(crate) struct GroupInner {
+    name: String,
+    getter: Arc<dyn Getter>,
+    store: Store,
+    max_key_len: usize,
+    hot_one_in: u32,
+    /// Loads started by callers on this node: may fetch from the owning peer.
+    flights: SingleFlight<Loaded>,
+    /// Loads through the getter, on this node only. Requests from peers join these and
+    /// never the flights above, so two nodes that disagree about an owner cannot wait on
+    /// each other.
+    local_flights: SingleFlight<Loaded>,
+    counters: Counters,
+    net: Arc<Net>,
+}
+
+/// A named cache of immutable values with a byte budget, filled by a [`Getter`] on a miss.
+///
+/// Built by [`Cache::new_group`](crate::Cache::new_group). Cheap to clone; clones share
+/// the cache. A get that misses needs a tokio runtime (the load runs in a task of its own).
+#[derive(Clone)]
+pub struct Group {
+    inner: Arc<GroupInner>,
+    // Shared with the Cache and every clone: when all are gone, loads in flight stop.
+    _owner: Arc<DropGuard>,
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group")
+            .field("name", &self.inner.name)
+            .field("store", &self.inner.store)
+            .field("max_key_len", &self.inner.max_key_len)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Group`]; from [`Cache::new_group`](crate::Cache::new_group).
+#[must_use = "a GroupBuilder does nothing until `build` is called"]
+pub struct GroupBuilder<'a> {
+    cache: &'a crate::Cache,
+    name: String,
+    budget: usize,
+    getter: Arc<dyn Getter>,
+    max_key_len: usize,
+    hot_one_in: u32,
+    shards: Option<usize>,
+}
+
+impl std::fmt::Debug for GroupBuilder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupBuilder")
+            .field("name", &self.name)
+            .field("budget", &self.budget)
+            .field("max_key_len", &self.max_key_len)
+            .field("hot_one_in", &self.hot_one_in)
+            .field("shards", &self.shards)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> GroupBuilder<'a> {
+    pub(crate) fn new(
+        cache: &'a crate::Cache,
+        name: String,
+        budget: usize,
+        getter: Arc<dyn Getter>,
+    ) -> Self {
+        Self {
+            cache,
+            name,
+            budget,
+            getter,
+            max_key_len: DEFAULT_MAX_KEY_LEN,
+            hot_one_in: DEFAULT_HOT_ONE_IN,
+            shards: None,
+        }
+    }
+
+    /// Keys longer than this many bytes are refused with [`Error::KeyTooLong`] before any
+    /// lookup or load. Default: [`DEFAULT_MAX_KEY_LEN`] (1 KiB).
+    pub fn max_key_len(mut self, bytes: usize) -> Self {
+        self.max_key_len = bytes;
+        self
+    }
+
+    /// One in `n` values fetched from a peer is also kept in the hot cache (golang/groupcache
+    /// keeps one in ten); `0` keeps none, `1` keeps all. Default: [`DEFAULT_HOT_ONE_IN`].
+    pub fn hot_one_in(mut self, n: u32) -> Self {
+        self.hot_one_in = n;
+        self
+    }
+
+    /// The number of lock shards (rounded up to a power of two). Each shard gets
+    /// `budget / shards` bytes, and a value larger than that is not cached; one shard gives
+    /// one exact LRU. Default: one per MiB of budget, 1 to 16.
+    pub fn shards(mut self, n: usize) -> Self {
+        self.shards = Some(n.max(1));
+        self
+    }
+
+    /// Builds the group and adds it to the cache. Fails on an empty name or a name the cache
+    /// already has.
+    pub fn build(self) -> Result<Group, Error> {
+        if self.name.is_empty() {
+            return Err(Error::EmptyGroupName);
+        }
+        let (net, owner, cancel) = self.cache.parts();
+        let shards = self.shards.unwrap_or_else(|| default_shards(self.budget));
+        let inner = GroupInner {
+            store: Store::new(self.budget, shards),
+            flights: SingleFlight::new(cancel.clone()),
+            local_flights: SingleFlight::new(cancel),
+            name: self.name,
+            getter: self.getter,
+            max_key_len: self.max_key_len,
+            hot_one_in: self.hot_one_in,
+            counters: Counters::default(),
+            net,
+        };
+        let group = Group {
+            inner: Arc::new(inner),
+            _owner: owner,
+        };
+        self.cache.insert_group(group.clone())?;
+        Ok(group)
+    }
+}
+
+impl Group {
+    /// The group's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The value of `key`: from memory, else from the peer that owns it, else from the
+    /// getter. Concurrent misses of one key share one load.
+    pub async fn get(&self, key: &str) -> Result<Bytes, Error> {
+        self.inner.check_key(key)?;
+        if let Some(v) = self.inner.store.get(key) {
+            return Ok(v);
+        }
+        // Boxed so the hit path's future stays small.
+        Box::pin(self.inner.load(key)).await
+    }
+
+    /// A get on behalf of a peer: served from memory or the getter on this node, never
+    /// forwarded to another peer.
+    pub(crate) async fn get_for_peer(&self, key: &str) -> Result<Bytes, Error> {
+        Counters::inc(&self.inner.counters.server_requests);
+        self.inner.check_key(key)?;
+        if let Some(v) = self.inner.store.get(key) {
+            return Ok(v);
+        }
+        Counters::inc(&self.inner.counters.loads);
+        self.inner.load_local(key).await
+    }
+
+    /// A snapshot of the group's counters.
+    pub fn stats(&self) -> Stats {
+        let s = self.inner.store.stats();
+        let c = &self.inner.counters;
+        Stats {
+            gets: s.gets,
+            cache_hits: s.main.hits + s.hot.hits,
+            peer_loads: Counters::get(&c.peer_loads),
+            peer_errors: Counters::get(&c.peer_errors),
+            loads: Counters::get(&c.loads),
+            loads_deduped: Counters::get(&c.loads_deduped),
+            local_loads: Counters::get(&c.local_loads),
+            local_load_errors: Counters::get(&c.local_load_errors),
+            server_requests: Counters::get(&c.server_requests),
+            main_cache: s.main,
+            hot_cache: s.hot,
+        }
+    }
+
+    /// Loads in flight on this node now (both peer fetches and getter calls). Zero when the
+    /// node is idle: no outcome of a load leaks an entry.
+    pub fn in_flight(&self) -> usize {
+        self.inner.flights.len() + self.inner.local_flights.len()
+    }
+}
+
+impl GroupInner {
+    #[inline]
+    fn check_key(&self, key: &str) -> Result<(), Error> {
+        if key.len() > self.max_key_len {
+            return Err(Error::KeyTooLong {
+                len: key.len(),
+                limit: self.max_key_len,
+            });
+        }
+        Ok(())
+    }
+
+    fn flight_error(&self, key: &str, e: FlightError) -> Error {
+        match e {
+            FlightError::Panicked => Error::GetterPanicked {
+                group: self.name.clone(),
+                key: short_key(key),
+            },
+            FlightError::Stopped => Error::Closed {
+                key: short_key(key),
+            },
+        }
+    }
+
+    fn keep_hot(&self) -> bool {
+        match self.hot_one_in {
+            0 => false,
+            1 => true,
+            n => rand::random::<u32>() % n == 0,
+        }
+    }
+
+    /// A miss from a caller on this node: fetch from the owner, or load locally.
+    async fn load(self: &Arc<Self>, key: &str) -> Result<Bytes, Error> {
+        Counters::inc(&self.counters.loads);
+        let this = self.clone();
+        let k = key.to_owned();
+        let (out, _led) = self
+            .flights
+            .run(key, move || async move {
+                // Between our caller's cache lookup and this flight starting, an earlier
+                // flight of the same key may have finished and cached its value (it left the
+                // flight table after populating the cache). Look again, or that key would be
+                // loaded twice.
+                if let Some(v) = this.store.peek(&k) {
+                    return Ok(v);
+                }
+                Counters::inc(&this.counters.loads_deduped);
+                if let Some(peer) = this.net.peers.pick(&k) {
+                    match this.net.client.fetch(&peer, &this.name, &k).await {
+                        Ok(v) => {
+                            Counters::inc(&this.counters.peer_loads);
+                            if this.keep_hot() {
+                                this.store.populate(&k, v.clone(), Tier::Hot);
+                            }
+                            return Ok(v);
+                        }
+                        Err(e) => {
+                            Counters::inc(&this.counters.peer_errors);
+                            tracing::warn!(
+                                group = %this.name,
+                                peer = %peer,
+                                error = %e,
+                                "peer fetch failed; loading locally"
+                            );
+                        }
+                    }
+                }
+                this.load_local(&k).await
+            })
+            .await;
+        out.unwrap_or_else(|e| Err(self.flight_error(key, e)))
+    }
+
+    /// A load through the getter on this node, shared with every concurrent local load of
+    /// the key (from callers here and from peers).
+    async fn load_local(self: &Arc<Self>, key: &str) -> Result<Bytes, Error> {
+        let this = self.clone();
+        let k = key.to_owned();
+        let (out, led) = self
+            .local_flights
+            .run(key, move || async move {
+                // Same race as in `load`: a just-finished local load may have cached it.
+                if let Some(v) = this.store.peek(&k) {
+                    return Ok(v);
+                }
+                match this.getter.get(&k).await {
+                    Ok(v) => {
+                        Counters::inc(&this.counters.local_loads);
+                        this.store.populate(&k, v.clone(), Tier::Main);
+                        Ok(v)
+                    }
+                    Err(e) => {
+                        Counters::inc(&this.counters.local_load_errors);
+                        tracing::debug!(group = %this.name, key = %short_key(&k), error = %e, "getter failed");
+                        Err(Error::Getter {
+                            group: this.name.clone(),
+                            key: short_key(&k),
+                            source: Arc::from(e),
+                        })
+                    }
+                }
+            })
+            .await;
+        out.unwrap_or_else(|e| {
+            if led && e == FlightError::Panicked {
+                Counters::inc(&self.counters.local_load_errors);
+            }
+            Err(self.flight_error(key, e))
+        })
+    }
+}

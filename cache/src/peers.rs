@@ -1,0 +1,248 @@
+//! The peers of a cache: who owns which key (the ring), and fetching a value from its owner
+//! over golang/groupcache's HTTP protocol with a pooled hyper client.
+
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, StatusCode};
+use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use prost::Message;
+
+use crate::error::{Error, PeerError};
+use crate::protocol::{peer_url, GetResponse};
+use crate::ring::{HashFn, Ring};
+
+/// The header carrying the optional shared secret between svckit peers.
+pub const SECRET_HEADER: &str = "x-svckit-cache-secret";
+
+/// Checks that `url` is a peer base URL: `http://host:port`, with no query or fragment.
+/// The string itself is kept as given: it is what the ring hashes, as Go nodes do.
+pub(crate) fn validate_peer_url(url: &str) -> Result<(), Error> {
+    let bad = |reason| Error::InvalidPeerUrl {
+        url: url.to_owned(),
+        reason,
+    };
+    let uri: http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(_) => return Err(bad("only http:// peers are supported")),
+        None => return Err(bad("missing http:// scheme")),
+    }
+    let authority = uri.authority().ok_or(bad("missing host"))?;
+    if authority.host().is_empty() {
+        return Err(bad("missing host"));
+    }
+    if uri.query().is_some() || url.contains('#') {
+        return Err(bad("a query or fragment is not allowed"));
+    }
+    Ok(())
+}
+
+/// The ring of peer base URLs and this node's own URL.
+#[derive(Debug)]
+pub(crate) struct Peers {
+    self_url: String,
+    replicas: usize,
+    hash: HashFn,
+    ring: RwLock<Arc<Ring>>,
+}
+
+impl Peers {
+    pub(crate) fn new(self_url: String, replicas: usize, hash: HashFn) -> Self {
+        Self {
+            self_url,
+            replicas,
+            hash,
+            ring: RwLock::new(Arc::new(Ring::with_hash(replicas, hash))),
+        }
+    }
+
+    pub(crate) fn self_url(&self) -> &str {
+        &self.self_url
+    }
+
+    /// Replaces the peer list (golang/groupcache's `HTTPPool.Set`). Validates every URL
+    /// first: on an error nothing changes.
+    pub(crate) fn set<I, S>(&self, urls: I) -> Result<(), Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let urls: Vec<String> = urls.into_iter().map(|u| u.as_ref().to_owned()).collect();
+        for u in &urls {
+            validate_peer_url(u)?;
+        }
+        let mut ring = Ring::with_hash(self.replicas, self.hash);
+        ring.add(&urls);
+        *self.ring.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(ring);
+        tracing::debug!(peers = ?urls, "peer list set");
+        Ok(())
+    }
+
+    /// The current ring.
+    pub(crate) fn ring(&self) -> Arc<Ring> {
+        self.ring
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The peer owning `key` when it is not this node (golang/groupcache's `PickPeer`).
+    pub(crate) fn pick(&self, key: &str) -> Option<Arc<str>> {
+        let ring = self.ring();
+        let owner = ring.get(key)?;
+        (**owner != *self.self_url).then(|| owner.clone())
+    }
+}
+
+/// Fetches values from peers.
+#[derive(Debug)]
+pub(crate) struct PeerClient {
+    client: Client<HttpConnector, Empty<Bytes>>,
+    base_path: String,
+    timeout: Duration,
+    max_body: usize,
+    secret: Option<HeaderValue>,
+}
+
+impl PeerClient {
+    pub(crate) fn new(
+        base_path: String,
+        timeout: Duration,
+        max_body: usize,
+        secret: Option<HeaderValue>,
+    ) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        Self {
+            client,
+            base_path,
+            timeout,
+            max_body,
+            secret,
+        }
+    }
+
+    /// `GET <peer><base><group>/<key>` and decode the `GetResponse`.
+    pub(crate) async fn fetch(
+        &self,
+        peer: &str,
+        group: &str,
+        key: &str,
+    ) -> Result<Bytes, PeerError> {
+        match tokio::time::timeout(self.timeout, self.fetch_inner(peer, group, key)).await {
+            Ok(r) => r,
+            Err(_) => Err(PeerError::Timeout {
+                peer: peer.to_owned(),
+                after: self.timeout,
+            }),
+        }
+    }
+
+    async fn fetch_inner(&self, peer: &str, group: &str, key: &str) -> Result<Bytes, PeerError> {
+        let transport = |e: Box<dyn std::error::Error + Send + Sync>| PeerError::Transport {
+            peer: peer.to_owned(),
+            source: e,
+        };
+        let url = peer_url(peer, &self.base_path, group, key);
+        let mut req = Request::get(url)
+            .body(Empty::new())
+            .map_err(|e| transport(e.into()))?;
+        if let Some(secret) = &self.secret {
+            req.headers_mut()
+                .insert(HeaderName::from_static(SECRET_HEADER), secret.clone());
+        }
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| transport(e.into()))?;
+        let status = resp.status();
+        if status != StatusCode::OK {
+            return Err(PeerError::Status {
+                peer: peer.to_owned(),
+                status,
+            });
+        }
+        let too_large = || PeerError::TooLarge {
+            peer: peer.to_owned(),
+            limit: self.max_body,
+        };
+        let declared = resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body as u64) {
+            return Err(too_large());
+        }
+        let body = Limited::new(resp.into_body(), self.max_body)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<LengthLimitError>().is_some() {
+                    too_large()
+                } else {
+                    transport(e)
+                }
+            })?
+            .to_bytes();
+        let msg = GetResponse::decode(body).map_err(|e| PeerError::Decode {
+            peer: peer.to_owned(),
+            source: e.into(),
+        })?;
+        Ok(msg.value.unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_urls_are_validated() {
+        assert!(validate_peer_url("http://127.0.0.1:9101").is_ok());
+        assert!(validate_peer_url("http://cache-1:80").is_ok());
+        for bad in [
+            "127.0.0.1:9101",
+            "https://h:1",
+            "http://",
+            "http://h:1/?q=1",
+            "",
+            "ftp://x",
+        ] {
+            assert!(
+                matches!(validate_peer_url(bad), Err(Error::InvalidPeerUrl { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn pick_skips_self() {
+        let peers = Peers::new("http://a:1".into(), 50, crate::ring::crc32_ieee);
+        assert!(peers.pick("k").is_none(), "empty ring: load locally");
+        peers.set(["http://a:1"]).unwrap();
+        assert!(peers.pick("k").is_none());
+        peers.set(["http://a:1", "http://b:1"]).unwrap();
+        let owners: std::collections::HashSet<_> = (0..100)
+            .filter_map(|i| peers.pick(&format!("k{i}")))
+            .collect();
+        assert_eq!(owners.len(), 1);
+        assert!(peers.set(["http://c:1", "nope"]).is_err());
+        assert_eq!(
+            peers.ring().peers().len(),
+            2,
+            "a refused list changes nothing"
+        );
+    }
+}

@@ -1,0 +1,288 @@
+//! The owner of a node's groups and its view of the peers (golang/groupcache's `HTTPPool`,
+//! without process globals).
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use http::HeaderValue;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::error::Error;
+use crate::group::{Getter, Group, GroupBuilder};
+use crate::peers::{validate_peer_url, PeerClient, Peers};
+use crate::ring::{crc32_ieee, HashFn, DEFAULT_REPLICAS};
+
+/// golang/groupcache's default base path of the peer protocol.
+pub const DEFAULT_BASE_PATH: &str = "/_groupcache/";
+
+/// The default timeout of one fetch from a peer.
+pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The default limit on the body of a peer's answer: 64 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 << 20;
+
+/// What every group of a cache shares: the peers, the client and the protocol settings.
+#[derive(Debug)]
+pub(crate) struct Net {
+    pub(crate) peers: Peers,
+    pub(crate) client: PeerClient,
+    pub(crate) base_path: String,
+    pub(crate) secret: Option<HeaderValue>,
+}
+
+struct CacheInner {
+    net: Arc<Net>,
+    groups: RwLock<HashMap<String, Group>>,
+    cancel: CancellationToken,
+    owner: Arc<DropGuard>,
+}
+
+/// The groups of one node and its peers: golang/groupcache's `HTTPPool` plus its group
+/// registry, as an explicit object instead of process globals.
+///
+/// Cheap to clone; clones share everything. When the last clone of the cache and of its
+/// groups is dropped, loads still in flight are stopped.
+///
+/// ```
+/// # async fn demo() -> Result<(), svckit_cache::Error> {
+/// use bytes::Bytes;
+/// use svckit_cache::{getter_fn, BoxError, Cache};
+///
+/// let cache = Cache::builder("http://127.0.0.1:9101").build()?;
+/// let thumbs = cache
+///     .new_group("thumbs", 64 << 20, getter_fn(|key: String| async move {
+///         Ok::<_, BoxError>(Bytes::from(format!("thumbnail of {key}")))
+///     }))
+///     .build()?;
+/// cache.set_peers(["http://127.0.0.1:9101", "http://127.0.0.1:9102"])?;
+/// let app = axum::Router::new().merge(cache.router()); // serve the peer protocol
+/// let value = thumbs.get("/img/1.png").await?;
+/// # let _ = (app, value);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<CacheInner>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let groups: Vec<String> = self.read_groups().keys().cloned().collect();
+        f.debug_struct("Cache")
+            .field("self_url", &self.inner.net.peers.self_url())
+            .field("base_path", &self.inner.net.base_path)
+            .field("groups", &groups)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Cache`]; from [`Cache::builder`].
+#[derive(Debug, Clone)]
+#[must_use = "a CacheBuilder does nothing until `build` is called"]
+pub struct CacheBuilder {
+    self_url: String,
+    base_path: String,
+    replicas: usize,
+    hash: HashFn,
+    peer_timeout: Duration,
+    max_response_bytes: usize,
+    secret: Option<String>,
+}
+
+impl CacheBuilder {
+    /// The path the peer protocol is served under and asked at; must start and end with
+    /// `/`. Default: [`DEFAULT_BASE_PATH`] (`/_groupcache/`), as golang/groupcache.
+    pub fn base_path(mut self, path: impl Into<String>) -> Self {
+        self.base_path = path.into();
+        self
+    }
+
+    /// Points per peer on the ring. Default: [`DEFAULT_REPLICAS`] (50), as golang/groupcache.
+    /// Every node of a cluster, Go or Rust, must use the same value.
+    pub fn replicas(mut self, n: usize) -> Self {
+        self.replicas = n.max(1);
+        self
+    }
+
+    /// The ring's hash. Default: crc32 IEEE, as golang/groupcache. Only for tests that want
+    /// exact owners: every node of a cluster must use the same hash.
+    pub fn hash_fn(mut self, hash: HashFn) -> Self {
+        self.hash = hash;
+        self
+    }
+
+    /// How long one fetch from a peer may take, connecting included, before the group loads
+    /// locally instead. Default: [`DEFAULT_PEER_TIMEOUT`] (5 s).
+    pub fn peer_timeout(mut self, timeout: Duration) -> Self {
+        self.peer_timeout = timeout;
+        self
+    }
+
+    /// The largest answer body accepted from a peer; a larger one is a peer error and the
+    /// group loads locally. Default: [`DEFAULT_MAX_RESPONSE_BYTES`] (64 MiB).
+    pub fn max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes;
+        self
+    }
+
+    /// A secret sent to peers in the [`SECRET_HEADER`](crate::SECRET_HEADER) header and
+    /// required from them: requests without it get 403. Default: none (golang/groupcache
+    /// peers do not send it, so a mixed cluster must leave it off).
+    pub fn shared_secret(mut self, secret: impl Into<String>) -> Self {
+        self.secret = Some(secret.into());
+        self
+    }
+
+    /// Builds the cache. Fails on a self URL that is not `http://host:port`, a base path
+    /// that does not start and end with `/`, or a secret that cannot be a header value.
+    pub fn build(self) -> Result<Cache, Error> {
+        validate_peer_url(&self.self_url)?;
+        if !self.base_path.starts_with('/') || !self.base_path.ends_with('/') {
+            return Err(Error::InvalidBasePath {
+                path: self.base_path,
+            });
+        }
+        let secret = match self.secret {
+            Some(s) => Some(HeaderValue::from_str(&s).map_err(|_| Error::InvalidSecret)?),
+            None => None,
+        };
+        let net = Net {
+            peers: Peers::new(self.self_url, self.replicas, self.hash),
+            client: PeerClient::new(
+                self.base_path.clone(),
+                self.peer_timeout,
+                self.max_response_bytes,
+                secret.clone(),
+            ),
+            base_path: self.base_path,
+            secret,
+        };
+        let cancel = CancellationToken::new();
+        Ok(Cache {
+            inner: Arc::new(CacheInner {
+                net: Arc::new(net),
+                groups: RwLock::default(),
+                owner: Arc::new(cancel.clone().drop_guard()),
+                cancel,
+            }),
+        })
+    }
+}
+
+impl Cache {
+    /// A builder for a node whose own base URL (as the other peers list it) is `self_url`,
+    /// e.g. `http://10.0.0.1:8080`. Keys the ring gives to this URL are loaded here.
+    pub fn builder(self_url: impl Into<String>) -> CacheBuilder {
+        CacheBuilder {
+            self_url: self_url.into(),
+            base_path: DEFAULT_BASE_PATH.to_owned(),
+            replicas: DEFAULT_REPLICAS,
+            hash: crc32_ieee,
+            peer_timeout: DEFAULT_PEER_TIMEOUT,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            secret: None,
+        }
+    }
+
+    /// Starts a group named `name` holding at most `budget` bytes (main and hot cache
+    /// together), filled by `getter`. Finish with [`GroupBuilder::build`].
+    pub fn new_group(
+        &self,
+        name: impl Into<String>,
+        budget: usize,
+        getter: impl Getter,
+    ) -> GroupBuilder<'_> {
+        GroupBuilder::new(self, name.into(), budget, Arc::new(getter))
+    }
+
+    /// The group named `name`.
+    pub fn group(&self, name: &str) -> Option<Group> {
+        self.read_groups().get(name).cloned()
+    }
+
+    /// The names of all groups.
+    pub fn group_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.read_groups().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// This node's own base URL.
+    pub fn self_url(&self) -> &str {
+        self.inner.net.peers.self_url()
+    }
+
+    /// The base path of the peer protocol.
+    pub fn base_path(&self) -> &str {
+        &self.inner.net.base_path
+    }
+
+    /// Replaces the peer list with base URLs such as `http://10.0.0.1:8080`, normally
+    /// including this node's own (golang/groupcache's `HTTPPool.Set`). The order only
+    /// matters when two ring points collide; give Go and Rust nodes the same list. On an
+    /// invalid URL nothing changes.
+    pub fn set_peers<I, S>(&self, urls: I) -> Result<(), Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.inner.net.peers.set(urls)
+    }
+
+    /// The current peer list.
+    pub fn peers(&self) -> Vec<String> {
+        self.inner
+            .net
+            .peers
+            .ring()
+            .peers()
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
+    }
+
+    /// The base URL of the peer that owns `key`; `None` while the peer list is empty.
+    pub fn owner(&self, key: &str) -> Option<String> {
+        self.inner.net.peers.ring().get(key).map(|p| p.to_string())
+    }
+
+    pub(crate) fn net(&self) -> &Arc<Net> {
+        &self.inner.net
+    }
+
+    pub(crate) fn cancel_token(&self) -> &CancellationToken {
+        &self.inner.cancel
+    }
+
+    pub(crate) fn parts(&self) -> (Arc<Net>, Arc<DropGuard>, CancellationToken) {
+        (
+            self.inner.net.clone(),
+            self.inner.owner.clone(),
+            self.inner.cancel.clone(),
+        )
+    }
+
+    pub(crate) fn insert_group(&self, group: Group) -> Result<(), Error> {
+        let mut groups = self
+            .inner
+            .groups
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if groups.contains_key(group.name()) {
+            return Err(Error::DuplicateGroup {
+                name: group.name().to_owned(),
+            });
+        }
+        groups.insert(group.name().to_owned(), group);
+        Ok(())
+    }
+
+    fn read_groups(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Group>> {
+        self.inner
+            .groups
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,192 @@
+//! golang/groupcache's HTTP peer protocol: the request path and the `GetResponse` message.
+//!
+//! A value is asked for with `GET <base><group>/<key>`, group and key escaped with Go's
+//! `url.QueryEscape` (everything but `A-Za-z0-9-_.~` as `%XX`, space as `+`). The answer is
+//! `application/x-protobuf` `GetResponse { bytes value = 1; double minute_qps = 2; }`.
+
+use bytes::Bytes;
+
+/// The content type of a `GetResponse` body.
+pub(crate) const CONTENT_TYPE: &str = "application/x-protobuf";
+
+/// golang/groupcache's `pb.GetResponse`. Kept out of the public API.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct GetResponse {
+    #[prost(bytes = "bytes", optional, tag = "1")]
+    pub(crate) value: Option<Bytes>,
+    #[prost(double, optional, tag = "2")]
+    pub(crate) minute_qps: Option<f64>,
+}
+
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// Go's `url.QueryEscape`.
+pub(crate) fn query_escape(s: &str, out: &mut String) {
+    for &b in s.as_bytes() {
+        if unreserved(b) {
+            out.push(b as char);
+        } else if b == b' ' {
+            out.push('+');
+        } else {
+            out.push('%');
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 15) as usize] as char);
+        }
+    }
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Why a path segment could not be unescaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UnescapeError {
+    /// A `%` not followed by two hex digits.
+    BadEscape,
+    /// The unescaped bytes are not UTF-8.
+    NotUtf8,
+}
+
+/// Go's `url.QueryUnescape` (`+` is a space, `%XX` a byte), requiring UTF-8.
+pub(crate) fn query_unescape(s: &str) -> Result<String, UnescapeError> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hi = b.get(i + 1).copied().and_then(hex_val);
+                let lo = b.get(i + 2).copied().and_then(hex_val);
+                match (hi, lo) {
+                    (Some(hi), Some(lo)) => out.push(hi << 4 | lo),
+                    _ => return Err(UnescapeError::BadEscape),
+                }
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| UnescapeError::NotUtf8)
+}
+
+/// The URL of `key` in `group` on the peer whose base URL is `peer` (`http://host:port`),
+/// as golang/groupcache's `httpGetter` builds it.
+pub(crate) fn peer_url(peer: &str, base_path: &str, group: &str, key: &str) -> String {
+    let mut u =
+        String::with_capacity(peer.len() + base_path.len() + group.len() + key.len() * 3 + 1);
+    u.push_str(peer.trim_end_matches('/'));
+    u.push_str(base_path);
+    query_escape(group, &mut u);
+    u.push('/');
+    query_escape(key, &mut u);
+    u
+}
+
+/// A request path that is not `<base><group>/<key>` with valid escapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PathError {
+    /// Not under the base path, or no `/` between group and key.
+    Shape,
+    /// A bad escape or non-UTF-8 bytes in the group or key.
+    Escape(UnescapeError),
+}
+
+/// Splits a raw (still escaped) request path into group and key, decoding both.
+pub(crate) fn parse_path(raw_path: &str, base_path: &str) -> Result<(String, String), PathError> {
+    let rest = raw_path.strip_prefix(base_path).ok_or(PathError::Shape)?;
+    let (group, key) = rest.split_once('/').ok_or(PathError::Shape)?;
+    let group = query_unescape(group).map_err(PathError::Escape)?;
+    let key = query_unescape(key).map_err(PathError::Escape)?;
+    Ok((group, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn escapes_like_go_query_escape() {
+        // Expected strings are what Go's url.QueryEscape returns for these inputs.
+        for (input, want) in [
+            (
+                "/v1/image/gif/001/icon=100x100",
+                "%2Fv1%2Fimage%2Fgif%2F001%2Ficon%3D100x100",
+            ),
+            ("a b+c", "a+b%2Bc"),
+            ("?#%", "%3F%23%25"),
+            ("AZaz09-_.~", "AZaz09-_.~"),
+            ("é", "%C3%A9"),
+            ("..", ".."),
+            ("//", "%2F%2F"),
+        ] {
+            let mut out = String::new();
+            query_escape(input, &mut out);
+            assert_eq!(out, want, "{input:?}");
+            assert_eq!(query_unescape(&out).unwrap(), input);
+        }
+    }
+
+    #[test]
+    fn unescape_refuses_malformed_input() {
+        assert_eq!(query_unescape("%"), Err(UnescapeError::BadEscape));
+        assert_eq!(query_unescape("%4"), Err(UnescapeError::BadEscape));
+        assert_eq!(query_unescape("%zz"), Err(UnescapeError::BadEscape));
+        assert_eq!(query_unescape("%FF"), Err(UnescapeError::NotUtf8));
+        assert_eq!(query_unescape("a%2fb").unwrap(), "a/b");
+    }
+
+    #[test]
+    fn parses_paths() {
+        let base = "/_groupcache/";
+        assert_eq!(
+            parse_path("/_groupcache/g+1/a%2Fb/c", base).unwrap(),
+            ("g 1".to_owned(), "a/b/c".to_owned())
+        );
+        assert_eq!(
+            parse_path("/_groupcache/g/", base).unwrap(),
+            ("g".to_owned(), String::new())
+        );
+        assert_eq!(parse_path("/_groupcache/g", base), Err(PathError::Shape));
+        assert_eq!(parse_path("/other/g/k", base), Err(PathError::Shape));
+        assert_eq!(
+            parse_path("/_groupcache/g/%G1", base),
+            Err(PathError::Escape(UnescapeError::BadEscape))
+        );
+        assert_eq!(
+            peer_url("http://h:1/", base, "g", "a b"),
+            "http://h:1/_groupcache/g/a+b"
+        );
+    }
+
+    #[test]
+    fn get_response_matches_groupcache_encoding() {
+        // protoc's encoding of GetResponse{value: "hi", minute_qps: 1.5}:
+        // field 1 (bytes): 0x0a len "hi"; field 2 (double): 0x11 + 8 bytes little endian.
+        let msg = GetResponse {
+            value: Some(Bytes::from_static(b"hi")),
+            minute_qps: Some(1.5),
+        };
+        let mut want = vec![0x0a, 0x02, b'h', b'i', 0x11];
+        want.extend_from_slice(&1.5f64.to_le_bytes());
+        assert_eq!(msg.encode_to_vec(), want);
+        assert_eq!(GetResponse::decode(&want[..]).unwrap(), msg);
+    }
+}

@@ -1,0 +1,163 @@
+//! The server side of the peer protocol, as a tower [`Service`] and an axum [`Router`].
+//!
+//! `GET <base><group>/<key>`: group and key are decoded from the raw request path with
+//! golang/groupcache's query-unescape rules, so keys arrive byte-exact whatever they contain.
+//! The value is loaded on this node (memory or getter) and never forwarded to another peer.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use prost::Message;
+use tower::Service;
+
+use crate::error::Error;
+use crate::peers::SECRET_HEADER;
+use crate::pool::Cache;
+use crate::protocol::{parse_path, GetResponse, PathError, UnescapeError, CONTENT_TYPE};
+
+/// Serves golang/groupcache's peer protocol for every group of a [`Cache`].
+///
+/// A tower `Service` over any request body (the body is not read). Mount it with
+/// [`Cache::router`] or wrap it in layers of your own.
+#[derive(Clone, Debug)]
+pub struct PeerService {
+    cache: Cache,
+}
+
+/// The future of [`PeerService`].
+pub type PeerFuture =
+    Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send>>;
+
+fn text(status: StatusCode, msg: impl Into<String>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(msg.into())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal the secret.
+fn secret_matches(got: &[u8], want: &[u8]) -> bool {
+    if got.len() != want.len() {
+        return false;
+    }
+    got.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+impl PeerService {
+    /// The peer protocol of `cache`.
+    pub fn new(cache: Cache) -> Self {
+        Self { cache }
+    }
+
+    async fn serve(
+        cache: Cache,
+        path: String,
+        group: String,
+        key: String,
+    ) -> Response<Full<Bytes>> {
+        let Some(g) = cache.group(&group) else {
+            tracing::debug!(%path, %group, "peer asked for an unknown group");
+            return text(StatusCode::NOT_FOUND, format!("no such group: {group}"));
+        };
+        match g.get_for_peer(&key).await {
+            Ok(value) => {
+                let body = GetResponse {
+                    value: Some(value),
+                    minute_qps: None,
+                }
+                .encode_to_vec();
+                let mut resp = Response::new(Full::new(Bytes::from(body)));
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+                resp
+            }
+            Err(e @ Error::KeyTooLong { .. }) => text(StatusCode::BAD_REQUEST, e.to_string()),
+            Err(e @ Error::Closed { .. }) => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+}
+
+impl<B> Service<Request<B>> for PeerService {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = PeerFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let net = self.cache.net();
+        if let Some(secret) = &net.secret {
+            let ok = req
+                .headers()
+                .get(SECRET_HEADER)
+                .is_some_and(|got| secret_matches(got.as_bytes(), secret.as_bytes()));
+            if !ok {
+                return Box::pin(async { Ok(text(StatusCode::FORBIDDEN, "forbidden")) });
+            }
+        }
+        if req.method() != Method::GET {
+            return Box::pin(async {
+                let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served");
+                resp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET"));
+                Ok(resp)
+            });
+        }
+        // The raw path, still escaped: `%2F` inside a key must not become a separator.
+        let path = req.uri().path().to_owned();
+        let (group, key) = match parse_path(&path, &net.base_path) {
+            Ok(parts) => parts,
+            Err(e) => {
+                let msg = match e {
+                    PathError::Shape => "bad request: expected <base><group>/<key>",
+                    PathError::Escape(UnescapeError::BadEscape) => "bad request: malformed escape",
+                    PathError::Escape(UnescapeError::NotUtf8) => {
+                        "bad request: group or key is not UTF-8"
+                    }
+                };
+                return Box::pin(async move { Ok(text(StatusCode::BAD_REQUEST, msg)) });
+            }
+        };
+        let cache = self.cache.clone();
+        Box::pin(async move { Ok(Self::serve(cache, path, group, key).await) })
+    }
+}
+
+impl Cache {
+    /// The peer protocol as a tower service.
+    pub fn service(&self) -> PeerService {
+        PeerService::new(self.clone())
+    }
+
+    /// An axum router serving the peer protocol under the base path; merge it into an
+    /// application's router or serve it alone.
+    pub fn router(&self) -> axum::Router {
+        let base = self.base_path();
+        axum::Router::new()
+            .route_service(&format!("{base}{{*rest}}"), self.service())
+            .route_service(base, self.service())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_comparison() {
+        assert!(secret_matches(b"abc", b"abc"));
+        assert!(!secret_matches(b"abd", b"abc"));
+        assert!(!secret_matches(b"ab", b"abc"));
+    }
+}

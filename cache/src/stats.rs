@@ -1,0 +1,67 @@
+//! Counters of a group (golang/groupcache's `Stats` and `CacheStats`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of one group. Cheap to take: a snapshot summed over the group's shards.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Gets, from callers on this node and from peers.
+    pub gets: u64,
+    /// Gets answered from memory (main or hot cache).
+    pub cache_hits: u64,
+    /// Values fetched from the peer that owns the key.
+    pub peer_loads: u64,
+    /// Failed fetches from a peer (each followed by a local load).
+    pub peer_errors: u64,
+    /// Gets that missed memory: `gets - cache_hits`.
+    pub loads: u64,
+    /// Loads that were actually run after singleflight merged concurrent misses.
+    pub loads_deduped: u64,
+    /// Successful calls of the getter on this node.
+    pub local_loads: u64,
+    /// Failed (or panicked) calls of the getter on this node.
+    pub local_load_errors: u64,
+    /// Requests served to peers over the wire protocol.
+    pub server_requests: u64,
+    /// The main cache: keys this node owns or loaded itself.
+    pub main_cache: CacheStats,
+    /// The hot cache: popular keys owned by other nodes.
+    pub hot_cache: CacheStats,
+}
+
+/// Counters of one cache tier.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Bytes held (keys plus values).
+    pub bytes: u64,
+    /// Entries held.
+    pub items: u64,
+    /// Gets answered by this tier.
+    pub hits: u64,
+    /// Entries evicted to stay within the budget.
+    pub evictions: u64,
+}
+
+/// The counters of the miss path (the hit path counts inside the store's shards).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) peer_loads: AtomicU64,
+    pub(crate) peer_errors: AtomicU64,
+    pub(crate) loads: AtomicU64,
+    pub(crate) loads_deduped: AtomicU64,
+    pub(crate) local_loads: AtomicU64,
+    pub(crate) local_load_errors: AtomicU64,
+    pub(crate) server_requests: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
