@@ -1,1 +1,55 @@
-//! go-kit style Endpoints over instances discovered by `svckit-registry`.
+//! go-kit style Endpoints over instances discovered by `svckit-registry`: pickers (random,
+//! round robin, consistent hash, power of two choices), retry, and an HTTP transport.
+//!
+//! An [`Endpoint`] is an async function from request to response (a cloneable tower
+//! `Service`). [`HttpClient::endpoint`] builds one for a service name: each call encodes the
+//! request, takes the current instances from the registry's shared view (no etcd round trip),
+//! picks one, sends over one pooled hyper client, and decodes the answer.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use svckit_balancer::{HttpClient, Picker, Retry};
+//! use svckit_registry::{Discovery, Instance};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let discovery = Discovery::from_static([Instance::new("a1", "products", "127.0.0.1:8080")?]);
+//! let client = HttpClient::new();
+//! let get_product = client
+//!     .endpoint(
+//!         &discovery,
+//!         "products",
+//!         |id: u64| http::Request::get(format!("/products/{id}")).body(Bytes::new()),
+//!         |resp: http::Response<Bytes>| String::from_utf8(resp.into_body().to_vec()),
+//!     )
+//!     .picker(Picker::by_name("hash")?)
+//!     .hash_key(|id: &u64| id.to_be_bytes())
+//!     .timeout(Duration::from_secs(2))
+//!     .retry(Retry::new(3, Duration::from_secs(5)))
+//!     .build()?;
+//! let name: String = get_product.invoke(42).await?;
+//! # Ok(()) }
+//! ```
+
+mod balance;
+mod endpoint;
+mod error;
+mod http;
+mod p2c;
+mod pick;
+mod random;
+mod retry;
+mod ring;
+mod round_robin;
+
+pub use crate::http::{
+    EndpointBuilder, HttpClient, SendError, DEFAULT_EJECTION, DEFAULT_MAX_BODY, DEFAULT_TIMEOUT,
+};
+pub use endpoint::{chain, Chain, Endpoint, Middleware};
+pub use error::{Attempt, BoxError, Error};
+pub use p2c::P2c;
+pub use pick::{ConsistentHash, Picker};
+pub use random::Random;
+pub use retry::{is_idempotent, is_safe_to_retry, Failure, Predicate, Retry};
+pub use ring::{xxh3, HashFn, Ring, DEFAULT_VNODES};
+pub use round_robin::RoundRobin;

@@ -1,0 +1,314 @@
+//! Per-endpoint picker state over the registry's shared view: the current table of
+//! instances (with their in-flight counters and the hash ring), rebuilt only when the set
+//! changes and without blocking callers.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use svckit_registry::{Instances, ServiceWatch};
+
+use crate::pick::Picker;
+use crate::ring::Ring;
+
+/// Per-instance state that survives table rebuilds (carried over by instance id).
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    in_flight: AtomicUsize,
+    /// Milliseconds since `Balancer::epoch` until which the instance is avoided; 0 = never.
+    ejected_until: AtomicU64,
+}
+
+/// One immutable view of the instances, with their slots and ring.
+pub(crate) struct Table {
+    pub(crate) instances: Instances,
+    slots: Box<[Arc<Slot>]>,
+    ring: Option<Ring>,
+}
+
+impl Table {
+    fn build(instances: Instances, prev: &Table, picker: &Picker) -> Self {
+        let old: HashMap<&str, &Arc<Slot>> = prev
+            .instances
+            .iter()
+            .zip(prev.slots.iter())
+            .map(|(i, s)| (i.id(), s))
+            .collect();
+        let slots = instances
+            .iter()
+            .map(|i| old.get(i.id()).map_or_else(Arc::default, |s| Arc::clone(s)))
+            .collect();
+        let ring = match picker {
+            Picker::ConsistentHash(c) => {
+                let ids: Vec<&str> = instances.iter().map(|i| i.id()).collect();
+                Some(Ring::with_hash(&ids, c.vnodes, c.hash))
+            }
+            _ => None,
+        };
+        Self {
+            instances,
+            slots,
+            ring,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.instances.len()
+    }
+
+    fn load(&self, i: usize) -> usize {
+        self.slots[i].in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// Decrements the in-flight counters when the call ends or its future is dropped.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    slot: Arc<Slot>,
+    total: Arc<AtomicUsize>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.slot.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.total.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The picker state of one endpoint, shared by its clones.
+pub(crate) struct Balancer {
+    watch: ServiceWatch,
+    picker: Picker,
+    current: Mutex<Arc<Table>>,
+    rebuilding: AtomicBool,
+    total: Arc<AtomicUsize>,
+    epoch: Instant,
+    eject_for: Duration,
+}
+
+impl fmt::Debug for Balancer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Balancer")
+            .field("service", &self.watch.name())
+            .field("picker", &self.picker)
+            .field("in_flight", &self.total.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Clears `rebuilding` even if building panics.
+struct Rebuilding<'a>(&'a AtomicBool);
+
+impl Drop for Rebuilding<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl Balancer {
+    pub(crate) fn new(watch: ServiceWatch, picker: Picker, eject_for: Duration) -> Self {
+        let empty = Table {
+            instances: Arc::from(Vec::new()),
+            slots: Box::new([]),
+            ring: None,
+        };
+        let first = Table::build(watch.snapshot(), &empty, &picker);
+        Self {
+            watch,
+            picker,
+            current: Mutex::new(Arc::new(first)),
+            rebuilding: AtomicBool::new(false),
+            total: Arc::default(),
+            epoch: Instant::now(),
+            eject_for,
+        }
+    }
+
+    pub(crate) fn uses_keys(&self) -> bool {
+        matches!(self.picker, Picker::ConsistentHash(_))
+    }
+
+    pub(crate) fn hash_fn(&self) -> crate::ring::HashFn {
+        match &self.picker {
+            Picker::ConsistentHash(c) => c.hash,
+            _ => crate::ring::xxh3,
+        }
+    }
+
+    /// The table for the current snapshot. The lock is held only to clone or swap an `Arc`;
+    /// a rebuild happens outside it, by one caller, while the others keep the previous table.
+    pub(crate) fn table(&self) -> Arc<Table> {
+        let snapshot = self.watch.snapshot();
+        let cur = self.lock().clone();
+        if Arc::ptr_eq(&cur.instances, &snapshot) {
+            return cur;
+        }
+        let someone_else = self
+            .rebuilding
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err();
+        if someone_else && !cur.instances.is_empty() {
+            return cur;
+        }
+        let _guard = (!someone_else).then(|| Rebuilding(&self.rebuilding));
+        let next = Arc::new(Table::build(snapshot, &cur, &self.picker));
+        tracing::debug!(
+            service = %self.watch.name(),
+            instances = next.len(),
+            "picker state rebuilt"
+        );
+        *self.lock() = next.clone();
+        next
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Arc<Table>> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn is_ejected(&self, table: &Table, i: usize, now: u64) -> bool {
+        table.slots[i].ejected_until.load(Ordering::Relaxed) > now
+    }
+
+    /// Avoid instance `i` for the ejection period (after a failed connect).
+    pub(crate) fn eject(&self, table: &Table, i: usize) {
+        if self.eject_for.is_zero() {
+            return;
+        }
+        let until = self
+            .now_ms()
+            .saturating_add(self.eject_for.as_millis() as u64);
+        table.slots[i].ejected_until.store(until, Ordering::Relaxed);
+        tracing::debug!(
+            service = %self.watch.name(),
+            addr = %table.instances[i].addr(),
+            eject_for = ?self.eject_for,
+            "instance ejected after a failed connect"
+        );
+    }
+
+    /// The picker's raw choice, `None` on an empty table.
+    fn raw(&self, table: &Table, key: Option<u64>) -> Option<usize> {
+        let n = table.len();
+        match &self.picker {
+            Picker::Random(r) => r.pick(n),
+            Picker::RoundRobin(r) => r.pick(n),
+            Picker::P2c(p) => p.pick_by(n, |i| table.load(i)),
+            Picker::ConsistentHash(c) => {
+                let ring = table.ring.as_ref()?;
+                let h = key.unwrap_or(0);
+                match c.epsilon {
+                    None => ring.owner_of_hash(h),
+                    Some(eps) => {
+                        ring.owner_bounded(h, eps, self.total.load(Ordering::Relaxed), |i| {
+                            table.load(i)
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    /// Picks an instance, avoiding those in `tried` (instance ids of earlier attempts) and
+    /// ejected ones while others are left. Falls back to tried ones rather than failing.
+    pub(crate) fn pick(&self, table: &Table, key: Option<u64>, tried: &[String]) -> Option<usize> {
+        let first = self.raw(table, key)?;
+        let now = if self.eject_for.is_zero() {
+            0
+        } else {
+            self.now_ms()
+        };
+        let fresh = |i: usize| !tried.iter().any(|t| t == table.instances[i].id());
+        let good = |i: usize| fresh(i) && !self.is_ejected(table, i, now);
+        if good(first) {
+            return Some(first);
+        }
+        let n = table.len();
+        if let (Some(ring), Some(h)) = (&table.ring, key) {
+            // Keep consistent hashing's order: the next instances clockwise.
+            let mut walk = ring.walk(h);
+            if let Some(i) = walk.find(|&i| good(i)) {
+                return Some(i);
+            }
+            return Some(ring.walk(h).find(|&i| fresh(i)).unwrap_or(first));
+        }
+        for _ in 0..2 {
+            if let Some(i) = self.raw(table, key).filter(|&i| good(i)) {
+                return Some(i);
+            }
+        }
+        let scan = (1..n).map(|d| (first + d) % n);
+        if let Some(i) = scan.clone().find(|&i| good(i)) {
+            return Some(i);
+        }
+        Some(scan.into_iter().find(|&i| fresh(i)).unwrap_or(first))
+    }
+
+    /// Counts a call to instance `i` as in flight until the guard drops.
+    pub(crate) fn start(&self, table: &Table, i: usize) -> InFlight {
+        let slot = table.slots[i].clone();
+        slot.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.total.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            slot,
+            total: self.total.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::round_robin::RoundRobin;
+    use svckit_registry::{Discovery, Instance};
+
+    fn discovery(n: usize) -> Discovery {
+        Discovery::from_static((0..n).map(|i| {
+            Instance::new(format!("i{i}"), "svc", format!("127.0.0.1:{}", 1000 + i)).unwrap()
+        }))
+    }
+
+    #[test]
+    fn table_is_cached_and_counters_follow_guards() {
+        let d = discovery(3);
+        let b = Balancer::new(
+            d.watch("svc").unwrap(),
+            Picker::RoundRobin(RoundRobin::new()),
+            Duration::from_secs(1),
+        );
+        let t1 = b.table();
+        assert!(Arc::ptr_eq(&t1, &b.table()));
+        let g = b.start(&t1, 1);
+        assert_eq!(t1.load(1), 1);
+        drop(g);
+        assert_eq!(t1.load(1), 0);
+        assert_eq!(b.total.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn retries_avoid_tried_and_ejected_instances() {
+        let d = discovery(3);
+        let b = Balancer::new(
+            d.watch("svc").unwrap(),
+            Picker::RoundRobin(RoundRobin::new()),
+            Duration::from_secs(60),
+        );
+        let t = b.table();
+        let tried = vec!["i0".to_owned(), "i1".to_owned()];
+        for _ in 0..5 {
+            assert_eq!(b.pick(&t, None, &tried), Some(2));
+        }
+        b.eject(&t, 2);
+        for _ in 0..5 {
+            assert_ne!(b.pick(&t, None, &[]), Some(2));
+        }
+        // Everything tried or ejected: still an answer, never a failure.
+        let all: Vec<String> = (0..3).map(|i| format!("i{i}")).collect();
+        assert!(b.pick(&t, None, &all).is_some());
+    }
+}

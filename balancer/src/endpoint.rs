@@ -1,0 +1,224 @@
+//! go-kit's Endpoint: an async function from request to response, here a cloneable tower
+//! [`Service`], plus [`Middleware`] and [`chain`].
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::future::BoxFuture;
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceExt};
+
+use crate::error::Error;
+
+/// An async function from `Req` to `Resp` (go-kit's `endpoint.Endpoint`): a cloneable,
+/// `Send + Sync` tower [`Service`] whose error is [`Error`]. Clones are cheap and share
+/// whatever the endpoint was built on (connection pool, picker state).
+pub struct Endpoint<Req, Resp> {
+    inner: BoxCloneSyncService<Req, Resp, Error>,
+}
+
+impl<Req, Resp> Clone for Endpoint<Req, Resp> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<Req, Resp> fmt::Debug for Endpoint<Req, Resp> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint").finish_non_exhaustive()
+    }
+}
+
+impl<Req, Resp> Endpoint<Req, Resp>
+where
+    Req: 'static,
+    Resp: 'static,
+{
+    /// Wraps any cloneable tower service with error type [`Error`].
+    pub fn new<S>(service: S) -> Self
+    where
+        S: Service<Req, Response = Resp, Error = Error> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+    {
+        Self {
+            inner: BoxCloneSyncService::new(service),
+        }
+    }
+
+    /// An endpoint from an async closure (go-kit's `func(ctx, request) (response, error)`).
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), svckit_balancer::Error> {
+    /// use svckit_balancer::Endpoint;
+    /// let double = Endpoint::from_fn(|n: u32| async move { Ok(n * 2) });
+    /// assert_eq!(double.invoke(21).await?, 42);
+    /// # Ok(()) }
+    /// ```
+    pub fn from_fn<F, Fut>(f: F) -> Self
+    where
+        F: Fn(Req) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
+    {
+        Self::new(FnService { f })
+    }
+
+    /// Calls the endpoint once: waits until it is ready, then sends `req`.
+    pub fn invoke(&self, req: Req) -> impl Future<Output = Result<Resp, Error>> + Send + 'static
+    where
+        Req: Send,
+    {
+        self.inner.clone().oneshot(req)
+    }
+
+    /// Wraps this endpoint in a middleware: `m.wrap(self)`.
+    #[must_use]
+    pub fn with<M: Middleware<Req, Resp>>(self, m: M) -> Self {
+        m.wrap(self)
+    }
+}
+
+impl<Req, Resp> Service<Req> for Endpoint<Req, Resp> {
+    type Response = Resp;
+    type Error = Error;
+    type Future = BoxFuture<'static, Result<Resp, Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        self.inner.call(req)
+    }
+}
+
+#[derive(Clone)]
+struct FnService<F> {
+    f: F,
+}
+
+impl<F, Fut, Req, Resp> Service<Req> for FnService<F>
+where
+    F: Fn(Req) -> Fut,
+    Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
+{
+    type Response = Resp;
+    type Error = Error;
+    type Future = Fut;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Fut {
+        (self.f)(req)
+    }
+}
+
+/// go-kit's `endpoint.Middleware`: turns an endpoint into another one (logging, metrics,
+/// auth, ...). Any `Fn(Endpoint) -> Endpoint` closure is a middleware.
+pub trait Middleware<Req, Resp>: Send + Sync + 'static {
+    /// Wraps `next`.
+    fn wrap(&self, next: Endpoint<Req, Resp>) -> Endpoint<Req, Resp>;
+}
+
+impl<Req, Resp, F> Middleware<Req, Resp> for F
+where
+    F: Fn(Endpoint<Req, Resp>) -> Endpoint<Req, Resp> + Send + Sync + 'static,
+{
+    fn wrap(&self, next: Endpoint<Req, Resp>) -> Endpoint<Req, Resp> {
+        self(next)
+    }
+}
+
+/// Middlewares composed into one (go-kit's `endpoint.Chain`). Built by [`chain`].
+pub struct Chain<Req, Resp> {
+    // Outermost first.
+    layers: Vec<Arc<dyn Middleware<Req, Resp>>>,
+}
+
+impl<Req, Resp> Clone for Chain<Req, Resp> {
+    fn clone(&self) -> Self {
+        Self {
+            layers: self.layers.clone(),
+        }
+    }
+}
+
+impl<Req, Resp> fmt::Debug for Chain<Req, Resp> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Chain")
+            .field("middlewares", &self.layers.len())
+            .finish()
+    }
+}
+
+impl<Req: 'static, Resp: 'static> Chain<Req, Resp> {
+    /// Appends a middleware inside the ones already in the chain.
+    #[must_use]
+    pub fn then<M: Middleware<Req, Resp>>(mut self, m: M) -> Self {
+        self.layers.push(Arc::new(m));
+        self
+    }
+}
+
+impl<Req: 'static, Resp: 'static> Middleware<Req, Resp> for Chain<Req, Resp> {
+    fn wrap(&self, next: Endpoint<Req, Resp>) -> Endpoint<Req, Resp> {
+        self.layers.iter().rev().fold(next, |e, m| m.wrap(e))
+    }
+}
+
+/// go-kit's `endpoint.Chain(outer, others...)`: the first middleware is the outermost, so
+/// `chain(a, [b, c]).wrap(e)` is `a(b(c(e)))` and a request passes `a`, then `b`, then `c`.
+pub fn chain<Req: 'static, Resp: 'static>(
+    outer: impl Middleware<Req, Resp>,
+    others: impl IntoIterator<Item = Arc<dyn Middleware<Req, Resp>>>,
+) -> Chain<Req, Resp> {
+    let mut layers: Vec<Arc<dyn Middleware<Req, Resp>>> = vec![Arc::new(outer)];
+    layers.extend(others);
+    Chain { layers }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn tag(log: Arc<Mutex<Vec<String>>>, name: &'static str) -> impl Middleware<String, String> {
+        move |next: Endpoint<String, String>| {
+            let log = log.clone();
+            Endpoint::from_fn(move |req: String| {
+                log.lock().unwrap().push(name.to_owned());
+                let next = next.clone();
+                async move { next.invoke(format!("{req}>{name}")).await }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn chain_runs_outer_first() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let echo = Endpoint::from_fn(|s: String| async move { Ok(s) });
+        let mw = chain(
+            tag(log.clone(), "a"),
+            [
+                Arc::new(tag(log.clone(), "b")) as Arc<dyn Middleware<_, _>>,
+                Arc::new(tag(log.clone(), "c")),
+            ],
+        );
+        let e = echo.with(mw);
+        assert_eq!(e.invoke("x".into()).await.unwrap(), "x>a>b>c");
+        assert_eq!(*log.lock().unwrap(), ["a", "b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn errors_pass_through() {
+        let fail: Endpoint<(), ()> = Endpoint::from_fn(|()| async { Err(Error::endpoint("nope")) });
+        let err = fail.clone().oneshot(()).await.unwrap_err();
+        assert!(matches!(err, Error::Endpoint { .. }));
+        assert_eq!(std::error::Error::source(&err).unwrap().to_string(), "nope");
+    }
+}

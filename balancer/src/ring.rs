@@ -1,0 +1,282 @@
+//! Consistent hashing: a ring of virtual nodes, with an optional bounded-load mode.
+//!
+//! # The hash
+//!
+//! The default hash is **XXH3-64 with seed 0** ([`xxh3`]), a fixed, specified function
+//! (<https://github.com/Cyan4973/xxHash/blob/dev/doc/xxhash_spec.md>) whose output does not
+//! depend on the process, the platform or the version of this crate, so every client maps a
+//! key to the same instance. It is also fast for short keys (a few ns for 32 bytes).
+//!
+//! Virtual node `i` (0-based) of node `name` sits at `hash("{name}#{i}")`; a key sits at
+//! `hash(key)` and belongs to the first virtual node at or after it, wrapping around. Points
+//! that collide keep the node whose name sorts first, so ownership does not depend on the order
+//! nodes were given in. The hash is injectable ([`Ring::with_hash`]) for exact tests.
+
+use std::fmt;
+
+/// A hash function from bytes to a ring position.
+pub type HashFn = fn(&[u8]) -> u64;
+
+/// Virtual nodes per instance unless configured otherwise.
+pub const DEFAULT_VNODES: usize = 160;
+
+/// The default ring hash: XXH3-64 with seed 0.
+#[inline]
+pub fn xxh3(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
+/// A consistent-hash ring over nodes `0..len`, each with the same number of virtual nodes.
+/// Lookups are a binary search over a sorted `Vec<(u64, u32)>`: no allocation, no lock.
+#[derive(Clone)]
+pub struct Ring {
+    points: Vec<(u64, u32)>,
+    nodes: usize,
+    vnodes: usize,
+    hash: HashFn,
+}
+
+impl fmt::Debug for Ring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ring")
+            .field("nodes", &self.nodes)
+            .field("vnodes", &self.vnodes)
+            .field("points", &self.points.len())
+            .finish()
+    }
+}
+
+impl Ring {
+    /// A ring over `nodes` (their names, e.g. instance ids) with `vnodes` virtual nodes each
+    /// (at least 1), hashed with [`xxh3`]. Lookups return indices into `nodes`.
+    pub fn new<S: AsRef<str>>(nodes: &[S], vnodes: usize) -> Self {
+        Self::with_hash(nodes, vnodes, xxh3)
+    }
+
+    /// Like [`new`](Self::new) with another hash function.
+    pub fn with_hash<S: AsRef<str>>(nodes: &[S], vnodes: usize, hash: HashFn) -> Self {
+        let vnodes = vnodes.max(1);
+        let mut points = Vec::with_capacity(nodes.len() * vnodes);
+        let mut buf = String::new();
+        for (n, name) in nodes.iter().enumerate() {
+            let Ok(idx) = u32::try_from(n) else { break };
+            for i in 0..vnodes {
+                buf.clear();
+                buf.push_str(name.as_ref());
+                buf.push('#');
+                buf.push_str(&i.to_string());
+                points.push((hash(buf.as_bytes()), idx));
+            }
+        }
+        let name = |i: u32| nodes[i as usize].as_ref();
+        points.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| name(a.1).cmp(name(b.1))));
+        points.dedup_by_key(|p| p.0);
+        Self {
+            points,
+            nodes: nodes.len().min(u32::MAX as usize),
+            vnodes,
+            hash,
+        }
+    }
+
+    /// The number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes
+    }
+
+    /// True when the ring has no node.
+    pub fn is_empty(&self) -> bool {
+        self.nodes == 0
+    }
+
+    /// Virtual nodes per node.
+    pub fn vnodes(&self) -> usize {
+        self.vnodes
+    }
+
+    /// The ring position of `key`.
+    #[inline]
+    pub fn hash_key(&self, key: &[u8]) -> u64 {
+        (self.hash)(key)
+    }
+
+    #[inline]
+    fn position(&self, hash: u64) -> usize {
+        let i = self.points.partition_point(|p| p.0 < hash);
+        if i == self.points.len() {
+            0
+        } else {
+            i
+        }
+    }
+
+    /// The node owning `key`, `None` on an empty ring.
+    #[inline]
+    pub fn owner(&self, key: &[u8]) -> Option<usize> {
+        self.owner_of_hash(self.hash_key(key))
+    }
+
+    /// The node owning ring position `hash`.
+    #[inline]
+    pub fn owner_of_hash(&self, hash: u64) -> Option<usize> {
+        if self.points.is_empty() {
+            return None;
+        }
+        Some(self.points[self.position(hash)].1 as usize)
+    }
+
+    /// The virtual-node owners from `hash` clockwise around the whole ring (nodes repeat).
+    /// The first item is [`owner_of_hash`](Self::owner_of_hash).
+    pub fn walk(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
+        let start = if self.points.is_empty() {
+            0
+        } else {
+            self.position(hash)
+        };
+        let (tail, head) = self.points.split_at(start);
+        head.iter().chain(tail).map(|p| p.1 as usize)
+    }
+
+    /// Consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam 2016): the
+    /// first node clockwise from `hash` whose load is below
+    /// `⌈(1 + epsilon) · (total + 1) / len⌉`, where `total` is the sum of `load` over all nodes
+    /// (the load the new request joins). Such a node always exists; `None` on an empty ring.
+    pub fn owner_bounded<L: Fn(usize) -> usize>(
+        &self,
+        hash: u64,
+        epsilon: f64,
+        total: usize,
+        load: L,
+    ) -> Option<usize> {
+        if self.points.is_empty() {
+            return None;
+        }
+        let avg = (total as f64 + 1.0) / self.nodes as f64;
+        let cap = ((1.0 + epsilon.max(0.0)) * avg).ceil().max(1.0) as usize;
+        let mut walk = self.walk(hash);
+        let first = walk.next()?;
+        if load(first) < cap {
+            return Some(first);
+        }
+        Some(walk.find(|&n| load(n) < cap).unwrap_or(first))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("node{i:03}")).collect()
+    }
+
+    fn key(i: u32) -> [u8; 32] {
+        let mut k = [0u8; 32];
+        k[..4].copy_from_slice(&i.to_le_bytes());
+        k[4..8].copy_from_slice(b"key_");
+        k
+    }
+
+    #[test]
+    fn xxh3_is_the_documented_function() {
+        // Reference values of XXH3_64bits(input, len) with seed 0 from the xxHash project.
+        assert_eq!(xxh3(b""), 0x2D06_8005_38D3_94C2);
+        assert_eq!(xxh3(b"a"), 0xE6C6_32B6_1E96_4E1F);
+    }
+
+    #[test]
+    fn peak_to_mean_load_with_160_vnodes_and_100_nodes() {
+        let nodes = names(100);
+        let ring = Ring::new(&nodes, DEFAULT_VNODES);
+        let keys = 200_000;
+        let mut load = vec![0usize; 100];
+        for k in 0..keys {
+            load[ring.owner(&key(k)).unwrap()] += 1;
+        }
+        let mean = keys as f64 / 100.0;
+        let peak = *load.iter().max().unwrap() as f64;
+        assert!(peak / mean <= 1.25, "peak/mean = {}", peak / mean);
+    }
+
+    #[test]
+    fn adding_one_node_to_ten_moves_only_its_share() {
+        let old = names(10);
+        let mut new = old.clone();
+        new.push("node_new".into());
+        let (a, b) = (Ring::new(&old, 160), Ring::new(&new, 160));
+        let keys = 100_000u32;
+        let mut moved = 0;
+        for k in 0..keys {
+            let (o, n) = (a.owner(&key(k)).unwrap(), b.owner(&key(k)).unwrap());
+            if old[o] != new[n] {
+                // A key that moves can only move to the new node.
+                assert_eq!(new[n], "node_new", "key {k} moved between two old nodes");
+                moved += 1;
+            }
+        }
+        let bound = 1.2 / 11.0 * f64::from(keys);
+        assert!(f64::from(moved) <= bound, "moved {moved} > {bound}");
+        assert!(moved > 0);
+    }
+
+    #[test]
+    fn ownership_does_not_depend_on_insertion_order() {
+        let nodes = names(20);
+        let mut rev = nodes.clone();
+        rev.reverse();
+        let mut shuffled = nodes.clone();
+        shuffled.rotate_left(7);
+        shuffled.swap(1, 12);
+        let rings = [
+            Ring::new(&nodes, 50),
+            Ring::new(&rev, 50),
+            Ring::new(&shuffled, 50),
+        ];
+        let lists = [&nodes, &rev, &shuffled];
+        for k in 0..20_000 {
+            let owners: Vec<&str> = rings
+                .iter()
+                .zip(lists)
+                .map(|(r, l)| l[r.owner(&key(k)).unwrap()].as_str())
+                .collect();
+            assert!(owners.iter().all(|o| *o == owners[0]), "{owners:?}");
+        }
+    }
+
+    #[test]
+    fn injected_hash_gives_exact_owners() {
+        // Positions: a#0 = 10, b#0 = 20; key hash = first byte.
+        fn h(bytes: &[u8]) -> u64 {
+            match bytes {
+                b"a#0" => 10,
+                b"b#0" => 20,
+                other => u64::from(other[0]),
+            }
+        }
+        let ring = Ring::with_hash(&["a", "b"], 1, h);
+        assert_eq!(ring.owner(&[5]), Some(0));
+        assert_eq!(ring.owner(&[10]), Some(0));
+        assert_eq!(ring.owner(&[11]), Some(1));
+        assert_eq!(ring.owner(&[21]), Some(0)); // wraps around
+        assert_eq!(ring.walk(15).collect::<Vec<_>>(), [1, 0]);
+        assert_eq!(Ring::new::<&str>(&[], 10).owner(b"x"), None);
+    }
+
+    #[test]
+    fn bounded_load_caps_every_node() {
+        let nodes = names(10);
+        let ring = Ring::new(&nodes, 160);
+        let mut load: HashMap<usize, usize> = HashMap::new();
+        let eps = 0.25;
+        // Every request hashes to the same place: without the bound one node would take all.
+        for total in 0..1_000usize {
+            let n = ring
+                .owner_bounded(42, eps, total, |n| *load.get(&n).unwrap_or(&0))
+                .unwrap();
+            *load.entry(n).or_default() += 1;
+            let cap = ((1.0 + eps) * (total as f64 + 1.0) / 10.0).ceil() as usize;
+            assert!(load.values().all(|&l| l <= cap), "total {total}: {load:?}");
+        }
+    }
+}
