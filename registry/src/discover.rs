@@ -19,6 +19,7 @@ use tower::discover::Change;
 
 use crate::error::{Error, MalformedEntry};
 use crate::instance::{validate_ident, Instance};
+use crate::task::OwnedTask;
 
 /// The instances of one service name at one moment, sorted by id.
 pub type Instances = Arc<[Instance]>;
@@ -48,6 +49,8 @@ pub struct DiscoveryStats {
     pub relists: u64,
     /// Watch events applied.
     pub events: u64,
+    /// Watches that had to start over because the revision they resumed from was compacted.
+    pub compactions: u64,
 }
 
 #[derive(Default)]
@@ -88,6 +91,7 @@ struct Shared {
     malformed: AtomicU64,
     relists: AtomicU64,
     events: AtomicU64,
+    compactions: AtomicU64,
 }
 
 /// The discovery view of one registry client: every service under the prefix, kept current
@@ -95,6 +99,8 @@ struct Shared {
 #[derive(Clone)]
 pub struct Discovery {
     shared: Arc<Shared>,
+    // The backend's watcher task: it runs while any clone of this view is alive.
+    owner: Option<Arc<OwnedTask<()>>>,
 }
 
 impl fmt::Debug for Discovery {
@@ -116,13 +122,22 @@ impl Discovery {
             malformed: AtomicU64::new(0),
             relists: AtomicU64::new(0),
             events: AtomicU64::new(0),
+            compactions: AtomicU64::new(0),
         });
         (
             Self {
                 shared: shared.clone(),
+                owner: None,
             },
             ViewWriter { shared },
         )
+    }
+
+    /// Ties the backend's watcher task to this view: it is cancelled when the last clone
+    /// (including those inside [`ServiceWatch`]es) is dropped.
+    pub(crate) fn owned_by(mut self, task: Arc<OwnedTask<()>>) -> Self {
+        self.owner = Some(task);
+        self
     }
 
     /// A fixed view over `instances` that never changes: go-kit's fixed endpointer, for
@@ -209,6 +224,7 @@ impl Discovery {
             malformed_skipped: self.shared.malformed.load(Ordering::Relaxed),
             relists: self.shared.relists.load(Ordering::Relaxed),
             events: self.shared.events.load(Ordering::Relaxed),
+            compactions: self.shared.compactions.load(Ordering::Relaxed),
         }
     }
 }
@@ -308,6 +324,15 @@ impl ViewWriter {
         view.publish(parsed.name());
     }
 
+    /// Counts a watch that found its resume revision compacted.
+    pub(crate) fn compacted(&self) {
+        self.shared.compactions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn state(&self) -> DiscoveryState {
+        *self.shared.state.borrow()
+    }
+
     pub(crate) fn set_state(&self, state: DiscoveryState) {
         self.shared.state.send_if_modified(|cur| {
             if *cur == state {
@@ -317,11 +342,6 @@ impl ViewWriter {
                 true
             }
         });
-    }
-
-    /// True once every [`Discovery`] handle is gone: the watcher can stop.
-    pub(crate) fn is_orphaned(&self) -> bool {
-        Arc::strong_count(&self.shared) == 1
     }
 }
 
@@ -513,7 +533,9 @@ mod tests {
         w.put(inst("1", "a", 1));
         let mut disc = d.discover("a", |i: &Instance| i.addr().to_owned()).unwrap();
         match disc.next().await.unwrap().unwrap() {
-            Change::Insert(id, addr) => assert_eq!((id.as_str(), addr.as_str()), ("1", "127.0.0.1:1")),
+            Change::Insert(id, addr) => {
+                assert_eq!((id.as_str(), addr.as_str()), ("1", "127.0.0.1:1"))
+            }
             Change::Remove(_) => panic!("expected insert"),
         }
         w.delete(b"/services/1/a");

@@ -7,7 +7,9 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum Error {
     /// An id or service name that is not ASCII word characters.
-    #[error("invalid {what} {value:?}: only ASCII letters, digits and `_` are allowed ([A-Za-z0-9_]+)")]
+    #[error(
+        "invalid {what} {value:?}: only ASCII letters, digits and `_` are allowed ([A-Za-z0-9_]+)"
+    )]
     InvalidIdent {
         /// Which identifier: `"id"` or `"name"`.
         what: &'static str,

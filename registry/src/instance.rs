@@ -77,7 +77,9 @@ impl Instance {
             return Err(malformed("id is not [A-Za-z0-9_]+"));
         }
         if !is_ident(name) {
-            return Err(malformed("name is not [A-Za-z0-9_]+ (or the key has extra segments)"));
+            return Err(malformed(
+                "name is not [A-Za-z0-9_]+ (or the key has extra segments)",
+            ));
         }
         let addr = std::str::from_utf8(value).map_err(|_| malformed("value is not UTF-8"))?;
         if validate_addr(addr).is_err() {
@@ -146,9 +148,12 @@ mod tests {
         let i = Instance::new("abc", "productservice", "127.0.0.1:8081").unwrap();
         assert_eq!(i.key("/services"), "/services/abc/productservice");
         assert_eq!(i.key("/services/"), "/services/abc/productservice");
-        let parsed =
-            Instance::from_entry("/services", b"/services/abc/productservice", b"127.0.0.1:8081")
-                .unwrap();
+        let parsed = Instance::from_entry(
+            "/services",
+            b"/services/abc/productservice",
+            b"127.0.0.1:8081",
+        )
+        .unwrap();
         assert_eq!(parsed, i);
     }
 

@@ -1,0 +1,183 @@
+//! The one watch per registry client that keeps the shared [`Discovery`](crate::Discovery)
+//! view current, written once over [`Store`] for both backends.
+//!
+//! List `<prefix>/`, then watch from the listing's revision + 1 so nothing falls in between.
+//! A broken stream resumes from the next unseen revision; a compacted or cancelled watch, and
+//! the periodic reconcile, re-list. While the store is unreachable the view keeps the last
+//! known instances and the state says `Reconnecting`.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::discover::{DiscoveryState, ViewWriter};
+use crate::error::Error;
+use crate::registry::Config;
+use crate::store::{timed, Range, Store, WatchEvent, WatchMessage, WatchStream};
+use crate::task::sleep_or_cancel;
+
+/// How a watch ended.
+enum Next {
+    /// Start over with a fresh listing.
+    Relist,
+    /// The stream broke; resume from this revision after a backoff.
+    Resume(i64),
+}
+
+pub(crate) async fn run(
+    store: Arc<dyn Store>,
+    writer: ViewWriter,
+    config: Arc<Config>,
+    cancel: CancellationToken,
+) {
+    let prefix = format!("{}/", writer.prefix());
+    let mut backoff = Backoff::new(config.backoff_base, config.backoff_max);
+    let mut resume: Option<i64> = None;
+    loop {
+        let from = match resume.take() {
+            Some(revision) => revision,
+            None => match tokio::select! {
+                () = cancel.cancelled() => return,
+                listed = list(&*store, &writer, &prefix, &config) => listed,
+            } {
+                Ok(revision) => revision + 1,
+                Err(error) => {
+                    unreachable(&writer, &error, &mut backoff, "listing failed");
+                    if !sleep_or_cancel(backoff.next_delay(), &cancel).await {
+                        return;
+                    }
+                    continue;
+                }
+            },
+        };
+        let watch = tokio::select! {
+            () = cancel.cancelled() => return,
+            w = timed("watch", config.request_timeout, store.watch(prefix.as_bytes(), Range::Prefix, from)) => w,
+        };
+        let stream = match watch {
+            Ok(stream) => stream,
+            Err(error) => {
+                unreachable(&writer, &error, &mut backoff, "starting the watch failed");
+                resume = Some(from);
+                if !sleep_or_cancel(backoff.next_delay(), &cancel).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if writer.state() != DiscoveryState::Live {
+            tracing::info!(revision = from, "discovery watch live");
+        }
+        writer.set_state(DiscoveryState::Live);
+        backoff.reset();
+        let next = tokio::select! {
+            () = cancel.cancelled() => return,
+            next = follow(stream, &writer, from, &config) => next,
+        };
+        match next {
+            Next::Relist => {}
+            Next::Resume(revision) => {
+                resume = Some(revision);
+                if !sleep_or_cancel(backoff.next_delay(), &cancel).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Replaces the view with a fresh listing; returns its revision.
+async fn list(
+    store: &dyn Store,
+    writer: &ViewWriter,
+    prefix: &str,
+    config: &Config,
+) -> Result<i64, Error> {
+    let listing = timed(
+        "list",
+        config.request_timeout,
+        store.get_prefix(prefix.as_bytes()),
+    )
+    .await?;
+    let count = listing.kvs.len();
+    writer.replace_all(
+        listing
+            .kvs
+            .iter()
+            .map(|kv| crate::Instance::from_entry(writer.prefix(), &kv.key, &kv.value)),
+    );
+    tracing::debug!(revision = listing.revision, keys = count, "listed prefix");
+    Ok(listing.revision)
+}
+
+fn unreachable(writer: &ViewWriter, error: &Error, backoff: &mut Backoff, what: &'static str) {
+    if writer.state() == DiscoveryState::Live {
+        tracing::warn!(error = %error, "{what}; keeping the last known instances while reconnecting");
+    } else {
+        tracing::debug!(error = %error, attempt = backoff.attempts(), "{what}; retrying");
+    }
+    writer.set_state(DiscoveryState::Reconnecting);
+}
+
+/// Applies watch messages until the watch ends, the reconcile timer fires, or it breaks.
+async fn follow(
+    mut stream: Box<dyn WatchStream>,
+    writer: &ViewWriter,
+    from: i64,
+    config: &Config,
+) -> Next {
+    let mut next_revision = from;
+    let reconcile = tokio::time::sleep(config.reconcile_interval);
+    tokio::pin!(reconcile);
+    loop {
+        let message = tokio::select! {
+            () = &mut reconcile => {
+                tracing::debug!("reconcile: re-listing");
+                return Next::Relist;
+            }
+            m = stream.next() => m,
+        };
+        match message {
+            Ok(WatchMessage::Events(events)) => {
+                for event in events {
+                    next_revision = next_revision.max(event.revision() + 1);
+                    apply(writer, event);
+                }
+            }
+            Ok(WatchMessage::Compacted { compact_revision }) => {
+                writer.compacted();
+                tracing::warn!(
+                    from = next_revision,
+                    compact_revision,
+                    "watch revision compacted; re-listing"
+                );
+                return Next::Relist;
+            }
+            Ok(WatchMessage::Cancelled { reason }) => {
+                tracing::warn!(reason = %reason, "watch cancelled by the store; re-listing");
+                return Next::Relist;
+            }
+            Err(error) => {
+                writer.set_state(DiscoveryState::Reconnecting);
+                tracing::warn!(
+                    error = %error,
+                    resume_from = next_revision,
+                    "discovery watch broke; keeping the last known instances while reconnecting"
+                );
+                return Next::Resume(next_revision);
+            }
+        }
+    }
+}
+
+fn apply(writer: &ViewWriter, event: WatchEvent) {
+    match event {
+        WatchEvent::Put { key, value, .. } => match writer.parse(&key, &value) {
+            Some(instance) => writer.put(instance),
+            // A valid key whose new value is malformed no longer names a usable instance.
+            None => writer.delete(&key),
+        },
+        WatchEvent::Delete { key, .. } => writer.delete(&key),
+    }
+}
