@@ -1,2 +1,385 @@
-//! Placeholder until the example lands.
-fn main() {}
+//! The svckit demo: a private etcd, three `product` instances, two `thumbnail` instances that
+//! share one group cache, and the image `origin`, all as real child processes. It runs
+//! `product_client` with every picker, asks both thumbnail instances for the same thumbnails,
+//! restarts a product instance during a client run, prints a summary and stops everything.
+//!
+//! Run with: `./scripts/demo` (or `cargo build --examples && cargo run --example demo`;
+//! `-- --etcd 127.0.0.1:2379` uses an existing etcd instead of a private one).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use svckit::registry::{Discovery, EtcdOptions, EtcdRegistry, Registry};
+use tokio::process::{Child, Command};
+
+/// Flags of the demo.
+#[derive(Debug, Parser)]
+struct Args {
+    /// An existing etcd endpoint to use instead of starting a private one.
+    #[arg(long)]
+    etcd: Option<String>,
+    /// Requests per picker run.
+    #[arg(long, default_value_t = 300)]
+    requests: u32,
+}
+
+/// A child process of the demo, killed if still running when dropped.
+struct Proc {
+    label: String,
+    child: Child,
+}
+
+impl Proc {
+    fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// SIGTERM, then wait up to `grace` for the exit status; SIGKILL after that.
+    async fn terminate(&mut self, grace: Duration) -> Option<i32> {
+        if let Some(pid) = self.pid() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(Ok(status)) => status.code(),
+            _ => {
+                let _ = self.child.kill().await;
+                None
+            }
+        }
+    }
+}
+
+/// Everything the demo started, stopped in reverse order.
+#[derive(Default)]
+struct Fleet {
+    procs: Vec<Proc>,
+    exe_dir: PathBuf,
+}
+
+impl Fleet {
+    fn spawn(&mut self, label: &str, example: &str, args: &[String]) -> anyhow::Result<usize> {
+        let bin = self.exe_dir.join(example);
+        if !bin.is_file() {
+            bail!(
+                "{} is not built; run `cargo build --examples` first (./scripts/demo does)",
+                bin.display()
+            );
+        }
+        let child = Command::new(&bin)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        self.procs.push(Proc {
+            label: label.to_owned(),
+            child,
+        });
+        Ok(self.procs.len() - 1)
+    }
+
+    async fn stop_all(&mut self) {
+        while let Some(mut p) = self.procs.pop() {
+            p.terminate(Duration::from_secs(5)).await;
+        }
+    }
+}
+
+/// One `product_client` run's summary, read from its `--json` line.
+#[derive(Debug, serde::Deserialize)]
+struct Summary {
+    requests: u64,
+    successes: u64,
+    failures: u64,
+    per_instance: BTreeMap<String, u64>,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn free_addr() -> String {
+    format!("127.0.0.1:{}", svckit_testing::free_port())
+}
+
+async fn wait_for(
+    discovery: &Discovery,
+    name: &str,
+    what: impl Fn(&[svckit::registry::Instance]) -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut watch = discovery.watch(name)?;
+    loop {
+        if what(&watch.snapshot()) {
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!("timed out waiting for the instances of {name} ({:?})", watch.snapshot());
+        }
+        let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), watch.changed()).await;
+    }
+}
+
+async fn client_run(
+    fleet: &Fleet,
+    etcd: &str,
+    balance: &str,
+    load: &[&str],
+) -> anyhow::Result<Summary> {
+    let mut args: Vec<String> = vec![
+        "--service".into(),
+        "productservice".into(),
+        "--balance".into(),
+        balance.into(),
+        "--etcd".into(),
+        etcd.into(),
+        "--concurrency".into(),
+        "8".into(),
+        "--json".into(),
+    ];
+    args.extend(load.iter().map(|s| s.to_string()));
+    let out = Command::new(fleet.exe_dir.join("product_client"))
+        .args(&args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("running product_client")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).with_context(|| format!("product_client printed {stdout:?}"))
+}
+
+fn spread(s: &Summary, names: &BTreeMap<String, String>) -> String {
+    s.per_instance
+        .iter()
+        .map(|(id, n)| {
+            let label = names.get(id).map(String::as_str).unwrap_or(id.as_str());
+            format!("{label}={n}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn http_get(url: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let resp = client.get(url.parse()?).await?;
+    let status = resp.status().as_u16();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await?
+        .to_bytes();
+    Ok((status, body.to_vec()))
+}
+
+async fn run(args: Args, fleet: &mut Fleet) -> anyhow::Result<()> {
+    let private_etcd;
+    let etcd = match &args.etcd {
+        Some(e) => e.clone(),
+        None => {
+            println!("starting a private etcd on loopback ...");
+            private_etcd = tokio::task::spawn_blocking(svckit_testing::Etcd::start).await?;
+            private_etcd.endpoint()
+        }
+    };
+    println!("etcd: {etcd}");
+    let registry = EtcdRegistry::connect(EtcdOptions::new([etcd.clone()])).await?;
+    let discovery = registry.discovery();
+
+    // The origin, three products, two thumbnails.
+    let origin = free_addr();
+    fleet.spawn("origin", "origin", &["--listen".into(), origin.clone()])?;
+    let mut names = BTreeMap::new();
+    let mut product_args = |n: usize| -> Vec<String> {
+        let port = svckit_testing::free_port();
+        let id = format!("product{n}");
+        names.insert(id.clone(), format!("product{n}(:{port})"));
+        vec![
+            "--name".into(),
+            "productservice".into(),
+            "--port".into(),
+            port.to_string(),
+            "--etcd".into(),
+            etcd.clone(),
+            "--id".into(),
+            id,
+            "--ttl".into(),
+            "5".into(),
+        ]
+    };
+    let mut products = Vec::new();
+    for n in 1..=3 {
+        let a = product_args(n);
+        products.push(fleet.spawn(&format!("product{n}"), "product", &a)?);
+    }
+    let mut thumbs = Vec::new();
+    for n in 1..=2 {
+        let listen = free_addr();
+        fleet.spawn(
+            &format!("thumbnail{n}"),
+            "thumbnail",
+            &[
+                "--listen".into(),
+                listen.clone(),
+                "--origin".into(),
+                format!("http://{origin}"),
+                "--etcd".into(),
+                etcd.clone(),
+            ],
+        )?;
+        thumbs.push(listen);
+    }
+    wait_for(&discovery, "productservice", |i| i.len() == 3).await?;
+    wait_for(&discovery, "thumbnail", |i| i.len() == 2).await?;
+    println!("\n3 product instances and 2 thumbnail instances registered:");
+    for i in discovery.all() {
+        println!("  /services/{}/{} -> {}", i.id(), i.name(), i.addr());
+    }
+
+    // Every picker.
+    println!("\nproduct_client, {} requests per picker:", args.requests);
+    let requests = args.requests.to_string();
+    let mut total_failures = 0;
+    for balance in ["random", "round_robin", "hash", "p2c"] {
+        let s = client_run(fleet, &etcd, balance, &["--requests", &requests]).await?;
+        total_failures += s.failures;
+        println!(
+            "  {balance:<12} {}/{} ok, p50 {:.2} ms, p99 {:.2} ms, spread: {}",
+            s.successes,
+            s.requests,
+            s.p50_ms,
+            s.p99_ms,
+            spread(&s, &names)
+        );
+    }
+
+    // Thumbnails: the same ones from both instances, each produced once.
+    println!("\nthumbnails from both instances:");
+    let wanted = [
+        "/v1/image/100x100/sample.png",
+        "/v1/image/200x150/photo.jpg",
+        "/v1/image/64x64/logo.gif",
+        "/v1/image/300x100/banner.jpeg",
+    ];
+    let mut same = 0;
+    for path in wanted {
+        let (s1, b1) = http_get(&format!("http://{}{path}", thumbs[0])).await?;
+        let (s2, b2) = http_get(&format!("http://{}{path}", thumbs[1])).await?;
+        let img = image::load_from_memory(&b1).map(|i| (i.width(), i.height()));
+        println!(
+            "  {path}: {s1}/{s2}, {} bytes, {:?}, identical: {}",
+            b1.len(),
+            img.unwrap_or_default(),
+            b1 == b2
+        );
+        if s1 == 200 && b1 == b2 {
+            same += 1;
+        }
+    }
+    let (_, stats) = http_get(&format!("http://{origin}/_stats")).await?;
+    let stats: serde_json::Value = serde_json::from_slice(&stats)?;
+    let origin_fetches = stats["total"].as_u64().unwrap_or(0);
+    println!(
+        "  origin fetches: {origin_fetches} for {} thumbnails asked {} times",
+        wanted.len(),
+        wanted.len() * 2
+    );
+
+    // A rolling restart during a client run.
+    println!("\nrolling restart: SIGTERM product1 during a 10 s client run, then start product4");
+    let client = {
+        let etcd = etcd.clone();
+        let exe = fleet.exe_dir.clone();
+        let probe = Fleet {
+            procs: Vec::new(),
+            exe_dir: exe,
+        };
+        tokio::spawn(async move {
+            let s = client_run(&probe, &etcd, "round_robin", &["--duration", "10"]).await;
+            drop(probe);
+            s
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let code = fleet.procs[products[0]]
+        .terminate(Duration::from_secs(10))
+        .await;
+    wait_for(&discovery, "productservice", |i| {
+        i.iter().all(|x| x.id() != "product1")
+    })
+    .await?;
+    println!("  product1 exited with {code:?}; its key is gone from etcd");
+    let a = product_args(4);
+    fleet.spawn("product4", "product", &a)?;
+    wait_for(&discovery, "productservice", |i| {
+        i.iter().any(|x| x.id() == "product4")
+    })
+    .await?;
+    println!("  product4 registered");
+    let s = client.await??;
+    total_failures += s.failures;
+    println!(
+        "  client: {}/{} ok, {} failed, spread: {}",
+        s.successes,
+        s.requests,
+        s.failures,
+        spread(&s, &names)
+    );
+    let product4_calls = s.per_instance.get("product4").copied().unwrap_or(0);
+
+    println!("\nsummary:");
+    println!("  failed calls over all runs: {total_failures}");
+    println!(
+        "  thumbnails identical on both instances: {same}/{}",
+        wanted.len()
+    );
+    println!(
+        "  origin fetches: {origin_fetches} (one per thumbnail: {})",
+        origin_fetches == wanted.len() as u64
+    );
+    println!("  calls served by the restarted instance product4: {product4_calls}");
+    drop(registry);
+    fleet.stop_all().await;
+    if total_failures != 0 || same != wanted.len() || origin_fetches != wanted.len() as u64 {
+        bail!("the demo did not go as expected (see above)");
+    }
+    println!("  everything stopped; done.");
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() {
+    common::init_tracing();
+    let args = Args::parse();
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(PathBuf::from))
+        .unwrap_or_default();
+    let mut fleet = Fleet {
+        procs: Vec::new(),
+        exe_dir,
+    };
+    let result = tokio::select! {
+        r = run(args, &mut fleet) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    fleet.stop_all().await;
+    if let Err(e) = result {
+        for p in &fleet.procs {
+            eprintln!("still running: {}", p.label);
+        }
+        common::fail(format_args!("{e:#}"));
+    }
+}
