@@ -124,21 +124,21 @@ impl<V: Clone + Send + Sync + 'static> SingleFlight<V> {
                                 _ = cancel.cancelled() => None,
                                 r = AssertUnwindSafe(fut).catch_unwind() => Some(r),
                             };
-                            match out {
-                                Some(Ok(v)) => {
-                                    tx.send_replace(Some(Ok(v)));
-                                }
+                            let out = match out {
+                                Some(Ok(v)) => Ok(v),
                                 Some(Err(_)) => {
                                     tracing::warn!("load panicked");
-                                    tx.send_replace(Some(Err(FlightError::Panicked)));
+                                    Err(FlightError::Panicked)
                                 }
-                                None => {
-                                    tx.send_replace(Some(Err(FlightError::Stopped)));
-                                }
-                            }
-                            // Publish first, then forget the flight: a caller arriving in
-                            // between still joins and reads the outcome.
+                                None => Err(FlightError::Stopped),
+                            };
+                            // Forget the flight first, then publish. The other order would
+                            // let a caller arriving after the outcome join a finished flight
+                            // and receive a stale outcome: an error would in effect be
+                            // cached. A caller arriving now starts a new flight, which finds
+                            // a loaded value in the cache (populated inside the load).
                             drop(guard);
+                            tx.send_replace(Some(out));
                         }
                         .instrument(span),
                     );
