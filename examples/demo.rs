@@ -107,6 +107,25 @@ struct Summary {
     p99_ms: f64,
 }
 
+/// The flags of product instance `n`, remembering its label for the spread printout.
+fn product_args(n: usize, etcd: &str, names: &mut BTreeMap<String, String>) -> Vec<String> {
+    let port = svckit_testing::free_port();
+    let id = format!("product{n}");
+    names.insert(id.clone(), format!("product{n}(:{port})"));
+    vec![
+        "--name".into(),
+        "productservice".into(),
+        "--port".into(),
+        port.to_string(),
+        "--etcd".into(),
+        etcd.into(),
+        "--id".into(),
+        id,
+        "--ttl".into(),
+        "5".into(),
+    ]
+}
+
 fn free_addr() -> String {
     format!("127.0.0.1:{}", svckit_testing::free_port())
 }
@@ -202,26 +221,9 @@ async fn run(args: Args, fleet: &mut Fleet) -> anyhow::Result<()> {
     let origin = free_addr();
     fleet.spawn("origin", "origin", &["--listen".into(), origin.clone()])?;
     let mut names = BTreeMap::new();
-    let mut product_args = |n: usize| -> Vec<String> {
-        let port = svckit_testing::free_port();
-        let id = format!("product{n}");
-        names.insert(id.clone(), format!("product{n}(:{port})"));
-        vec![
-            "--name".into(),
-            "productservice".into(),
-            "--port".into(),
-            port.to_string(),
-            "--etcd".into(),
-            etcd.clone(),
-            "--id".into(),
-            id,
-            "--ttl".into(),
-            "5".into(),
-        ]
-    };
     let mut products = Vec::new();
     for n in 1..=3 {
-        let a = product_args(n);
+        let a = product_args(n, &etcd, &mut names);
         products.push(fleet.spawn(&format!("product{n}"), "product", &a)?);
     }
     let mut thumbs = Vec::new();
@@ -321,7 +323,7 @@ async fn run(args: Args, fleet: &mut Fleet) -> anyhow::Result<()> {
     })
     .await?;
     println!("  product1 exited with {code:?}; its key is gone from etcd");
-    let a = product_args(4);
+    let a = product_args(4, &etcd, &mut names);
     fleet.spawn("product4", "product", &a)?;
     wait_for(&discovery, "productservice", |i| {
         i.iter().any(|x| x.id() == "product4")

@@ -11,12 +11,41 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use clap::Parser;
+use svckit::registry::{validate_ident, EtcdOptions, EtcdRegistry, Lifecycle};
+
+/// Flags of the product service.
+#[derive(Debug, Parser)]
+struct Args {
+    /// The service name to register under.
+    #[arg(long, default_value = "productservice")]
+    name: String,
+    /// The port to listen on.
+    #[arg(short = 'p', long, default_value_t = 8081)]
+    port: u16,
+    /// The address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: String,
+    /// etcd endpoints, comma-separated.
+    #[arg(long, default_value = "127.0.0.1:2379")]
+    etcd: String,
+    /// The instance id (default: a random UUID, 32 hex digits).
+    #[arg(long)]
+    id: Option<String>,
+    /// The lease TTL in seconds.
+    #[arg(long, default_value_t = 10)]
+    ttl: u64,
+    /// The host to register instead of the bound address.
+    #[arg(long)]
+    advertise: Option<String>,
+}
 
 /// The header that names the instance which answered.
 const SERVED_BY: &str = "x-served-by";
@@ -44,8 +73,48 @@ async fn product(State(served_by): State<Arc<str>>, Path(id): Path<String>) -> R
 #[tokio::main]
 async fn main() {
     common::init_tracing();
-    // Filled in with the registry lifecycle.
-    let _ = app("unset");
+    let args = Args::parse();
+    if let Err(e) = validate_ident("name", &args.name) {
+        common::fail(e);
+    }
+    if let Some(id) = &args.id {
+        if let Err(e) = validate_ident("id", id) {
+            common::fail(e);
+        }
+    }
+    let listen = format!("{}:{}", args.bind, args.port);
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .unwrap_or_else(|e| common::fail(format_args!("cannot listen on {listen}: {e}")));
+    let options = EtcdOptions::new(common::split_list(&args.etcd))
+        .ttl(Duration::from_secs(args.ttl.max(1)))
+        .dial_timeout(Duration::from_secs(3));
+    let registry = EtcdRegistry::connect(options)
+        .await
+        .unwrap_or_else(|e| common::fail(format_args!("cannot reach etcd at {}: {}", args.etcd, common::chain(&e))));
+    let bound = listener
+        .local_addr()
+        .unwrap_or_else(|e| common::fail(format_args!("cannot read the bound address: {e}")));
+    let mut builder = Lifecycle::builder(&args.name);
+    if let Some(id) = &args.id {
+        builder = builder.id(id);
+    }
+    if let Some(host) = &args.advertise {
+        builder = builder.advertise_host(host);
+    }
+    let lifecycle = builder
+        .register(&registry, bound)
+        .await
+        .unwrap_or_else(|e| common::fail(format_args!("cannot register in etcd at {}: {}", args.etcd, common::chain(&e))));
+    let instance = lifecycle.instance().clone();
+    tracing::info!(id = instance.id(), name = instance.name(), addr = instance.addr(), "registered");
+    let app = app(instance.id()).layer(lifecycle.layer());
+    let serve = axum::serve(listener, app).with_graceful_shutdown(lifecycle.shutdown_signal());
+    match lifecycle.drain(serve).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => common::fail(format_args!("server failed: {e}")),
+        Err(e) => common::fail(format_args!("shutdown: {e}")),
+    }
 }
 
 #[cfg(test)]

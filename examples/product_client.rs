@@ -207,7 +207,7 @@ async fn main() {
     };
     let registry = EtcdRegistry::connect(EtcdOptions::new(common::split_list(&args.etcd)))
         .await
-        .unwrap_or_else(|e| common::fail(format_args!("cannot reach etcd at {}: {e}", args.etcd)));
+        .unwrap_or_else(|e| common::fail(format_args!("cannot reach etcd at {}: {}", args.etcd, common::chain(&e))));
     let discovery = registry.discovery();
     let endpoint = product_endpoint(&discovery, &args.service, &args.balance)
         .unwrap_or_else(|e| common::fail(e));

@@ -29,3 +29,18 @@ pub(crate) fn split_list(value: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// An error and its sources on one line: `what failed: why: why`.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = s.source();
+    }
+    line
+}
