@@ -51,6 +51,29 @@ pub enum Error {
         /// The lease id.
         lease: i64,
     },
+    /// A server bound to `0.0.0.0` or `[::]` was registered without an advertised host:
+    /// nobody could reach that address.
+    #[error("cannot register the unspecified address {addr}: set an advertised host")]
+    UnspecifiedAddress {
+        /// The bound address.
+        addr: String,
+    },
+    /// The shutdown signal handlers could not be installed.
+    #[error("installing the SIGINT/SIGTERM handlers failed")]
+    Signal {
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server did not finish its requests within the grace timeout after the shutdown
+    /// signal and was stopped with requests still in flight.
+    #[error("grace timeout of {grace:?} expired with {in_flight} request(s) still in flight")]
+    GraceExpired {
+        /// The grace timeout.
+        grace: Duration,
+        /// Requests in flight when it expired.
+        in_flight: usize,
+    },
     /// The registry was shut down.
     #[error("the registry is closed")]
     Closed,
