@@ -143,7 +143,10 @@ async fn wait_for(
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            bail!("timed out waiting for the instances of {name} ({:?})", watch.snapshot());
+            bail!(
+                "timed out waiting for the instances of {name} ({:?})",
+                watch.snapshot()
+            );
         }
         let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), watch.changed()).await;
     }

@@ -115,7 +115,10 @@ async fn main() {
         }
     };
     if let Err(e) = write_samples(&dir) {
-        common::fail(format_args!("cannot write sample images to {}: {e}", dir.display()));
+        common::fail(format_args!(
+            "cannot write sample images to {}: {e}",
+            dir.display()
+        ));
     }
     let listener = match tokio::net::TcpListener::bind(&args.listen).await {
         Ok(l) => l,
@@ -171,8 +174,14 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         let img = image::load_from_memory(&body).unwrap();
         assert_eq!((img.width(), img.height()), (640, 480));
-        assert_eq!(get_path(app.clone(), "/missing.png").await.0, StatusCode::NOT_FOUND);
-        assert_eq!(get_path(app.clone(), "/..%2Fetc").await.0, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            get_path(app.clone(), "/missing.png").await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get_path(app.clone(), "/..%2Fetc").await.0,
+            StatusCode::BAD_REQUEST
+        );
         let (_, stats) = get_path(app.clone(), "/_stats").await;
         let stats: serde_json::Value = serde_json::from_slice(&stats).unwrap();
         assert_eq!(stats["fetches"]["sample.png"], 1);

@@ -89,9 +89,13 @@ async fn main() {
     let options = EtcdOptions::new(common::split_list(&args.etcd))
         .ttl(Duration::from_secs(args.ttl.max(1)))
         .dial_timeout(Duration::from_secs(3));
-    let registry = EtcdRegistry::connect(options)
-        .await
-        .unwrap_or_else(|e| common::fail(format_args!("cannot reach etcd at {}: {}", args.etcd, common::chain(&e))));
+    let registry = EtcdRegistry::connect(options).await.unwrap_or_else(|e| {
+        common::fail(format_args!(
+            "cannot reach etcd at {}: {}",
+            args.etcd,
+            common::chain(&e)
+        ))
+    });
     let bound = listener
         .local_addr()
         .unwrap_or_else(|e| common::fail(format_args!("cannot read the bound address: {e}")));
@@ -105,9 +109,20 @@ async fn main() {
     let lifecycle = builder
         .register(&registry, bound)
         .await
-        .unwrap_or_else(|e| common::fail(format_args!("cannot register in etcd at {}: {}", args.etcd, common::chain(&e))));
+        .unwrap_or_else(|e| {
+            common::fail(format_args!(
+                "cannot register in etcd at {}: {}",
+                args.etcd,
+                common::chain(&e)
+            ))
+        });
     let instance = lifecycle.instance().clone();
-    tracing::info!(id = instance.id(), name = instance.name(), addr = instance.addr(), "registered");
+    tracing::info!(
+        id = instance.id(),
+        name = instance.name(),
+        addr = instance.addr(),
+        "registered"
+    );
     let app = app(instance.id()).layer(lifecycle.layer());
     let serve = axum::serve(listener, app).with_graceful_shutdown(lifecycle.shutdown_signal());
     match lifecycle.drain(serve).await {
@@ -146,7 +161,15 @@ mod tests {
 
     #[tokio::test]
     async fn non_digit_ids_and_unknown_paths_are_404() {
-        for path in ["/prod/abc", "/prod/4a2", "/prod/", "/prod", "/products/1", "/", "/prod/1/2"] {
+        for path in [
+            "/prod/abc",
+            "/prod/4a2",
+            "/prod/",
+            "/prod",
+            "/products/1",
+            "/",
+            "/prod/1/2",
+        ] {
             assert_eq!(call(path).await.0, StatusCode::NOT_FOUND, "{path}");
         }
     }

@@ -159,8 +159,7 @@ async fn drive(
         workers.push(tokio::spawn(async move {
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
-                if requests.is_some_and(|r| n >= r) || until.is_some_and(|u| Instant::now() >= u)
-                {
+                if requests.is_some_and(|r| n >= r) || until.is_some_and(|u| Instant::now() >= u) {
                     break;
                 }
                 let id = n % 1000;
@@ -207,7 +206,13 @@ async fn main() {
     };
     let registry = EtcdRegistry::connect(EtcdOptions::new(common::split_list(&args.etcd)))
         .await
-        .unwrap_or_else(|e| common::fail(format_args!("cannot reach etcd at {}: {}", args.etcd, common::chain(&e))));
+        .unwrap_or_else(|e| {
+            common::fail(format_args!(
+                "cannot reach etcd at {}: {}",
+                args.etcd,
+                common::chain(&e)
+            ))
+        });
     let discovery = registry.discovery();
     let endpoint = product_endpoint(&discovery, &args.service, &args.balance)
         .unwrap_or_else(|e| common::fail(e));
@@ -222,7 +227,10 @@ async fn main() {
     println!("service:    {} (picker {})", args.service, args.balance);
     println!("requests:   {}", summary["requests"]);
     println!("successes:  {}", summary["successes"]);
-    println!("failures:   {} {}", summary["failures"], summary["failures_by_kind"]);
+    println!(
+        "failures:   {} {}",
+        summary["failures"], summary["failures_by_kind"]
+    );
     for (instance, calls) in &tally.per_instance {
         println!("  {instance}: {calls}");
     }
@@ -258,7 +266,10 @@ mod tests {
             .body(Bytes::from_static(b"get product byID:3"))
             .unwrap();
         let reply = decode(ok).unwrap();
-        assert_eq!((reply.body.as_str(), reply.served_by.as_str()), ("get product byID:3", "inst7"));
+        assert_eq!(
+            (reply.body.as_str(), reply.served_by.as_str()),
+            ("get product byID:3", "inst7")
+        );
         let missing = http::Response::builder()
             .status(404)
             .body(Bytes::new())
@@ -268,9 +279,13 @@ mod tests {
 
     #[test]
     fn every_picker_name_builds_and_unknown_ones_fail() {
-        let d = Discovery::from_static([Instance::new("a", "productservice", "127.0.0.1:1").unwrap()]);
+        let d =
+            Discovery::from_static([Instance::new("a", "productservice", "127.0.0.1:1").unwrap()]);
         for name in ["random", "round_robin", "hash", "p2c"] {
-            assert!(product_endpoint(&d, "productservice", name).is_ok(), "{name}");
+            assert!(
+                product_endpoint(&d, "productservice", name).is_ok(),
+                "{name}"
+            );
         }
         assert!(product_endpoint(&d, "productservice", "fastest").is_err());
         assert!(product_endpoint(&d, "product-service", "random").is_err());
