@@ -312,3 +312,28 @@ mod tests {
         assert!(b.pick(&t, None, &all).is_some());
     }
 }
+
+#[cfg(test)]
+mod p2c_tests {
+    use super::*;
+    use crate::p2c::P2c;
+    use svckit_registry::{Discovery, Instance};
+
+    #[test]
+    fn p2c_sees_in_flight_counts() {
+        let d = Discovery::from_static((0..3).map(|i| {
+            Instance::new(format!("i{i}"), "svc", format!("127.0.0.1:{}", 1000 + i)).unwrap()
+        }));
+        let b = Balancer::new(
+            d.watch("svc").unwrap(),
+            Picker::P2c(P2c::from_seed(5)),
+            Duration::from_secs(1),
+        );
+        let t = b.table();
+        let _busy: Vec<_> = (0..10).map(|_| b.start(&t, 2)).collect();
+        for _ in 0..100 {
+            let t = b.table();
+            assert_ne!(b.pick(&t, None, &[]), Some(2));
+        }
+    }
+}
