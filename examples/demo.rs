@@ -206,16 +206,21 @@ async fn http_get(url: &str) -> anyhow::Result<(u16, Vec<u8>)> {
     Ok((status, body.to_vec()))
 }
 
-async fn run(args: Args, fleet: &mut Fleet) -> anyhow::Result<()> {
-    let private_etcd;
-    let etcd = match &args.etcd {
-        Some(e) => e.clone(),
-        None => {
-            println!("starting a private etcd on loopback ...");
-            private_etcd = tokio::task::spawn_blocking(svckit_testing::Etcd::start).await?;
-            private_etcd.endpoint()
+/// Waits until `url` answers 200.
+async fn wait_ready(url: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if matches!(http_get(url).await, Ok((200, _))) {
+            return Ok(());
         }
-    };
+        if Instant::now() > deadline {
+            bail!("{url} did not answer within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn run(args: Args, etcd: String, fleet: &mut Fleet) -> anyhow::Result<()> {
     println!("etcd: {etcd}");
     let registry = EtcdRegistry::connect(EtcdOptions::new([etcd.clone()])).await?;
     let discovery = registry.discovery();
@@ -223,6 +228,7 @@ async fn run(args: Args, fleet: &mut Fleet) -> anyhow::Result<()> {
     // The origin, three products, two thumbnails.
     let origin = free_addr();
     fleet.spawn("origin", "origin", &["--listen".into(), origin.clone()])?;
+    wait_ready(&format!("http://{origin}/_stats")).await?;
     let mut names = BTreeMap::new();
     let mut products = Vec::new();
     for n in 1..=3 {
@@ -376,11 +382,24 @@ async fn main() {
         procs: Vec::new(),
         exe_dir,
     };
+    // The private etcd outlives every child, so they can deregister on the way out.
+    let mut private_etcd = None;
+    let etcd = match &args.etcd {
+        Some(e) => e.clone(),
+        None => {
+            println!("starting a private etcd on loopback ...");
+            match tokio::task::spawn_blocking(svckit_testing::Etcd::start).await {
+                Ok(etcd) => private_etcd.insert(etcd).endpoint(),
+                Err(e) => common::fail(format_args!("cannot start etcd: {e}")),
+            }
+        }
+    };
     let result = tokio::select! {
-        r = run(args, &mut fleet) => r,
+        r = run(args, etcd, &mut fleet) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     fleet.stop_all().await;
+    drop(private_etcd);
     if let Err(e) = result {
         for p in &fleet.procs {
             eprintln!("still running: {}", p.label);

@@ -1,0 +1,306 @@
+//! A groupcache node: one group whose misses are fetched from an origin over HTTP, sharing
+//! its keys with its peers over golang/groupcache's protocol (Go nodes can join).
+//!
+//! Run with: `cargo run --example cache_node -- --listen 127.0.0.1:9103 --group demo --origin http://127.0.0.1:9300 --peers http://127.0.0.1:9101,http://127.0.0.1:9103`
+//! or, with peers from etcd: `cargo run --example cache_node -- --listen 127.0.0.1:9103 --group demo --origin http://127.0.0.1:9300 --etcd 127.0.0.1:2379 --service groupcache`
+//!
+//! On the one listen address it serves the peer protocol (`/_groupcache/<group>/<key>`),
+//! `GET /get?key=<key>` (the value; 502 with the reason when the origin fails) and
+//! `GET /stats` (the group's counters as JSON). Start the `origin` example first, or point
+//! `--origin` at any HTTP server: the key `/a/b` is fetched from `<origin>/a/b`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use svckit::cache::{getter_fn, BoxError, Cache, Error as CacheError, Group, PeerFollower};
+use svckit::registry::{EtcdOptions, EtcdRegistry, Lifecycle, MemoryRegistry, Registry};
+
+/// The group's byte budget (main and hot cache together).
+const BUDGET: usize = 64 << 20;
+
+/// Flags of the cache node.
+#[derive(Debug, Parser)]
+#[command(about = "A groupcache-compatible cache node")]
+struct Args {
+    /// Address to listen on (peer protocol, /get and /stats).
+    #[arg(long)]
+    listen: SocketAddr,
+    /// The group name (Go peers must use the same).
+    #[arg(long, default_value = "demo")]
+    group: String,
+    /// Base URL of the origin the getter fetches keys from.
+    #[arg(long)]
+    origin: String,
+    /// Static peer base URLs, comma-separated, normally including this node's own.
+    #[arg(long, value_delimiter = ',', conflicts_with = "etcd")]
+    peers: Vec<String>,
+    /// etcd endpoints, comma-separated: register as --service and take the peers from it.
+    #[arg(long)]
+    etcd: Option<String>,
+    /// The service name cache nodes register under in etcd.
+    #[arg(long, default_value = "groupcache")]
+    service: String,
+    /// This node's own base URL as its peers list it. Default: `http://<listen>`.
+    #[arg(long = "self")]
+    self_url: Option<String>,
+}
+
+/// Characters that must be percent-encoded in a URL path (the WHATWG path set, plus a few
+/// that `http::Uri` refuses).
+fn needs_encoding(b: u8) -> bool {
+    b <= 0x20
+        || b >= 0x7f
+        || matches!(
+            b,
+            b'"' | b'#' | b'<' | b'>' | b'?' | b'`' | b'{' | b'}' | b'\\' | b'^' | b'|'
+        )
+}
+
+/// The origin URL of `key`: the origin followed by the key as a path, without a doubled `/`.
+fn origin_url(origin: &str, key: &str) -> String {
+    let mut url = origin.trim_end_matches('/').to_owned();
+    if !key.starts_with('/') {
+        url.push('/');
+    }
+    for &b in key.as_bytes() {
+        if needs_encoding(b) {
+            url.push_str(&format!("%{b:02X}"));
+        } else {
+            url.push(b as char);
+        }
+    }
+    url
+}
+
+/// A getter that fetches `origin_url(origin, key)`; a non-2xx answer is an error.
+fn origin_getter(origin: String) -> impl svckit::cache::Getter {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(connector);
+    getter_fn(move |key: String| {
+        let client = client.clone();
+        let url = origin_url(&origin, &key);
+        async move {
+            let uri: http::Uri = url
+                .parse()
+                .map_err(|e| format!("bad origin URL {url:?}: {e}"))?;
+            let resp = tokio::time::timeout(Duration::from_secs(10), client.get(uri))
+                .await
+                .map_err(|_| format!("origin {url} timed out"))??;
+            let status = resp.status();
+            if !status.is_success() {
+                return Err::<Bytes, BoxError>(
+                    format!("origin answered {status} for {url}").into(),
+                );
+            }
+            Ok(resp.into_body().collect().await?.to_bytes())
+        }
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct GetParams {
+    key: Option<String>,
+}
+
+async fn get_value(State(group): State<Group>, Query(params): Query<GetParams>) -> Response {
+    let Some(key) = params.key else {
+        return (StatusCode::BAD_REQUEST, "missing ?key=\n").into_response();
+    };
+    match group.get(&key).await {
+        Ok(value) => ([(header::CONTENT_TYPE, "application/octet-stream")], value).into_response(),
+        Err(e @ CacheError::KeyTooLong { .. }) => {
+            (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
+        }
+        Err(e) => (StatusCode::BAD_GATEWAY, format!("{}\n", common::chain(&e))).into_response(),
+    }
+}
+
+async fn stats(State(group): State<Group>) -> Json<serde_json::Value> {
+    let s = group.stats();
+    let tier = |c: svckit::cache::CacheStats| serde_json::json!({ "bytes": c.bytes, "items": c.items, "hits": c.hits, "evictions": c.evictions });
+    Json(serde_json::json!({
+        "group": group.name(),
+        "gets": s.gets,
+        "cache_hits": s.cache_hits,
+        "peer_loads": s.peer_loads,
+        "peer_errors": s.peer_errors,
+        "loads": s.loads,
+        "loads_deduped": s.loads_deduped,
+        "local_loads": s.local_loads,
+        "local_load_errors": s.local_load_errors,
+        "server_requests": s.server_requests,
+        "main_cache": tier(s.main_cache),
+        "hot_cache": tier(s.hot_cache),
+    }))
+}
+
+/// The node's routes: the peer protocol, `/get` and `/stats`.
+fn app(cache: &Cache, group: Group) -> Router {
+    Router::new()
+        .route("/get", get(get_value))
+        .route("/stats", get(stats))
+        .with_state(group)
+        .merge(cache.router())
+}
+
+#[tokio::main]
+async fn main() {
+    common::init_tracing();
+    let args = Args::parse();
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .unwrap_or_else(|e| common::fail(format_args!("cannot listen on {}: {e}", args.listen)));
+    let bound = listener
+        .local_addr()
+        .unwrap_or_else(|e| common::fail(format_args!("listener address: {e}")));
+    let self_url = args
+        .self_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{bound}"));
+    let cache = Cache::builder(&self_url)
+        .build()
+        .unwrap_or_else(|e| common::fail(common::chain(&e)));
+    let group = cache
+        .new_group(&args.group, BUDGET, origin_getter(args.origin.clone()))
+        .build()
+        .unwrap_or_else(|e| common::fail(common::chain(&e)));
+
+    // Peers and registration. With etcd the node registers as --service and its ring follows
+    // the instances; with a static list an in-process registry only gives the same ordered
+    // shutdown (SIGINT/SIGTERM: deregister, stop accepting, drain).
+    let lifecycle_builder =
+        Lifecycle::builder(args.service.as_str()).grace(Duration::from_secs(10));
+    let (lifecycle, _follower): (Lifecycle, Option<PeerFollower>) = match &args.etcd {
+        Some(endpoints) => {
+            let registry = EtcdRegistry::connect(EtcdOptions::new(common::split_list(endpoints)))
+                .await
+                .unwrap_or_else(|e| {
+                    common::fail(format_args!("etcd at {endpoints}: {}", common::chain(&e)))
+                });
+            let follower = cache
+                .follow(&registry.discovery(), &args.service)
+                .unwrap_or_else(|e| common::fail(common::chain(&e)));
+            let mut builder = lifecycle_builder;
+            if let Some(host) = args
+                .self_url
+                .as_deref()
+                .and_then(|u| u.parse::<http::Uri>().ok())
+                .and_then(|u| u.host().map(str::to_owned))
+            {
+                builder = builder.advertise_host(host);
+            }
+            let lifecycle = builder
+                .register(&registry, bound)
+                .await
+                .unwrap_or_else(|e| common::fail(format_args!("register: {}", common::chain(&e))));
+            (lifecycle, Some(follower))
+        }
+        None => {
+            let peers = if args.peers.is_empty() {
+                vec![self_url.clone()]
+            } else {
+                args.peers.clone()
+            };
+            cache
+                .set_peers(&peers)
+                .unwrap_or_else(|e| common::fail(common::chain(&e)));
+            let lifecycle = lifecycle_builder
+                .register(&MemoryRegistry::new(), bound)
+                .await
+                .unwrap_or_else(|e| common::fail(format_args!("lifecycle: {}", common::chain(&e))));
+            (lifecycle, None)
+        }
+    };
+    tracing::info!(listen = %bound, self_url = %self_url, group = %args.group, peers = ?cache.peers(), "cache node serving");
+
+    let app = app(&cache, group).layer(lifecycle.layer());
+    let serve = axum::serve(listener, app).with_graceful_shutdown(lifecycle.shutdown_signal());
+    match lifecycle.drain(serve).await {
+        Ok(Ok(())) => tracing::info!("stopped"),
+        Ok(Err(e)) => common::fail(format_args!("server: {e}")),
+        Err(e) => common::fail(format_args!("shutdown: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use http::Request;
+    use tower::ServiceExt;
+
+    #[test]
+    fn origin_urls() {
+        assert_eq!(origin_url("http://o:1", "/a/b"), "http://o:1/a/b");
+        assert_eq!(origin_url("http://o:1/", "/a/b"), "http://o:1/a/b");
+        assert_eq!(
+            origin_url("http://o:1", "a b?c#d"),
+            "http://o:1/a%20b%3Fc%23d"
+        );
+        assert_eq!(origin_url("http://o:1/img", "é"), "http://o:1/img/%C3%A9");
+    }
+
+    async fn call(app: Router, uri: &str) -> (StatusCode, Bytes) {
+        let resp = app
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        (status, resp.into_body().collect().await.unwrap().to_bytes())
+    }
+
+    #[tokio::test]
+    async fn get_and_stats_routes() {
+        // An origin that knows /hello and nothing else.
+        let origin = Router::new().route("/hello", get(|| async { "world" }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin_url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, origin).await });
+
+        let cache = Cache::builder("http://127.0.0.1:1").build().unwrap();
+        let group = cache
+            .new_group("demo", 1 << 20, origin_getter(origin_url))
+            .build()
+            .unwrap();
+        let app = app(&cache, group);
+        assert_eq!(
+            call(app.clone(), "/get?key=/hello").await,
+            (StatusCode::OK, Bytes::from("world"))
+        );
+        assert_eq!(
+            call(app.clone(), "/get?key=hello").await,
+            (StatusCode::OK, Bytes::from("world"))
+        );
+        let (status, body) = call(app.clone(), "/get?key=/missing").await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert!(String::from_utf8_lossy(&body).contains("404"), "{body:?}");
+        assert_eq!(call(app.clone(), "/get").await.0, StatusCode::BAD_REQUEST);
+        let (status, body) = call(app.clone(), "/stats").await;
+        assert_eq!(status, StatusCode::OK);
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["group"], "demo");
+        assert_eq!(json["local_loads"], 2);
+        assert_eq!(json["local_load_errors"], 1);
+        // The peer protocol is mounted beside the routes.
+        assert_eq!(
+            call(app, "/_groupcache/demo/%2Fhello").await.0,
+            StatusCode::OK
+        );
+    }
+}
