@@ -184,8 +184,17 @@ async fn main() {
     // Peers and registration. With etcd the node registers as --service and its ring follows
     // the instances; with a static list an in-process registry only gives the same ordered
     // shutdown (SIGINT/SIGTERM: deregister, stop accepting, drain).
-    let lifecycle_builder =
+    let mut lifecycle_builder =
         Lifecycle::builder(args.service.as_str()).grace(Duration::from_secs(10));
+    // Register the host peers reach us at: the one in --self when given.
+    if let Some(host) = args
+        .self_url
+        .as_deref()
+        .and_then(|u| u.parse::<http::Uri>().ok())
+        .and_then(|u| u.host().map(str::to_owned))
+    {
+        lifecycle_builder = lifecycle_builder.advertise_host(host);
+    }
     let (lifecycle, _follower): (Lifecycle, Option<PeerFollower>) = match &args.etcd {
         Some(endpoints) => {
             let registry = EtcdRegistry::connect(EtcdOptions::new(common::split_list(endpoints)))
@@ -196,16 +205,7 @@ async fn main() {
             let follower = cache
                 .follow(&registry.discovery(), &args.service)
                 .unwrap_or_else(|e| common::fail(common::chain(&e)));
-            let mut builder = lifecycle_builder;
-            if let Some(host) = args
-                .self_url
-                .as_deref()
-                .and_then(|u| u.parse::<http::Uri>().ok())
-                .and_then(|u| u.host().map(str::to_owned))
-            {
-                builder = builder.advertise_host(host);
-            }
-            let lifecycle = builder
+            let lifecycle = lifecycle_builder
                 .register(&registry, bound)
                 .await
                 .unwrap_or_else(|e| common::fail(format_args!("register: {}", common::chain(&e))));
