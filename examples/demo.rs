@@ -254,6 +254,21 @@ async fn run(args: Args, etcd: String, fleet: &mut Fleet) -> anyhow::Result<()> 
     }
     wait_for(&discovery, "productservice", |i| i.len() == 3).await?;
     wait_for(&discovery, "thumbnail", |i| i.len() == 2).await?;
+    for t in &thumbs {
+        // Each instance's cache ring must know both peers before the first thumbnail.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, body) = http_get(&format!("http://{t}/stats")).await?;
+            let stats: serde_json::Value = serde_json::from_slice(&body)?;
+            if stats["peers"].as_array().map_or(0, Vec::len) == 2 {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("thumbnail {t} never saw both cache peers");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     println!("\n3 product instances and 2 thumbnail instances registered:");
     for i in discovery.all() {
         println!("  /services/{}/{} -> {}", i.id(), i.name(), i.addr());
@@ -372,6 +387,9 @@ async fn run(args: Args, etcd: String, fleet: &mut Fleet) -> anyhow::Result<()> 
 
 #[tokio::main]
 async fn main() {
+    if std::env::var_os("RUST_LOG").is_none() {
+        std::env::set_var("RUST_LOG", "warn");
+    }
     common::init_tracing();
     let args = Args::parse();
     let exe_dir = std::env::current_exe()

@@ -201,18 +201,28 @@ fn thumbnail_cache(
     Ok((cache, group))
 }
 
+/// What the handlers share: the node's cache (for its peers) and the thumbnails group.
+#[derive(Debug, Clone)]
+struct Node {
+    cache: Cache,
+    group: Group,
+}
+
 /// The thumbnail routes plus the cache's peer protocol, testable without a socket.
 fn app(cache: &Cache, group: Group) -> Router {
     Router::new()
         .route("/v1/image/{size}/{name}", get(thumbnail))
         .route("/health", get(|| async { "ok\n" }))
         .route("/stats", get(stats))
-        .with_state(group)
+        .with_state(Node {
+            cache: cache.clone(),
+            group,
+        })
         .merge(cache.router())
 }
 
 async fn thumbnail(
-    State(group): State<Group>,
+    State(Node { group, .. }): State<Node>,
     Path((size, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
@@ -262,8 +272,8 @@ fn error_response(e: &CacheError) -> Response {
     (status, format!("{text}\n")).into_response()
 }
 
-async fn stats(State(group): State<Group>) -> axum::Json<serde_json::Value> {
-    let s = group.stats();
+async fn stats(State(node): State<Node>) -> axum::Json<serde_json::Value> {
+    let s = node.group.stats();
     axum::Json(serde_json::json!({
         "gets": s.gets,
         "cache_hits": s.cache_hits,
@@ -275,6 +285,7 @@ async fn stats(State(group): State<Group>) -> axum::Json<serde_json::Value> {
         "server_requests": s.server_requests,
         "main_items": s.main_cache.items,
         "hot_items": s.hot_cache.items,
+        "peers": node.cache.peers(),
     }))
 }
 

@@ -1,0 +1,229 @@
+//! End to end, with real processes: a private etcd, the example binaries as children, real
+//! signals. Needs the examples built (`cargo build --examples`, which `./scripts/test` runs).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use svckit::registry::{Discovery, EtcdOptions, EtcdRegistry, Registry};
+use svckit_testing::{free_port, Etcd};
+use tokio::process::{Child, Command};
+
+fn example(name: &str) -> PathBuf {
+    // target/debug/deps/e2e-<hash> -> target/debug/examples/<name>
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .join("examples")
+        .join(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the examples first (`cargo build --examples`; ./scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+fn spawn(name: &str, args: &[&str]) -> Child {
+    Command::new(example(name))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"))
+}
+
+async fn sigterm_and_wait(child: &mut Child) -> Option<i32> {
+    let pid = child.id().expect("child still running").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("child exits after SIGTERM")
+        .expect("wait for child");
+    status.code()
+}
+
+async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn get(url: &str) -> (u16, Vec<u8>) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let resp = client.get(url.parse().unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    (status, body.to_vec())
+}
+
+async fn json(url: &str) -> serde_json::Value {
+    let (status, body) = get(url).await;
+    assert_eq!(status, 200, "{url}");
+    serde_json::from_slice(&body).unwrap()
+}
+
+async fn discovery(etcd: &Etcd) -> (EtcdRegistry, Discovery) {
+    let registry = EtcdRegistry::connect(EtcdOptions::new([etcd.endpoint()]))
+        .await
+        .unwrap();
+    let discovery = registry.discovery();
+    (registry, discovery)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_client_run_loses_no_call() {
+    let etcd = Etcd::start();
+    let endpoint = etcd.endpoint();
+    let (_registry, discovery) = discovery(&etcd).await;
+    let ports = [free_port(), free_port()];
+    let mut products: Vec<Child> = ports
+        .iter()
+        .zip(["e2e_a", "e2e_b"])
+        .map(|(port, id)| {
+            let port = port.to_string();
+            let args = [
+                "--port", &port, "--etcd", &endpoint, "--id", id, "--ttl", "5",
+            ];
+            spawn("product", &args)
+        })
+        .collect();
+    wait_until("two product instances", || {
+        discovery.instances("productservice").len() == 2
+    })
+    .await;
+
+    let client = Command::new(example("product_client"))
+        .args(["--service", "productservice", "--balance", "round_robin"])
+        .args([
+            "--duration",
+            "6",
+            "--concurrency",
+            "4",
+            "--json",
+            "--etcd",
+            &endpoint,
+        ])
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let client = tokio::spawn(client);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let code = sigterm_and_wait(&mut products[0]).await;
+    assert_eq!(code, Some(0), "the product instance exits 0 after SIGTERM");
+    assert!(discovery
+        .instances("productservice")
+        .iter()
+        .all(|i| i.id() != "e2e_a"));
+
+    let out = client.await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+    assert_eq!(summary["failures"], 0, "{stdout}");
+    assert!(summary["successes"].as_u64().unwrap() > 100, "{stdout}");
+    assert!(
+        summary["per_instance"]["e2e_a"].as_u64().unwrap() > 0,
+        "{stdout}"
+    );
+    assert!(
+        summary["per_instance"]["e2e_b"].as_u64().unwrap() > 0,
+        "{stdout}"
+    );
+    assert!(out.status.success(), "client exit status {:?}", out.status);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_thumbnail_instances_fetch_each_thumbnail_once() {
+    let etcd = Etcd::start();
+    let endpoint = etcd.endpoint();
+    let (_registry, discovery) = discovery(&etcd).await;
+    let origin = format!("127.0.0.1:{}", free_port());
+    let _origin = spawn("origin", &["--listen", &origin]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(&origin).await.is_err() {
+        assert!(Instant::now() < deadline, "the origin never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let thumbs = [
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    ];
+    let origin_url = format!("http://{origin}");
+    let _children: Vec<Child> = thumbs
+        .iter()
+        .map(|listen| {
+            spawn(
+                "thumbnail",
+                &[
+                    "--listen",
+                    listen,
+                    "--origin",
+                    &origin_url,
+                    "--etcd",
+                    &endpoint,
+                ],
+            )
+        })
+        .collect();
+    wait_until("two thumbnail instances", || {
+        discovery.instances("thumbnail").len() == 2
+    })
+    .await;
+    for t in &thumbs {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while json(&format!("http://{t}/stats")).await["peers"]
+            .as_array()
+            .map_or(0, Vec::len)
+            != 2
+        {
+            assert!(Instant::now() < deadline, "{t} never saw both peers");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    let paths = [
+        "/v1/image/100x100/sample.png",
+        "/v1/image/50x50/sample.png",
+        "/v1/image/120x90/photo.jpg",
+        "/v1/image/32x32/logo.gif",
+        "/v1/image/300x100/banner.jpeg",
+    ];
+    for path in paths {
+        let (s1, b1) = get(&format!("http://{}{path}", thumbs[0])).await;
+        let (s2, b2) = get(&format!("http://{}{path}", thumbs[1])).await;
+        assert_eq!(
+            (s1, s2),
+            (200, 200),
+            "{path}: {}",
+            String::from_utf8_lossy(&b1)
+        );
+        assert_eq!(b1, b2, "both instances return the same bytes for {path}");
+        // Asked again: no new production anywhere.
+        assert_eq!(get(&format!("http://{}{path}", thumbs[1])).await.1, b1);
+    }
+    let origin_stats = json(&format!("{origin_url}/_stats")).await;
+    assert_eq!(origin_stats["total"], paths.len(), "{origin_stats}");
+    let mut local_loads = 0;
+    for t in &thumbs {
+        let stats = json(&format!("http://{t}/stats")).await;
+        assert_eq!(stats["peer_errors"], 0, "{stats}");
+        local_loads += stats["local_loads"].as_u64().unwrap();
+    }
+    assert_eq!(local_loads, paths.len() as u64);
+}
