@@ -1,0 +1,204 @@
+//! Real processes and real signals: a child that is SIGKILLed, and a child serving a slow
+//! request that gets SIGTERM.
+//!
+//! The child is this test binary run again with `SVCKIT_REGISTRY_CHILD` set, selecting the
+//! `child_main` test; in a normal test run `child_main` does nothing.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use etcd_client::Client;
+use svckit_registry::{EtcdOptions, EtcdRegistry, Instance, Lifecycle, Registry};
+use svckit_testing::Etcd;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::time::Instant;
+
+const CHILD_ROLE: &str = "SVCKIT_REGISTRY_CHILD";
+const CHILD_ETCD: &str = "SVCKIT_REGISTRY_CHILD_ETCD";
+const KILL_TTL: Duration = Duration::from_secs(2);
+
+/// The child's entry point (a no-op unless run as a child).
+#[test]
+fn child_main() {
+    let Ok(role) = std::env::var(CHILD_ROLE) else {
+        return;
+    };
+    let endpoint = std::env::var(CHILD_ETCD).expect("the etcd endpoint");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        match role.as_str() {
+            "register" => child_register(endpoint).await,
+            "serve" => child_serve(endpoint).await,
+            other => panic!("unknown child role {other}"),
+        }
+    });
+}
+
+async fn child_register(endpoint: String) {
+    let registry = EtcdRegistry::connect(EtcdOptions::new([endpoint]).ttl(KILL_TTL))
+        .await
+        .unwrap();
+    let reg = registry
+        .register(Instance::with_random_id("killme", "127.0.0.1:1").unwrap())
+        .await
+        .unwrap();
+    println!("READY {}", reg.key());
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    panic!("the child was not killed");
+}
+
+async fn child_serve(endpoint: String) {
+    // A long TTL: the key disappearing within 1 s can only be the deregistration.
+    let registry = EtcdRegistry::connect(EtcdOptions::new([endpoint]).ttl(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let lifecycle = Lifecycle::register(&registry, "slowservice", listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/slow",
+            get(|| async {
+                println!("SLOW_STARTED");
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                "done"
+            }),
+        )
+        .layer(lifecycle.layer());
+    println!(
+        "READY {} {}",
+        lifecycle.instance().key("/services"),
+        lifecycle.instance().addr()
+    );
+    lifecycle
+        .drain(axum::serve(listener, app).with_graceful_shutdown(lifecycle.shutdown_signal()))
+        .await
+        .expect("drained within the grace timeout")
+        .expect("the server ran cleanly");
+    println!("EXITING in_flight={}", lifecycle.in_flight());
+}
+
+fn spawn_child(role: &str, etcd: &Etcd) -> (Child, Lines<BufReader<ChildStdout>>) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["child_main", "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ROLE, role)
+        .env(CHILD_ETCD, etcd.endpoint())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
+/// Reads the child's stdout until a line starting with `prefix`; returns its other words.
+async fn expect_line(lines: &mut Lines<BufReader<ChildStdout>>, prefix: &str) -> Vec<String> {
+    let read = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            // libtest prints `test child_main ... ` without a newline before the child's output.
+            if let Some(at) = line.find(prefix) {
+                return line[at + prefix.len()..]
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect();
+            }
+        }
+        panic!("the child ended before printing {prefix:?}");
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .unwrap_or_else(|_| panic!("no {prefix:?} from the child within 20 s"))
+}
+
+fn signal(child: &Child, sig: &str) {
+    let pid = child.id().expect("the child runs").to_string();
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+async fn present(c: &mut Client, key: &str) -> bool {
+    c.get(key, None).await.unwrap().count() == 1
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sigkilled_child_disappears_within_ttl_plus_one_second() {
+    let etcd = Etcd::start();
+    let (mut child, mut lines) = spawn_child("register", &etcd);
+    let key = expect_line(&mut lines, "READY ").await.remove(0);
+    let mut c = Client::connect([etcd.endpoint()], None).await.unwrap();
+    assert!(present(&mut c, &key).await);
+
+    signal(&child, "-KILL");
+    let killed = Instant::now();
+    let status = child.wait().await.unwrap();
+    assert!(!status.success());
+    while present(&mut c, &key).await {
+        assert!(
+            killed.elapsed() <= KILL_TTL + Duration::from_secs(1),
+            "key still present {:?} after SIGKILL",
+            killed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let gone = killed.elapsed();
+    assert!(
+        gone <= KILL_TTL + Duration::from_secs(1),
+        "gone after {gone:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_deregisters_at_once_and_finishes_the_request_in_flight() {
+    let etcd = Etcd::start();
+    let (mut child, mut lines) = spawn_child("serve", &etcd);
+    let ready = expect_line(&mut lines, "READY ").await;
+    let (key, addr) = (ready[0].clone(), ready[1].clone());
+    let mut c = Client::connect([etcd.endpoint()], None).await.unwrap();
+    assert!(present(&mut c, &key).await);
+
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(b"GET /slow HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    expect_line(&mut lines, "SLOW_STARTED").await;
+
+    signal(&child, "-TERM");
+    let termed = Instant::now();
+    while present(&mut c, &key).await {
+        assert!(
+            termed.elapsed() <= Duration::from_secs(1),
+            "key still present {:?} after SIGTERM",
+            termed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let gone = termed.elapsed();
+
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("done"), "{response}");
+
+    let exit = expect_line(&mut lines, "EXITING ").await;
+    assert_eq!(exit, ["in_flight=0"]);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "child exit status");
+    assert!(gone <= Duration::from_secs(1), "gone after {gone:?}");
+}
