@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use svckit::registry::{Discovery, EtcdOptions, EtcdRegistry, Registry};
+use svckit::registry::{Discovery, EtcdRegistry, Registry};
 use tokio::process::{Child, Command};
 
 /// Flags of the demo.
@@ -222,7 +222,7 @@ async fn wait_ready(url: &str) -> anyhow::Result<()> {
 
 async fn run(args: Args, etcd: String, fleet: &mut Fleet) -> anyhow::Result<()> {
     println!("etcd: {etcd}");
-    let registry = EtcdRegistry::connect(EtcdOptions::new([etcd.clone()])).await?;
+    let registry = EtcdRegistry::connect(common::etcd_options(&etcd)).await?;
     let discovery = registry.discovery();
 
     // The origin, three products, two thumbnails.

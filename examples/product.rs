@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use clap::Parser;
-use svckit::registry::{validate_ident, EtcdOptions, EtcdRegistry, Lifecycle};
+use svckit::registry::{validate_ident, EtcdRegistry, Lifecycle};
 
 /// Flags of the product service.
 #[derive(Debug, Parser)]
@@ -86,9 +86,7 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .unwrap_or_else(|e| common::fail(format_args!("cannot listen on {listen}: {e}")));
-    let options = EtcdOptions::new(common::split_list(&args.etcd))
-        .ttl(Duration::from_secs(args.ttl.max(1)))
-        .dial_timeout(Duration::from_secs(3));
+    let options = common::etcd_options(&args.etcd).ttl(Duration::from_secs(args.ttl.max(1)));
     let registry = EtcdRegistry::connect(options).await.unwrap_or_else(|e| {
         common::fail(format_args!(
             "cannot reach etcd at {}: {}",

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::Parser;
 use svckit::balancer::{Endpoint, Error as CallError, HttpClient, Picker, Retry};
-use svckit::registry::{Discovery, EtcdOptions, EtcdRegistry, Registry};
+use svckit::registry::{Discovery, EtcdRegistry, Registry};
 
 /// Flags of the client.
 #[derive(Debug, Parser)]
@@ -204,7 +204,7 @@ async fn main() {
         Some(_) => common::fail("--duration must be a positive number of seconds"),
         None => None,
     };
-    let registry = EtcdRegistry::connect(EtcdOptions::new(common::split_list(&args.etcd)))
+    let registry = EtcdRegistry::connect(common::etcd_options(&args.etcd))
         .await
         .unwrap_or_else(|e| {
             common::fail(format_args!(

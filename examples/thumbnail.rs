@@ -25,7 +25,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use image::ImageFormat;
 use svckit::cache::{getter_fn, BoxError, Cache, Error as CacheError, Group};
-use svckit::registry::{EtcdOptions, EtcdRegistry, Lifecycle, Registry};
+use svckit::registry::{EtcdRegistry, Lifecycle, Registry};
 
 /// Flags of the thumbnail service.
 #[derive(Debug, Parser)]
@@ -305,8 +305,7 @@ async fn main() {
         args.cache_mib << 20,
     )
     .unwrap_or_else(|e| common::fail(e));
-    let options =
-        EtcdOptions::new(common::split_list(&args.etcd)).dial_timeout(Duration::from_secs(3));
+    let options = common::etcd_options(&args.etcd);
     let registry = EtcdRegistry::connect(options).await.unwrap_or_else(|e| {
         common::fail(format_args!(
             "cannot reach etcd at {}: {}",

@@ -44,3 +44,26 @@ pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     line
 }
+
+/// etcd options for the comma-separated `endpoints`, plus auth and TLS from the environment:
+/// `SVCKIT_ETCD_USER` / `SVCKIT_ETCD_PASSWORD`, `SVCKIT_ETCD_CA` (a PEM file; the endpoints
+/// then use `https://`), `SVCKIT_ETCD_CERT` / `SVCKIT_ETCD_KEY` (client identity, PEM files).
+pub(crate) fn etcd_options(endpoints: &str) -> svckit::registry::EtcdOptions {
+    let mut options = svckit::registry::EtcdOptions::new(split_list(endpoints))
+        .dial_timeout(std::time::Duration::from_secs(3));
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if let (Some(user), Some(password)) = (env("SVCKIT_ETCD_USER"), env("SVCKIT_ETCD_PASSWORD")) {
+        options = options.auth(user, password);
+    }
+    let read = |var: &str, path: String| {
+        std::fs::read(&path).unwrap_or_else(|e| fail(format_args!("{var}={path}: {e}")))
+    };
+    if let Some(ca) = env("SVCKIT_ETCD_CA") {
+        options = options.tls_ca_pem(read("SVCKIT_ETCD_CA", ca));
+    }
+    if let (Some(cert), Some(key)) = (env("SVCKIT_ETCD_CERT"), env("SVCKIT_ETCD_KEY")) {
+        options =
+            options.tls_identity_pem(read("SVCKIT_ETCD_CERT", cert), read("SVCKIT_ETCD_KEY", key));
+    }
+    options
+}
