@@ -1,5 +1,47 @@
 //! Service instances in etcd: register with a supervised lease, discover through one shared
 //! watch, and shut down gracefully behind a tower layer.
+//!
+//! Layout (fixed, other languages read it): one key per instance, `<prefix>/<id>/<name>`
+//! (prefix default `/services`, id and name `[A-Za-z0-9_]+`), the value its `host:port`,
+//! attached to a lease (default TTL 10 s).
+//!
+//! - [`EtcdRegistry`] (real) and [`MemoryRegistry`] (in process, same semantics) implement
+//!   [`Registry`]: [`register`](Registry::register) returns a [`Registration`] that keeps the
+//!   lease alive and re-registers when it is lost; [`discovery`](Registry::discovery) returns
+//!   the shared [`Discovery`] view (snapshot, [`ServiceWatch`], tower `Discover`).
+//! - [`Lifecycle`] registers a server once its listener is bound, counts requests in flight
+//!   with [`InFlightLayer`], and on SIGINT/SIGTERM deregisters first, then lets the server
+//!   drain within a grace timeout.
+//!
+//! A server, in three lines after binding:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use axum::{routing::get, Router};
+//! use svckit_registry::{EtcdOptions, EtcdRegistry, Lifecycle};
+//!
+//! let registry = EtcdRegistry::connect(EtcdOptions::new(["127.0.0.1:2379"])).await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//!
+//! let lifecycle = Lifecycle::register(&registry, "productservice", listener.local_addr()?).await?;
+//! let app = Router::new().route("/", get(|| async { "ok" })).layer(lifecycle.layer());
+//! lifecycle.drain(axum::serve(listener, app).with_graceful_shutdown(lifecycle.shutdown_signal())).await??;
+//! # Ok(()) }
+//! ```
+//!
+//! A client:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), svckit_registry::Error> {
+//! use svckit_registry::{EtcdOptions, EtcdRegistry, Registry};
+//!
+//! let registry = EtcdRegistry::connect(EtcdOptions::new(["127.0.0.1:2379"])).await?;
+//! let mut products = registry.discovery().watch("productservice")?;
+//! println!("now: {:?}", products.snapshot());
+//! let next = products.changed().await?;
+//! # drop(next);
+//! # Ok(()) }
+//! ```
 
 mod backoff;
 mod discover;

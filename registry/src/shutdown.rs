@@ -2,42 +2,7 @@
 //! right order on SIGINT or SIGTERM: deregister first (clients stop picking it), keep serving
 //! the requests in flight, stop accepting, drain with a grace timeout.
 //!
-//! With axum:
-//!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use axum::{routing::get, Router};
-//! use svckit_registry::{Lifecycle, MemoryRegistry};
-//!
-//! let registry = MemoryRegistry::new(); // or EtcdRegistry::connect(..).await?
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//!
-//! let lifecycle = Lifecycle::register(&registry, "productservice", listener.local_addr()?).await?;
-//! let app = Router::new().route("/", get(|| async { "ok" })).layer(lifecycle.layer());
-//! lifecycle.drain(axum::serve(listener, app).with_graceful_shutdown(lifecycle.shutdown_signal())).await??;
-//! # Ok(()) }
-//! ```
-//!
-//! With hyper-util, select on [`Lifecycle::shutdown_signal`] in the accept loop, then hand
-//! `GracefulShutdown::shutdown()` to [`Lifecycle::drain`]:
-//!
-//! ```no_run
-//! # async fn demo(lifecycle: svckit_registry::Lifecycle, listener: tokio::net::TcpListener) -> Result<(), svckit_registry::Error> {
-//! let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-//! let signal = lifecycle.shutdown_signal();
-//! tokio::pin!(signal);
-//! loop {
-//!     tokio::select! {
-//!         Ok((stream, _)) = listener.accept() => {
-//!             # let _ = stream;
-//!             // serve the connection with hyper and `graceful.watch(conn)` it
-//!         }
-//!         () = &mut signal => break,
-//!     }
-//! }
-//! lifecycle.drain(graceful.shutdown()).await?;
-//! # Ok(()) }
-//! ```
+//! See [`Lifecycle`] for the usage with axum and hyper.
 
 use std::fmt;
 use std::future::{Future, IntoFuture};
@@ -150,9 +115,48 @@ impl LifecycleBuilder {
 }
 
 /// A registered server's lifecycle: registration, requests in flight, and the ordered
-/// shutdown. See the [module docs](self) for the three lines that wire it into axum.
+/// shutdown: on SIGINT or SIGTERM it deregisters first (clients stop picking this instance),
+/// then releases the server's graceful shutdown (stop accepting, finish the requests in
+/// flight), bounded by a grace timeout.
 ///
 /// Dropping it without a shutdown stops the keepalive; the key then expires with its TTL.
+///
+/// With axum:
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use axum::{routing::get, Router};
+/// use svckit_registry::{Lifecycle, MemoryRegistry};
+///
+/// let registry = MemoryRegistry::new(); // or EtcdRegistry::connect(..).await?
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+///
+/// let lifecycle = Lifecycle::register(&registry, "productservice", listener.local_addr()?).await?;
+/// let app = Router::new().route("/", get(|| async { "ok" })).layer(lifecycle.layer());
+/// lifecycle.drain(axum::serve(listener, app).with_graceful_shutdown(lifecycle.shutdown_signal())).await??;
+/// # Ok(()) }
+/// ```
+///
+/// With hyper-util, select on [`Lifecycle::shutdown_signal`] in the accept loop, then hand
+/// `GracefulShutdown::shutdown()` to [`Lifecycle::drain`]:
+///
+/// ```no_run
+/// # async fn demo(lifecycle: svckit_registry::Lifecycle, listener: tokio::net::TcpListener) -> Result<(), svckit_registry::Error> {
+/// let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+/// let signal = lifecycle.shutdown_signal();
+/// tokio::pin!(signal);
+/// loop {
+///     tokio::select! {
+///         Ok((stream, _)) = listener.accept() => {
+///             # let _ = stream;
+///             // serve the connection with hyper and `graceful.watch(conn)` it
+///         }
+///         () = &mut signal => break,
+///     }
+/// }
+/// lifecycle.drain(graceful.shutdown()).await?;
+/// # Ok(()) }
+/// ```
 pub struct Lifecycle {
     instance: Instance,
     counter: InFlightCounter,
