@@ -85,25 +85,31 @@ async fn discovery(etcd: &Etcd) -> (EtcdRegistry, Discovery) {
     (registry, discovery)
 }
 
+fn product(endpoint: &str, id: &str) -> Child {
+    let port = free_port().to_string();
+    spawn(
+        "product",
+        &[
+            "--port", &port, "--etcd", endpoint, "--id", id, "--ttl", "5",
+        ],
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn sigterm_during_a_client_run_loses_no_call() {
+async fn rolling_restart_during_a_client_run_loses_no_call() {
     let etcd = Etcd::start();
     let endpoint = etcd.endpoint();
     let (_registry, discovery) = discovery(&etcd).await;
-    let ports = [free_port(), free_port()];
-    let mut products: Vec<Child> = ports
-        .iter()
-        .zip(["e2e_a", "e2e_b"])
-        .map(|(port, id)| {
-            let port = port.to_string();
-            let args = [
-                "--port", &port, "--etcd", &endpoint, "--id", id, "--ttl", "5",
-            ];
-            spawn("product", &args)
-        })
-        .collect();
+    let ids = |d: &Discovery| -> Vec<String> {
+        d.instances("productservice")
+            .iter()
+            .map(|i| i.id().to_owned())
+            .collect()
+    };
+    let mut a = product(&endpoint, "e2e_a");
+    let mut b = product(&endpoint, "e2e_b");
     wait_until("two product instances", || {
-        discovery.instances("productservice").len() == 2
+        ids(&discovery) == ["e2e_a", "e2e_b"]
     })
     .await;
 
@@ -111,7 +117,7 @@ async fn sigterm_during_a_client_run_loses_no_call() {
         .args(["--service", "productservice", "--balance", "round_robin"])
         .args([
             "--duration",
-            "6",
+            "9",
             "--concurrency",
             "4",
             "--json",
@@ -123,13 +129,29 @@ async fn sigterm_during_a_client_run_loses_no_call() {
         .kill_on_drop(true)
         .output();
     let client = tokio::spawn(client);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let code = sigterm_and_wait(&mut products[0]).await;
-    assert_eq!(code, Some(0), "the product instance exits 0 after SIGTERM");
-    assert!(discovery
-        .instances("productservice")
-        .iter()
-        .all(|i| i.id() != "e2e_a"));
+
+    // One by one: SIGTERM an instance (its key goes at once), start its replacement.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        sigterm_and_wait(&mut a).await,
+        Some(0),
+        "exit status after SIGTERM"
+    );
+    assert_eq!(
+        ids(&discovery),
+        ["e2e_b"],
+        "the key is gone once the process exited"
+    );
+    let _c = product(&endpoint, "e2e_c");
+    wait_until("e2e_c registered", || ids(&discovery).len() == 2).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        sigterm_and_wait(&mut b).await,
+        Some(0),
+        "exit status after SIGTERM"
+    );
+    let _d = product(&endpoint, "e2e_d");
+    wait_until("e2e_d registered", || ids(&discovery) == ["e2e_c", "e2e_d"]).await;
 
     let out = client.await.unwrap().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -137,15 +159,56 @@ async fn sigterm_during_a_client_run_loses_no_call() {
         serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
     assert_eq!(summary["failures"], 0, "{stdout}");
     assert!(summary["successes"].as_u64().unwrap() > 100, "{stdout}");
-    assert!(
-        summary["per_instance"]["e2e_a"].as_u64().unwrap() > 0,
-        "{stdout}"
-    );
-    assert!(
-        summary["per_instance"]["e2e_b"].as_u64().unwrap() > 0,
-        "{stdout}"
-    );
+    for id in ["e2e_a", "e2e_b", "e2e_c", "e2e_d"] {
+        assert!(
+            summary["per_instance"][id].as_u64().unwrap_or(0) > 0,
+            "{id} served nothing: {stdout}"
+        );
+    }
     assert!(out.status.success(), "client exit status {:?}", out.status);
+}
+
+/// Runs `product` with `args`, expecting a quick failure with one clear line.
+async fn product_fails(args: &[&str], expect: &str) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(15),
+        Command::new(example("product"))
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("fails at once, not after a long wait")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(lines[0].contains(expect), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn product_fails_fast_on_bad_name_busy_port_and_unreachable_etcd() {
+    let etcd = Etcd::start();
+    let endpoint = etcd.endpoint();
+    product_fails(
+        &[
+            "--name",
+            "product-service",
+            "--port",
+            "0",
+            "--etcd",
+            &endpoint,
+        ],
+        "invalid name \"product-service\"",
+    )
+    .await;
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    product_fails(&["--port", &port, "--etcd", &endpoint], "cannot listen on").await;
+    let nobody = format!("127.0.0.1:{}", free_port());
+    product_fails(&["--port", "0", "--etcd", &nobody], "cannot reach etcd").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
