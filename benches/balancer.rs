@@ -1,2 +1,196 @@
-//! Placeholder: replaced by the balancer benchmark.
-fn main() {}
+//! Balancer benchmarks: pick cost of the four pickers, ring lookup (hashing a 32-byte key
+//! included), and the overhead of an HTTP Endpoint against a raw pooled hyper client.
+//!
+//! Run with: `cargo bench --bench balancer -- --warm-up-time 1 --measurement-time 3`
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use svckit::balancer::{Endpoint, HttpClient, P2c, Picker, Random, Ring, RoundRobin};
+use svckit::registry::{Discovery, Instance};
+
+const SIZES: [usize; 3] = [3, 100, 1000];
+
+fn names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{i:032x}")).collect()
+}
+
+/// 1024 distinct 32-byte keys (a hex id each, like a cache key or a user id).
+fn keys() -> Vec<[u8; 32]> {
+    (0..1024u64)
+        .map(|i| {
+            let mut k = [0u8; 32];
+            k.copy_from_slice(format!("{:032x}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).as_bytes());
+            k
+        })
+        .collect()
+}
+
+fn pickers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pick");
+    let keys = keys();
+    for n in SIZES {
+        let random = Random::from_seed(1);
+        g.bench_with_input(BenchmarkId::new("random", n), &n, |b, &n| {
+            b.iter(|| random.pick(black_box(n)))
+        });
+        let rr = RoundRobin::new();
+        g.bench_with_input(BenchmarkId::new("round_robin", n), &n, |b, &n| {
+            b.iter(|| rr.pick(black_box(n)))
+        });
+        let p2c = P2c::from_seed(1);
+        let loads: Vec<AtomicUsize> = (0..n).map(|i| AtomicUsize::new(i % 7)).collect();
+        g.bench_with_input(BenchmarkId::new("p2c", n), &loads, |b, loads| {
+            b.iter(|| p2c.pick(black_box(loads)))
+        });
+        let ring = Ring::new(&names(n), 160);
+        let mut i = 0usize;
+        g.bench_with_input(BenchmarkId::new("hash_160", n), &ring, |b, ring| {
+            b.iter(|| {
+                i = (i + 1) & 1023;
+                ring.owner(black_box(&keys[i]))
+            })
+        });
+    }
+    g.finish();
+}
+
+fn ring_lookup(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ring_lookup");
+    let keys = keys();
+    for vnodes in [50, 160] {
+        for n in [8, 32, 128, 512] {
+            let ring = Ring::new(&names(n), vnodes);
+            let mut i = 0usize;
+            g.bench_with_input(
+                BenchmarkId::new(format!("vnodes_{vnodes}"), n),
+                &ring,
+                |b, ring| {
+                    b.iter(|| {
+                        i = (i + 1) & 1023;
+                        ring.owner(black_box(&keys[i]))
+                    })
+                },
+            );
+        }
+    }
+    g.finish();
+}
+
+/// A loopback HTTP/1 server answering `ok` on every path.
+async fn server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let svc = service_fn(|_req| async {
+                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn endpoint_overhead(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = rt.block_on(server());
+    let _guard = rt.enter();
+
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    let raw = Client::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(connector);
+    let uri: http::Uri = format!("http://{addr}/id").parse().unwrap();
+    let raw_call = move || {
+        let (raw, uri) = (raw.clone(), uri.clone());
+        async move {
+            let req = http::Request::get(uri)
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let body = raw
+                .request(req)
+                .await
+                .unwrap()
+                .into_body()
+                .collect()
+                .await
+                .unwrap();
+            body.to_bytes()
+        }
+    };
+
+    let discovery =
+        Discovery::from_static([Instance::new("b0", "bench", addr.to_string()).unwrap()]);
+    let build = |picker: Picker| -> Endpoint<(), Bytes> {
+        HttpClient::new()
+            .endpoint(
+                &discovery,
+                "bench",
+                |()| http::Request::get("/id").body(Bytes::new()),
+                |r: http::Response<Bytes>| Ok::<_, Infallible>(r.into_body()),
+            )
+            .picker(picker)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+    };
+    let ep = build(Picker::P2c(P2c::from_seed(1)));
+    let ep_call = move || {
+        let ep = ep.clone();
+        async move { ep.invoke(()).await.unwrap() }
+    };
+
+    let mut g = c.benchmark_group("endpoint_overhead");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("raw_hyper/sequential", |b| {
+        b.to_async(&rt).iter(&raw_call)
+    });
+    g.bench_function("endpoint_p2c/sequential", |b| {
+        b.to_async(&rt).iter(&ep_call)
+    });
+    const BATCH: usize = 32;
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_function("raw_hyper/concurrent_32", |b| {
+        b.to_async(&rt)
+            .iter(|| futures_join((0..BATCH).map(|_| tokio::spawn(raw_call()))))
+    });
+    g.bench_function("endpoint_p2c/concurrent_32", |b| {
+        b.to_async(&rt)
+            .iter(|| futures_join((0..BATCH).map(|_| tokio::spawn(ep_call()))))
+    });
+    g.finish();
+}
+
+/// Awaits every spawned call (a failed call panics and fails the benchmark).
+async fn futures_join<T: Send + 'static>(
+    handles: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+) {
+    let handles: Vec<_> = handles.collect();
+    for h in handles {
+        black_box(h.await.unwrap());
+    }
+}
+
+criterion_group!(benches, pickers, ring_lookup, endpoint_overhead);
+criterion_main!(benches);
