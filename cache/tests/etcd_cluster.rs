@@ -64,7 +64,9 @@ async fn three_nodes_discovered_in_etcd_load_each_key_once_and_follow_changes() 
     let gone = nodes[2].url.clone();
     registrations.pop().unwrap().deregister().await.unwrap();
     eventually("the remaining nodes drop the departed peer", || {
-        nodes[..2].iter().all(|n| n.cache.peers().len() == 2 && !n.cache.peers().contains(&gone))
+        nodes[..2]
+            .iter()
+            .all(|n| n.cache.peers().len() == 2 && !n.cache.peers().contains(&gone))
     })
     .await;
     nodes[2].stop_server().await;

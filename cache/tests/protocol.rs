@@ -40,7 +40,10 @@ fn get(path: &str) -> Request<Body> {
 
 fn single(getter: &TestGetter) -> Cache {
     let cache = Cache::builder("http://127.0.0.1:1").build().unwrap();
-    cache.new_group(GROUP, 1 << 20, getter.clone()).build().unwrap();
+    cache
+        .new_group(GROUP, 1 << 20, getter.clone())
+        .build()
+        .unwrap();
     cache
 }
 
@@ -85,7 +88,9 @@ async fn hostile_requests_get_4xx_and_never_reach_the_getter() {
     }
     let (status, _, _) = call(
         &cache,
-        Request::post("/_groupcache/demo/k").body(Body::empty()).unwrap(),
+        Request::post("/_groupcache/demo/k")
+            .body(Body::empty())
+            .unwrap(),
     )
     .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
@@ -188,7 +193,11 @@ async fn misbehaving_peers_are_counted_errors_with_local_fallback() {
             .map(|n| format!("bad{i}-{n}"))
             .find(|k| node.cache.owner(k).as_deref() == Some(peer.as_str()))
             .unwrap();
-        assert_eq!(node.group.get(&key).await.unwrap(), value_of(&key), "peer {i}");
+        assert_eq!(
+            node.group.get(&key).await.unwrap(),
+            value_of(&key),
+            "peer {i}"
+        );
         let s = node.group.stats();
         assert_eq!(s.peer_errors, i as u64 + 1, "peer {i} counted");
         assert_eq!(s.local_loads, i as u64 + 1, "peer {i} fell back");
