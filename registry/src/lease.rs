@@ -268,15 +268,22 @@ async fn keep(shared: &Shared, lease: LeaseId, watch_from: i64) -> &'static str 
     loop {
         tokio::select! {
             _ = ticks.tick() => {
+                if last_ok.elapsed() >= config.ttl {
+                    return "no keepalive succeeded for a whole TTL (store unreachable)";
+                }
                 if keepalive.is_none() {
                     match timed("keepalive", op_timeout, shared.store.keepalive(lease)).await {
                         Ok(k) => keepalive = Some(k),
                         Err(error) => tracing::debug!(error = %error, "opening the keepalive stream failed"),
                     }
                 }
+                let mut reachable = false;
                 if let Some(k) = keepalive.as_mut() {
                     match timed("keepalive", op_timeout, k.keep_alive()).await {
-                        Ok(ttl) if ttl > 0 => last_ok = Instant::now(),
+                        Ok(ttl) if ttl > 0 => {
+                            last_ok = Instant::now();
+                            reachable = true;
+                        }
                         Ok(_) => return "the lease expired or was revoked (keepalive answered TTL 0)",
                         Err(error) => {
                             tracing::debug!(error = %error, "keepalive failed");
@@ -287,7 +294,7 @@ async fn keep(shared: &Shared, lease: LeaseId, watch_from: i64) -> &'static str 
                 if last_ok.elapsed() >= config.ttl {
                     return "no keepalive succeeded for a whole TTL (store unreachable)";
                 }
-                if own_key.is_none() {
+                if reachable && own_key.is_none() {
                     if let Ok(w) = timed("watch", op_timeout, shared.store.watch(key, Range::Key, watch_from)).await {
                         own_key = Some(w);
                     }

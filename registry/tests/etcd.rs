@@ -178,8 +178,18 @@ async fn etcd_down_longer_than_the_ttl_recovers_and_discovery_keeps_the_last_set
     };
 
     tokio::task::block_in_place(|| etcd.stop());
-    tokio::time::sleep(ttl + Duration::from_secs(1)).await;
-    assert_eq!(reg.state(), RegistrationState::Recovering);
+    let stopped = Instant::now();
+    eventually(ttl + Duration::from_secs(3), "recovering", || async {
+        reg.state() == RegistrationState::Recovering
+    })
+    .await;
+    // Lost only once no keepalive succeeded for a whole TTL.
+    assert!(
+        stopped.elapsed() >= ttl - Duration::from_millis(700),
+        "{:?}",
+        stopped.elapsed()
+    );
+    tokio::time::sleep(ttl.saturating_sub(stopped.elapsed()) + Duration::from_millis(500)).await;
     // Never turn an outage into "no instances".
     assert_eq!(discovery.state(), DiscoveryState::Reconnecting);
     assert_eq!(discovery.instances("svc").len(), 1);

@@ -70,8 +70,7 @@ impl MemoryRegistry {
     /// at least 1 s, as etcd does).
     pub fn with_ttl(ttl: Duration) -> Self {
         let store = MemoryStore::new();
-        let mut config = Config::new(DEFAULT_PREFIX, ttl);
-        config.reconcile_interval = Duration::from_secs(30);
+        let config = Config::new(DEFAULT_PREFIX, ttl);
         Self {
             core: Arc::new(Core::new(Arc::new(store.clone()), config)),
             store,
