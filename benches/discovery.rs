@@ -101,10 +101,22 @@ fn propagation(c: &mut Criterion) {
         }
         rounds
     });
-    report("register_to_visible", rounds.iter().map(|r| r.appear).collect());
-    report("deregister_to_gone", rounds.iter().map(|r| r.disappear).collect());
-    report("register_call_to_visible", rounds.iter().map(|r| r.appear_from_call).collect());
-    report("deregister_call_to_gone", rounds.iter().map(|r| r.disappear_from_call).collect());
+    report(
+        "register_to_visible",
+        rounds.iter().map(|r| r.appear).collect(),
+    );
+    report(
+        "deregister_to_gone",
+        rounds.iter().map(|r| r.disappear).collect(),
+    );
+    report(
+        "register_call_to_visible",
+        rounds.iter().map(|r| r.appear_from_call).collect(),
+    );
+    report(
+        "deregister_call_to_gone",
+        rounds.iter().map(|r| r.disappear_from_call).collect(),
+    );
 
     // Under criterion's statistics: `register` called → visible.
     let mut group = c.benchmark_group("discovery");
