@@ -1,19 +1,31 @@
 //! A least-recently-used map bounded by bytes (golang/groupcache's `lru`).
 //!
-//! Entries live in a slab (`Vec<Node>`) linked into a recency list by index, so a hit is one
-//! map probe and a few index writes: no allocation. An entry's size is its key's length plus
+//! Entries live in a slab (`Vec<Node>`) linked into a recency list by index, found through a
+//! small open-addressing index (linear probing, backward-shift deletion) of 8-byte slots
+//! holding a node index and the low half of the key's hash. The caller may pass a hash it
+//! already computed (the store hashes a key once for both shard and slot), so a hit is one
+//! hash, one short probe and a few index writes: no allocation. An entry's size is its key's length plus
 //! its value's length, as in groupcache.
-
-use std::collections::HashMap;
 
 use bytes::Bytes;
 
+#[cfg(test)]
 use crate::hash::FastState;
 
 const NIL: u32 = u32::MAX;
 
+/// One index slot: a node index (`NIL` when empty) and the low 32 bits of its key's hash.
+#[derive(Clone, Copy)]
+struct Slot {
+    node: u32,
+    tag: u32,
+}
+
+const EMPTY: Slot = Slot { node: NIL, tag: 0 };
+
 struct Node {
     key: Box<str>,
+    tag: u32,
     value: Bytes,
     prev: u32,
     next: u32,
@@ -21,7 +33,11 @@ struct Node {
 
 /// A byte-bounded LRU map from string keys to immutable bytes.
 pub(crate) struct Lru {
-    map: HashMap<Box<str>, u32, FastState>,
+    /// Hashes keys for the test-only methods without a precomputed hash.
+    #[cfg(test)]
+    hasher: FastState,
+    slots: Vec<Slot>,
+    len: usize,
     nodes: Vec<Node>,
     free: Vec<u32>,
     /// Most recently used.
@@ -36,7 +52,7 @@ pub(crate) struct Lru {
 impl std::fmt::Debug for Lru {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Lru")
-            .field("items", &self.map.len())
+            .field("items", &self.len)
             .field("bytes", &self.bytes)
             .field("max_bytes", &self.max_bytes)
             .finish()
@@ -50,10 +66,15 @@ pub(crate) fn entry_size(key: &str, value: &Bytes) -> usize {
 
 impl Lru {
     /// An empty LRU holding at most `max_bytes` (use `usize::MAX` when the owner enforces its
-    /// own budget through [`remove_oldest`](Self::remove_oldest)).
-    pub(crate) fn new(max_bytes: usize, hasher: FastState) -> Self {
+    /// own budget through [`evict_oldest`](Self::evict_oldest)). Keys are found by the hash
+    /// the caller passes to the `*_hashed` methods, which must be the same function of the
+    /// key every time.
+    pub(crate) fn new(max_bytes: usize) -> Self {
         Self {
-            map: HashMap::with_hasher(hasher),
+            #[cfg(test)]
+            hasher: FastState::random(),
+            slots: vec![EMPTY; 8],
+            len: 0,
             nodes: Vec::new(),
             free: Vec::new(),
             head: NIL,
@@ -71,7 +92,66 @@ impl Lru {
 
     /// Entries held.
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.len
+    }
+
+    /// The hash the test-only methods use for `key`.
+    #[cfg(test)]
+    fn hash(&self, key: &str) -> u64 {
+        self.hasher.hash_str(key)
+    }
+
+    #[inline]
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    /// The slot position holding `key`, if present.
+    #[inline]
+    fn find(&self, tag: u32, key: &str) -> Option<usize> {
+        let mask = self.mask();
+        let mut pos = tag as usize & mask;
+        loop {
+            let slot = self.slots[pos];
+            if slot.node == NIL {
+                return None;
+            }
+            if slot.tag == tag && *self.nodes[slot.node as usize].key == *key {
+                return Some(pos);
+            }
+            pos = (pos + 1) & mask;
+        }
+    }
+
+    fn place(slots: &mut [Slot], slot: Slot) {
+        let mask = slots.len() - 1;
+        let mut pos = slot.tag as usize & mask;
+        while slots[pos].node != NIL {
+            pos = (pos + 1) & mask;
+        }
+        slots[pos] = slot;
+    }
+
+    /// Empties slot `pos`, shifting later slots of the same probe run back into the hole.
+    fn unslot(&mut self, pos: usize) {
+        let mask = self.mask();
+        let mut hole = pos;
+        self.slots[hole] = EMPTY;
+        let mut j = (pos + 1) & mask;
+        loop {
+            let slot = self.slots[j];
+            if slot.node == NIL {
+                break;
+            }
+            let ideal = slot.tag as usize & mask;
+            // Move it back unless its ideal position lies cyclically within (hole, j].
+            if j.wrapping_sub(ideal) & mask >= j.wrapping_sub(hole) & mask {
+                self.slots[hole] = slot;
+                self.slots[j] = EMPTY;
+                hole = j;
+            }
+            j = (j + 1) & mask;
+        }
     }
 
     /// Entries evicted so far to stay within a budget.
@@ -81,27 +161,49 @@ impl Lru {
 
     /// The value of `key`, marking it most recently used.
     #[inline]
+    #[cfg(test)]
     pub(crate) fn get(&mut self, key: &str) -> Option<&Bytes> {
-        let idx = *self.map.get(key)?;
+        self.get_hashed(self.hash(key), key)
+    }
+
+    /// [`get`](Self::get) with the key's hash already computed by [`hash`](Self::hash).
+    #[inline]
+    pub(crate) fn get_hashed(&mut self, hash: u64, key: &str) -> Option<&Bytes> {
+        let pos = self.find(hash as u32, key)?;
+        let idx = self.slots[pos].node;
         self.touch(idx);
         Some(&self.nodes[idx as usize].value)
     }
 
     /// The value of `key` without changing its recency.
+    #[cfg(test)]
     pub(crate) fn peek(&self, key: &str) -> Option<&Bytes> {
-        let idx = *self.map.get(key)?;
-        Some(&self.nodes[idx as usize].value)
+        self.peek_hashed(self.hash(key), key)
+    }
+
+    /// [`peek`](Self::peek) with the key's hash already computed.
+    pub(crate) fn peek_hashed(&self, hash: u64, key: &str) -> Option<&Bytes> {
+        let pos = self.find(hash as u32, key)?;
+        Some(&self.nodes[self.slots[pos].node as usize].value)
     }
 
     /// Adds or replaces `key`, marks it most recently used and evicts least recently used
     /// entries until the budget holds. An entry larger than the whole budget is not stored
     /// (and nothing is evicted for it); returns whether it was stored.
+    #[cfg(test)]
     pub(crate) fn insert(&mut self, key: &str, value: Bytes) -> bool {
+        self.insert_hashed(self.hash(key), key, value)
+    }
+
+    /// [`insert`](Self::insert) with the key's hash already computed.
+    pub(crate) fn insert_hashed(&mut self, hash: u64, key: &str, value: Bytes) -> bool {
         let size = entry_size(key, &value);
         if size > self.max_bytes {
             return false;
         }
-        if let Some(&idx) = self.map.get(key) {
+        let tag = hash as u32;
+        if let Some(pos) = self.find(tag, key) {
+            let idx = self.slots[pos].node;
             let node = &mut self.nodes[idx as usize];
             self.bytes = self.bytes - node.value.len() + value.len();
             node.value = value;
@@ -109,6 +211,7 @@ impl Lru {
         } else {
             let node = Node {
                 key: key.into(),
+                tag,
                 value,
                 prev: NIL,
                 next: NIL,
@@ -123,7 +226,15 @@ impl Lru {
                     (self.nodes.len() - 1) as u32
                 }
             };
-            self.map.insert(key.into(), idx);
+            self.len += 1;
+            if self.len * 2 > self.slots.len() {
+                let mut slots = vec![EMPTY; self.slots.len() * 2];
+                for &s in self.slots.iter().filter(|s| s.node != NIL) {
+                    Self::place(&mut slots, s);
+                }
+                self.slots = slots;
+            }
+            Self::place(&mut self.slots, Slot { node: idx, tag });
             self.push_front(idx);
             self.bytes += size;
         }
@@ -156,15 +267,22 @@ impl Lru {
     }
 
     /// Removes `key`, returning its value.
+    #[cfg(test)]
     pub(crate) fn remove(&mut self, key: &str) -> Option<Bytes> {
-        let idx = *self.map.get(key)?;
+        self.remove_hashed(self.hash(key), key)
+    }
+
+    /// [`remove`](Self::remove) with the key's hash already computed.
+    pub(crate) fn remove_hashed(&mut self, hash: u64, key: &str) -> Option<Bytes> {
+        let pos = self.find(hash as u32, key)?;
+        let idx = self.slots[pos].node;
         Some(self.remove_idx(idx).1)
     }
 
     /// Keys from most to least recently used (tests and debugging).
     #[cfg(test)]
     pub(crate) fn keys_by_recency(&self) -> Vec<String> {
-        let mut out = Vec::with_capacity(self.map.len());
+        let mut out = Vec::with_capacity(self.len);
         let mut idx = self.head;
         while idx != NIL {
             let n = &self.nodes[idx as usize];
@@ -175,11 +293,18 @@ impl Lru {
     }
 
     fn remove_idx(&mut self, idx: u32) -> (Box<str>, Bytes) {
+        let tag = self.nodes[idx as usize].tag;
+        let mask = self.mask();
+        let mut pos = tag as usize & mask;
+        while self.slots[pos].node != idx {
+            pos = (pos + 1) & mask;
+        }
+        self.unslot(pos);
+        self.len -= 1;
         self.unlink(idx);
         let node = &mut self.nodes[idx as usize];
         let key = std::mem::take(&mut node.key);
         let value = std::mem::take(&mut node.value);
-        self.map.remove(&*key);
         self.bytes -= entry_size(&key, &value);
         self.free.push(idx);
         (key, value)
@@ -234,7 +359,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn lru(max: usize) -> Lru {
-        Lru::new(max, FastState::random())
+        Lru::new(max)
     }
 
     #[test]
@@ -245,6 +370,8 @@ mod tests {
         l.insert("c", Bytes::from_static(b"123456789")); // 30
         assert!(l.get("a").is_some()); // a is now most recent
         l.insert("d", Bytes::from_static(b"1234")); // 35 > 30: b goes
+        assert_eq!(l.keys_by_recency(), ["d", "a", "c"]);
+        assert!(l.peek("c").is_some(), "peek does not touch");
         assert_eq!(l.keys_by_recency(), ["d", "a", "c"]);
         assert_eq!(l.bytes(), 25);
         assert_eq!(l.evictions(), 1);
@@ -268,6 +395,21 @@ mod tests {
             (0u8..24).prop_map(Op::Get),
             (0u8..24).prop_map(Op::Remove),
         ]
+    }
+
+    #[test]
+    fn many_keys_with_removals_stay_findable() {
+        let mut l = lru(usize::MAX);
+        for i in 0..5000 {
+            l.insert(&format!("k{i}"), Bytes::from_static(b"v"));
+        }
+        for i in (0..5000).step_by(3) {
+            assert!(l.remove(&format!("k{i}")).is_some());
+        }
+        for i in 0..5000 {
+            assert_eq!(l.get(&format!("k{i}")).is_some(), i % 3 != 0, "k{i}");
+        }
+        assert_eq!(l.len(), 3333);
     }
 
     proptest! {

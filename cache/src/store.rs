@@ -82,8 +82,8 @@ impl Store {
         let shards = (0..n)
             .map(|_| {
                 Padded(Mutex::new(Shard {
-                    main: Lru::new(usize::MAX, hasher),
-                    hot: Lru::new(usize::MAX, hasher),
+                    main: Lru::new(usize::MAX),
+                    hot: Lru::new(usize::MAX),
                     gets: 0,
                     hits_main: 0,
                     hits_hot: 0,
@@ -98,24 +98,26 @@ impl Store {
         }
     }
 
+    /// The key's hash (computed once per operation) and its shard. The low 32 bits place
+    /// the key in the shard's index; bits 40 and up pick the shard.
     #[inline]
-    fn shard(&self, key: &str) -> &Mutex<Shard> {
+    fn shard(&self, key: &str) -> (u64, &Mutex<Shard>) {
         let h = self.hasher.hash_str(key);
-        // The map inside the shard uses the low bits too; the high bits pick the shard.
-        &self.shards[((h >> 40) & self.mask) as usize].0
+        (h, &self.shards[((h >> 40) & self.mask) as usize].0)
     }
 
     /// Counts a get and returns the value if either tier holds it (main first).
     #[inline]
     pub(crate) fn get(&self, key: &str) -> Option<Bytes> {
-        let mut s = lock(self.shard(key));
+        let (h, shard) = self.shard(key);
+        let mut s = lock(shard);
         s.gets += 1;
-        if let Some(v) = s.main.get(key) {
+        if let Some(v) = s.main.get_hashed(h, key) {
             let v = v.clone();
             s.hits_main += 1;
             return Some(v);
         }
-        if let Some(v) = s.hot.get(key) {
+        if let Some(v) = s.hot.get_hashed(h, key) {
             let v = v.clone();
             s.hits_hot += 1;
             return Some(v);
@@ -125,8 +127,12 @@ impl Store {
 
     /// The value if either tier holds it, without counting a get.
     pub(crate) fn peek(&self, key: &str) -> Option<Bytes> {
-        let s = lock(self.shard(key));
-        s.main.peek(key).or_else(|| s.hot.peek(key)).cloned()
+        let (h, shard) = self.shard(key);
+        let s = lock(shard);
+        s.main
+            .peek_hashed(h, key)
+            .or_else(|| s.hot.peek_hashed(h, key))
+            .cloned()
     }
 
     /// Stores `value` in `tier`, then evicts until the hot tier holds at most an eighth of
@@ -136,21 +142,22 @@ impl Store {
         let budget = self.shard_budget;
         let hot_budget = budget / 8;
         let size = entry_size(key, &value);
-        let mut s = lock(self.shard(key));
+        let (h, shard) = self.shard(key);
+        let mut s = lock(shard);
         let s = &mut *s;
         match tier {
             Tier::Main => {
                 if size > budget {
                     return;
                 }
-                s.hot.remove(key);
-                s.main.insert(key, value);
+                s.hot.remove_hashed(h, key);
+                s.main.insert_hashed(h, key, value);
             }
             Tier::Hot => {
-                if size > hot_budget || s.main.peek(key).is_some() {
+                if size > hot_budget || s.main.peek_hashed(h, key).is_some() {
                     return;
                 }
-                s.hot.insert(key, value);
+                s.hot.insert_hashed(h, key, value);
             }
         }
         while s.hot.bytes() > hot_budget && s.hot.evict_oldest() {}
