@@ -303,3 +303,21 @@ async fn groups_are_owned_by_their_cache() {
         .is_err());
     let _ = Arc::new(a);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_from_a_peer_is_never_forwarded() {
+    let getter = TestGetter::default();
+    let a = Node::start(getter.clone()).await;
+    let b = Node::start(getter.clone()).await;
+    // The two nodes disagree: each believes the other owns every key.
+    a.cache.set_peers([&b.url]).unwrap();
+    b.cache.set_peers([&a.url]).unwrap();
+    assert_eq!(a.group.get("loop?").await.unwrap(), value_of("loop?"));
+    let (sa, sb) = (a.group.stats(), b.group.stats());
+    assert_eq!((sa.peer_loads, sa.peer_errors, sa.local_loads), (1, 0, 0));
+    assert_eq!(sb.server_requests, 1);
+    assert_eq!(sb.local_loads, 1, "B loaded it itself");
+    assert_eq!(sb.loads_deduped, 0, "B started no peer flight");
+    assert_eq!(sa.server_requests, 0, "nothing came back to A");
+    assert_eq!(getter.calls_of("loop?"), 1);
+}
