@@ -110,11 +110,22 @@ async fn server() -> SocketAddr {
 }
 
 fn endpoint_overhead(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // Two workers: calls cross threads as in a real service.
+    let multi = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
+    overhead(c, "endpoint_overhead", &multi);
+    // One thread for client and server: the CPU cost per call, with little scheduling noise.
+    let single = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    overhead(c, "endpoint_overhead_current_thread", &single);
+}
+
+fn overhead(c: &mut Criterion, group: &str, rt: &tokio::runtime::Runtime) {
     let addr = rt.block_on(server());
     let _guard = rt.enter();
 
@@ -161,22 +172,18 @@ fn endpoint_overhead(c: &mut Criterion) {
         async move { ep.invoke(()).await.unwrap() }
     };
 
-    let mut g = c.benchmark_group("endpoint_overhead");
+    let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Elements(1));
-    g.bench_function("raw_hyper/sequential", |b| {
-        b.to_async(&rt).iter(&raw_call)
-    });
-    g.bench_function("endpoint_p2c/sequential", |b| {
-        b.to_async(&rt).iter(&ep_call)
-    });
+    g.bench_function("raw_hyper/sequential", |b| b.to_async(rt).iter(&raw_call));
+    g.bench_function("endpoint_p2c/sequential", |b| b.to_async(rt).iter(&ep_call));
     const BATCH: usize = 32;
     g.throughput(Throughput::Elements(BATCH as u64));
     g.bench_function("raw_hyper/concurrent_32", |b| {
-        b.to_async(&rt)
+        b.to_async(rt)
             .iter(|| futures_join((0..BATCH).map(|_| tokio::spawn(raw_call()))))
     });
     g.bench_function("endpoint_p2c/concurrent_32", |b| {
-        b.to_async(&rt)
+        b.to_async(rt)
             .iter(|| futures_join((0..BATCH).map(|_| tokio::spawn(ep_call()))))
     });
     g.finish();

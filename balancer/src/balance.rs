@@ -24,6 +24,8 @@ pub(crate) struct Slot {
 /// One immutable view of the instances, with their slots and ring.
 pub(crate) struct Table {
     pub(crate) instances: Instances,
+    /// Each instance's address parsed once per rebuild (`None` if it is not a URI authority).
+    pub(crate) authorities: Box<[Option<http::uri::Authority>]>,
     slots: Box<[Arc<Slot>]>,
     ring: Option<Ring>,
 }
@@ -47,8 +49,10 @@ impl Table {
             }
             _ => None,
         };
+        let authorities = instances.iter().map(|i| i.addr().parse().ok()).collect();
         Self {
             instances,
+            authorities,
             slots,
             ring,
         }
@@ -86,6 +90,9 @@ pub(crate) struct Balancer {
     total: Arc<AtomicUsize>,
     epoch: Instant,
     eject_for: Duration,
+    /// The latest ejection deadline of any instance (ms since `epoch`); picks read the clock
+    /// only while it lies in the future.
+    ejections_until: AtomicU64,
 }
 
 impl fmt::Debug for Balancer {
@@ -111,6 +118,7 @@ impl Balancer {
     pub(crate) fn new(watch: ServiceWatch, picker: Picker, eject_for: Duration) -> Self {
         let empty = Table {
             instances: Arc::from(Vec::new()),
+            authorities: Box::new([]),
             slots: Box::new([]),
             ring: None,
         };
@@ -123,6 +131,7 @@ impl Balancer {
             total: Arc::default(),
             epoch: Instant::now(),
             eject_for,
+            ejections_until: AtomicU64::new(0),
         }
     }
 
@@ -184,6 +193,7 @@ impl Balancer {
             .now_ms()
             .saturating_add(self.eject_for.as_millis() as u64);
         table.slots[i].ejected_until.store(until, Ordering::Relaxed);
+        self.ejections_until.fetch_max(until, Ordering::Relaxed);
         tracing::debug!(
             service = %self.watch.name(),
             addr = %table.instances[i].addr(),
@@ -218,10 +228,22 @@ impl Balancer {
     /// ejected ones while others are left. Falls back to tried ones rather than failing.
     pub(crate) fn pick(&self, table: &Table, key: Option<u64>, tried: &[String]) -> Option<usize> {
         let first = self.raw(table, key)?;
-        let now = if self.eject_for.is_zero() {
-            0
+        // No ejection pending: skip the clock (ejected_until > u64::MAX never holds).
+        let until = self.ejections_until.load(Ordering::Relaxed);
+        let now = if until == 0 {
+            u64::MAX
         } else {
-            self.now_ms()
+            let now = self.now_ms();
+            if now >= until {
+                // Every ejection has lapsed. Clear only if no newer one arrived meanwhile.
+                let _ = self.ejections_until.compare_exchange(
+                    until,
+                    0,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            now
         };
         let fresh = |i: usize| !tried.iter().any(|t| t == table.instances[i].id());
         let good = |i: usize| fresh(i) && !self.is_ejected(table, i, now);

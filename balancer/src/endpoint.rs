@@ -16,13 +16,25 @@ use crate::error::Error;
 /// `Send + Sync` tower [`Service`] whose error is [`Error`]. Clones are cheap and share
 /// whatever the endpoint was built on (connection pool, picker state).
 pub struct Endpoint<Req, Resp> {
-    inner: BoxCloneSyncService<Req, Resp, Error>,
+    inner: Inner<Req, Resp>,
+}
+
+type CallFn<Req, Resp> = Arc<dyn Fn(Req) -> BoxFuture<'static, Result<Resp, Error>> + Send + Sync>;
+
+enum Inner<Req, Resp> {
+    /// An always-ready function: one allocation (the future) per call, no readiness step.
+    Fn(CallFn<Req, Resp>),
+    /// Any tower service, with its readiness.
+    Service(BoxCloneSyncService<Req, Resp, Error>),
 }
 
 impl<Req, Resp> Clone for Endpoint<Req, Resp> {
     fn clone(&self) -> Self {
         Self {
-            inner: self.inner.clone(),
+            inner: match &self.inner {
+                Inner::Fn(f) => Inner::Fn(f.clone()),
+                Inner::Service(s) => Inner::Service(s.clone()),
+            },
         }
     }
 }
@@ -45,7 +57,14 @@ where
         S::Future: Send + 'static,
     {
         Self {
-            inner: BoxCloneSyncService::new(service),
+            inner: Inner::Service(BoxCloneSyncService::new(service)),
+        }
+    }
+
+    /// An always-ready endpoint from a function returning boxed futures.
+    pub(crate) fn from_call(f: CallFn<Req, Resp>) -> Self {
+        Self {
+            inner: Inner::Fn(f),
         }
     }
 
@@ -63,7 +82,7 @@ where
         F: Fn(Req) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
     {
-        Self::new(FnService { f })
+        Self::from_call(Arc::new(move |req| Box::pin(f(req))))
     }
 
     /// Calls the endpoint once: waits until it is ready, then sends `req`.
@@ -71,7 +90,11 @@ where
     where
         Req: Send,
     {
-        self.inner.clone().oneshot(req)
+        let call: BoxFuture<'static, Result<Resp, Error>> = match &self.inner {
+            Inner::Fn(f) => f(req),
+            Inner::Service(s) => Box::pin(s.clone().oneshot(req)),
+        };
+        call
     }
 
     /// Wraps this endpoint in a middleware: `m.wrap(self)`.
@@ -87,34 +110,17 @@ impl<Req, Resp> Service<Req> for Endpoint<Req, Resp> {
     type Future = BoxFuture<'static, Result<Resp, Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.inner.poll_ready(cx)
+        match &mut self.inner {
+            Inner::Fn(_) => Poll::Ready(Ok(())),
+            Inner::Service(s) => s.poll_ready(cx),
+        }
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        self.inner.call(req)
-    }
-}
-
-#[derive(Clone)]
-struct FnService<F> {
-    f: F,
-}
-
-impl<F, Fut, Req, Resp> Service<Req> for FnService<F>
-where
-    F: Fn(Req) -> Fut,
-    Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
-{
-    type Response = Resp;
-    type Error = Error;
-    type Future = Fut;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Req) -> Fut {
-        (self.f)(req)
+        match &mut self.inner {
+            Inner::Fn(f) => f(req),
+            Inner::Service(s) => s.call(req),
+        }
     }
 }
 

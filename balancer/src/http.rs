@@ -3,11 +3,9 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use http::header::{HeaderMap, CONTENT_LENGTH};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -17,7 +15,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use svckit_registry::Discovery;
 use tokio::time::Instant;
-use tower::Service;
 
 use crate::balance::Balancer;
 use crate::endpoint::Endpoint;
@@ -269,7 +266,9 @@ where
             max_body: self.max_body,
             retry: self.retry.map(RetryState::new),
         });
-        Ok(Endpoint::new(HttpEndpoint { inner }))
+        Ok(Endpoint::from_call(Arc::new(move |req| {
+            Box::pin(inner.clone().call(req))
+        })))
     }
 }
 
@@ -285,33 +284,6 @@ struct Inner<Req, Resp> {
     retry: Option<RetryState>,
 }
 
-/// The tower service behind an HTTP [`Endpoint`].
-struct HttpEndpoint<Req, Resp> {
-    inner: Arc<Inner<Req, Resp>>,
-}
-
-impl<Req, Resp> Clone for HttpEndpoint<Req, Resp> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-        }
-    }
-}
-
-impl<Req: Send + 'static, Resp: Send + 'static> Service<Req> for HttpEndpoint<Req, Resp> {
-    type Response = Resp;
-    type Error = Error;
-    type Future = BoxFuture<'static, Result<Resp, Error>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        Box::pin(self.inner.clone().call(req))
-    }
-}
-
 /// The encoded request, kept so each attempt can send a copy.
 struct Prepared {
     method: Method,
@@ -322,12 +294,13 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn to(&self, addr: &str) -> Result<Request<Bytes>, BoxError> {
-        let uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(addr.parse::<Authority>()?)
-            .path_and_query(self.path.clone())
-            .build()?;
+    fn to(&self, authority: Option<&Authority>) -> Result<Request<Bytes>, BoxError> {
+        let authority = authority.ok_or("the instance address is not a valid `host:port`")?;
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(authority.clone());
+        parts.path_and_query = Some(self.path.clone());
+        let uri = Uri::from_parts(parts)?;
         let mut req = Request::new(self.body.clone());
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = uri;
@@ -388,7 +361,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Inner<Req, Resp> {
                 return Err(self.finish(attempts, String::new(), err));
             };
             let instance = &table.instances[idx];
-            let addr = instance.addr().to_owned();
+            let addr = instance.addr();
             let mut limit = self.timeout;
             let mut limit_is_deadline = false;
             if let Some((at, _)) = deadline {
@@ -400,8 +373,16 @@ impl<Req: Send + 'static, Resp: Send + 'static> Inner<Req, Resp> {
             }
             let outcome = {
                 let _in_flight = self.balancer.start(&table, idx);
-                self.attempt(&prepared, &addr, limit, limit_is_deadline, deadline)
-                    .await
+                let authority = table.authorities[idx].as_ref();
+                self.attempt(
+                    &prepared,
+                    authority,
+                    addr,
+                    limit,
+                    limit_is_deadline,
+                    deadline,
+                )
+                .await
             };
             let err = match outcome {
                 Outcome::Done(resp) => {
@@ -414,11 +395,11 @@ impl<Req: Send + 'static, Resp: Send + 'static> Inner<Req, Resp> {
                     if !retryable || !self.may_retry(deadline) {
                         return (self.decode)(resp).map_err(|source| Error::Decode {
                             service: service.clone(),
-                            addr,
+                            addr: addr.to_owned(),
                             source,
                         });
                     }
-                    attempts.push(Attempt::new(&addr, format!("answered {status}")));
+                    attempts.push(Attempt::new(addr, format!("answered {status}")));
                     tracing::debug!(service = %service, addr = %addr, %status, attempt = attempts.len(), "retrying after a gateway status");
                     tried.push(instance.id().to_owned());
                     continue;
@@ -434,10 +415,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> Inner<Req, Resp> {
                 })
                 && self.may_retry(deadline);
             if !retry {
-                return Err(self.finish(attempts, addr, err));
+                return Err(self.finish(attempts, addr.to_owned(), err));
             }
             tracing::debug!(service = %service, addr = %addr, error = %chain_message(&err), attempt = attempts.len() + 1, "retrying on another instance");
-            attempts.push(Attempt::new(&addr, chain_message(&err)));
+            attempts.push(Attempt::new(addr, chain_message(&err)));
             tried.push(instance.id().to_owned());
         }
     }
@@ -451,13 +432,14 @@ impl<Req: Send + 'static, Resp: Send + 'static> Inner<Req, Resp> {
     async fn attempt(
         &self,
         prepared: &Prepared,
+        authority: Option<&Authority>,
         addr: &str,
         limit: Duration,
         limit_is_deadline: bool,
         deadline: Option<(Instant, Duration)>,
     ) -> Outcome {
         let service = &self.service;
-        let req = match prepared.to(addr) {
+        let req = match prepared.to(authority) {
             Ok(r) => r,
             Err(source) => {
                 return Outcome::Failed(Error::Transport {

@@ -51,5 +51,5 @@ pub use p2c::P2c;
 pub use pick::{ConsistentHash, Picker};
 pub use random::Random;
 pub use retry::{is_idempotent, is_safe_to_retry, Failure, Predicate, Retry};
-pub use ring::{xxh3, HashFn, Ring, DEFAULT_VNODES};
+pub use ring::{xxh3, HashFn, Ring, DEFAULT_VNODES, MAX_VNODES};
 pub use round_robin::RoundRobin;

@@ -1,6 +1,6 @@
 //! The random picker: uniform over the current instances.
 //!
-//! Randomness comes from a lock-free SplitMix64 sequence (one atomic add per pick), seeded
+//! Randomness comes from a lock-free SplitMix64 sequence (no locked instruction per pick), seeded
 //! from the thread RNG by [`Random::new`] or from an injected RNG or seed so tests are exact.
 
 use std::fmt;
@@ -33,12 +33,15 @@ impl SplitMix {
     }
 
     /// The next 64 random bits.
+    ///
+    /// The state advances with a relaxed load and store rather than an atomic add: a pick
+    /// costs no locked instruction. Two threads racing may draw the same number (and the
+    /// sequence then skips one step), which is harmless for balancing; one thread alone sees
+    /// the exact SplitMix64 sequence of its seed.
     #[inline]
     pub(crate) fn next_u64(&self) -> u64 {
-        let mut z = self
-            .state
-            .fetch_add(GAMMA, Ordering::Relaxed)
-            .wrapping_add(GAMMA);
+        let mut z = self.state.load(Ordering::Relaxed).wrapping_add(GAMMA);
+        self.state.store(z, Ordering::Relaxed);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)

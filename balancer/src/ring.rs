@@ -20,6 +20,9 @@ pub type HashFn = fn(&[u8]) -> u64;
 /// Virtual nodes per instance unless configured otherwise.
 pub const DEFAULT_VNODES: usize = 160;
 
+/// The most virtual nodes per node a ring accepts; larger counts are clamped.
+pub const MAX_VNODES: usize = 65_536;
+
 /// The default ring hash: XXH3-64 with seed 0.
 #[inline]
 pub fn xxh3(bytes: &[u8]) -> u64 {
@@ -27,10 +30,21 @@ pub fn xxh3(bytes: &[u8]) -> u64 {
 }
 
 /// A consistent-hash ring over nodes `0..len`, each with the same number of virtual nodes.
-/// Lookups are a binary search over a sorted `Vec<(u64, u32)>`: no allocation, no lock.
+///
+/// The points are sorted ring positions with their owners. A lookup reads a bucket index (the
+/// top bits of the key's hash give the range of points in that slice of the ring, about one
+/// point per bucket), then searches that short range: no allocation, no lock, about two cache
+/// lines touched.
 #[derive(Clone)]
 pub struct Ring {
-    points: Vec<(u64, u32)>,
+    /// Sorted ring positions.
+    hashes: Vec<u64>,
+    /// `owners[i]` owns `hashes[i]`.
+    owners: Vec<u32>,
+    /// `starts[j]` = first point whose position is at or above `j << shift`; one extra entry
+    /// at the end holds `hashes.len()`.
+    starts: Vec<u32>,
+    shift: u32,
     nodes: usize,
     vnodes: usize,
     hash: HashFn,
@@ -41,21 +55,21 @@ impl fmt::Debug for Ring {
         f.debug_struct("Ring")
             .field("nodes", &self.nodes)
             .field("vnodes", &self.vnodes)
-            .field("points", &self.points.len())
+            .field("points", &self.hashes.len())
             .finish()
     }
 }
 
 impl Ring {
     /// A ring over `nodes` (their names, e.g. instance ids) with `vnodes` virtual nodes each
-    /// (at least 1), hashed with [`xxh3`]. Lookups return indices into `nodes`.
+    /// (clamped to `1..=MAX_VNODES`), hashed with [`xxh3`]. Lookups return indices into `nodes`.
     pub fn new<S: AsRef<str>>(nodes: &[S], vnodes: usize) -> Self {
         Self::with_hash(nodes, vnodes, xxh3)
     }
 
     /// Like [`new`](Self::new) with another hash function.
     pub fn with_hash<S: AsRef<str>>(nodes: &[S], vnodes: usize, hash: HashFn) -> Self {
-        let vnodes = vnodes.max(1);
+        let vnodes = vnodes.clamp(1, MAX_VNODES);
         let mut points = Vec::with_capacity(nodes.len() * vnodes);
         let mut buf = String::new();
         for (n, name) in nodes.iter().enumerate() {
@@ -71,8 +85,26 @@ impl Ring {
         let name = |i: u32| nodes[i as usize].as_ref();
         points.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| name(a.1).cmp(name(b.1))));
         points.dedup_by_key(|p| p.0);
+        let hashes: Vec<u64> = points.iter().map(|p| p.0).collect();
+        let owners: Vec<u32> = points.iter().map(|p| p.1).collect();
+        // About one point per bucket, at most 2^20 buckets.
+        let bits = (usize::BITS - hashes.len().leading_zeros()).clamp(1, 20);
+        let shift = 64 - bits;
+        let mut starts = Vec::with_capacity((1 << bits) + 1);
+        let mut i = 0usize;
+        for bucket in 0..(1u64 << bits) {
+            let floor = bucket << shift;
+            while i < hashes.len() && hashes[i] < floor {
+                i += 1;
+            }
+            starts.push(i as u32);
+        }
+        starts.push(hashes.len() as u32);
         Self {
-            points,
+            hashes,
+            owners,
+            starts,
+            shift,
             nodes: nodes.len().min(u32::MAX as usize),
             vnodes,
             hash,
@@ -100,10 +132,17 @@ impl Ring {
         (self.hash)(key)
     }
 
+    /// Index of the first point at or after `hash`, wrapping to 0.
     #[inline]
     fn position(&self, hash: u64) -> usize {
-        let i = self.points.partition_point(|p| p.0 < hash);
-        if i == self.points.len() {
+        let bucket = (hash >> self.shift) as usize;
+        let (lo, hi) = (
+            self.starts[bucket] as usize,
+            self.starts[bucket + 1] as usize,
+        );
+        // Every point of later buckets is above `hash`, so the answer is in lo..=hi.
+        let i = lo + self.hashes[lo..hi].partition_point(|&p| p < hash);
+        if i == self.hashes.len() {
             0
         } else {
             i
@@ -119,22 +158,22 @@ impl Ring {
     /// The node owning ring position `hash`.
     #[inline]
     pub fn owner_of_hash(&self, hash: u64) -> Option<usize> {
-        if self.points.is_empty() {
+        if self.hashes.is_empty() {
             return None;
         }
-        Some(self.points[self.position(hash)].1 as usize)
+        Some(self.owners[self.position(hash)] as usize)
     }
 
     /// The virtual-node owners from `hash` clockwise around the whole ring (nodes repeat).
     /// The first item is [`owner_of_hash`](Self::owner_of_hash).
     pub fn walk(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
-        let start = if self.points.is_empty() {
+        let start = if self.hashes.is_empty() {
             0
         } else {
             self.position(hash)
         };
-        let (tail, head) = self.points.split_at(start);
-        head.iter().chain(tail).map(|p| p.1 as usize)
+        let (tail, head) = self.owners.split_at(start);
+        head.iter().chain(tail).map(|&o| o as usize)
     }
 
     /// Consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam 2016): the
@@ -148,7 +187,7 @@ impl Ring {
         total: usize,
         load: L,
     ) -> Option<usize> {
-        if self.points.is_empty() {
+        if self.hashes.is_empty() {
             return None;
         }
         let avg = (total as f64 + 1.0) / self.nodes as f64;
@@ -241,6 +280,26 @@ mod tests {
                 .map(|(r, l)| l[r.owner(&key(k)).unwrap()].as_str())
                 .collect();
             assert!(owners.iter().all(|o| *o == owners[0]), "{owners:?}");
+        }
+    }
+
+    #[test]
+    fn bucket_index_agrees_with_a_plain_binary_search() {
+        for (n, vnodes) in [(1, 1), (3, 7), (10, 160), (100, 50)] {
+            let ring = Ring::new(&names(n), vnodes);
+            let probes = (0..5_000u64)
+                .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                .chain(
+                    ring.hashes
+                        .iter()
+                        .flat_map(|&h| [h, h.wrapping_add(1), h.wrapping_sub(1)]),
+                )
+                .chain([0, u64::MAX]);
+            for h in probes {
+                let i = ring.hashes.partition_point(|&p| p < h);
+                let want = ring.owners[if i == ring.hashes.len() { 0 } else { i }] as usize;
+                assert_eq!(ring.owner_of_hash(h), Some(want), "n {n} hash {h:#x}");
+            }
         }
     }
 
