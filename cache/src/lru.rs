@@ -32,18 +32,21 @@ struct Node {
 }
 
 /// A byte-bounded LRU map from string keys to immutable bytes.
+///
+/// `repr(C)` keeps what a hit reads and writes (index, slab, list ends) at the front.
+#[repr(C)]
 pub(crate) struct Lru {
-    /// Hashes keys for the test-only methods without a precomputed hash.
-    #[cfg(test)]
-    hasher: FastState,
     slots: Vec<Slot>,
-    len: usize,
     nodes: Vec<Node>,
-    free: Vec<u32>,
     /// Most recently used.
     head: u32,
     /// Least recently used: evicted first.
     tail: u32,
+    len: usize,
+    free: Vec<u32>,
+    /// Hashes keys for the test-only methods without a precomputed hash.
+    #[cfg(test)]
+    hasher: FastState,
     bytes: usize,
     max_bytes: usize,
     evictions: u64,
