@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use clap::Parser;
-use svckit::registry::{validate_ident, EtcdRegistry, Lifecycle};
+use svckit::registry::{validate_ident, Lifecycle};
 
 /// Flags of the product service.
 #[derive(Debug, Parser)]
@@ -87,13 +87,7 @@ async fn main() {
         .await
         .unwrap_or_else(|e| common::fail(format_args!("cannot listen on {listen}: {e}")));
     let options = common::etcd_options(&args.etcd).ttl(Duration::from_secs(args.ttl.max(1)));
-    let registry = EtcdRegistry::connect(options).await.unwrap_or_else(|e| {
-        common::fail(format_args!(
-            "cannot reach etcd at {}: {}",
-            args.etcd,
-            common::chain(&e)
-        ))
-    });
+    let registry = common::connect_etcd(options, &args.etcd).await;
     let bound = listener
         .local_addr()
         .unwrap_or_else(|e| common::fail(format_args!("cannot read the bound address: {e}")));
@@ -121,13 +115,8 @@ async fn main() {
         addr = instance.addr(),
         "registered"
     );
-    let app = app(instance.id()).layer(lifecycle.layer());
-    let serve = axum::serve(listener, app).with_graceful_shutdown(lifecycle.shutdown_signal());
-    match lifecycle.drain(serve).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => common::fail(format_args!("server failed: {e}")),
-        Err(e) => common::fail(format_args!("shutdown: {e}")),
-    }
+    let app = app(instance.id());
+    common::serve(listener, app, &lifecycle).await;
 }
 
 #[cfg(test)]

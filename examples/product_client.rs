@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::Parser;
 use svckit::balancer::{Endpoint, Error as CallError, HttpClient, Picker, Retry};
-use svckit::registry::{Discovery, EtcdRegistry, Registry};
+use svckit::registry::{Discovery, Registry};
 
 /// Flags of the client.
 #[derive(Debug, Parser)]
@@ -204,15 +204,7 @@ async fn main() {
         Some(_) => common::fail("--duration must be a positive number of seconds"),
         None => None,
     };
-    let registry = EtcdRegistry::connect(common::etcd_options(&args.etcd))
-        .await
-        .unwrap_or_else(|e| {
-            common::fail(format_args!(
-                "cannot reach etcd at {}: {}",
-                args.etcd,
-                common::chain(&e)
-            ))
-        });
+    let registry = common::connect_etcd(common::etcd_options(&args.etcd), &args.etcd).await;
     let discovery = registry.discovery();
     let endpoint = product_endpoint(&discovery, &args.service, &args.balance)
         .unwrap_or_else(|e| common::fail(e));

@@ -25,7 +25,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use image::ImageFormat;
 use svckit::cache::{getter_fn, BoxError, Cache, Error as CacheError, Group};
-use svckit::registry::{EtcdRegistry, Lifecycle, Registry};
+use svckit::registry::{Lifecycle, Registry};
 
 /// Flags of the thumbnail service.
 #[derive(Debug, Parser)]
@@ -306,13 +306,7 @@ async fn main() {
     )
     .unwrap_or_else(|e| common::fail(e));
     let options = common::etcd_options(&args.etcd);
-    let registry = EtcdRegistry::connect(options).await.unwrap_or_else(|e| {
-        common::fail(format_args!(
-            "cannot reach etcd at {}: {}",
-            args.etcd,
-            common::chain(&e)
-        ))
-    });
+    let registry = common::connect_etcd(options, &args.etcd).await;
     // The instances of this service are the cache's peers: the ring follows discovery.
     let _follower = cache
         .follow(&registry.discovery(), &args.service)
@@ -327,13 +321,8 @@ async fn main() {
             ))
         });
     tracing::info!(addr = %bound, id = lifecycle.instance().id(), "thumbnail service registered");
-    let app = app(&cache, group).layer(lifecycle.layer());
-    let serve = axum::serve(listener, app).with_graceful_shutdown(lifecycle.shutdown_signal());
-    match lifecycle.drain(serve).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => common::fail(format_args!("server failed: {e}")),
-        Err(e) => common::fail(format_args!("shutdown: {e}")),
-    }
+    let app = app(&cache, group);
+    common::serve(listener, app, &lifecycle).await;
 }
 
 #[cfg(test)]

@@ -67,3 +67,34 @@ pub(crate) fn etcd_options(endpoints: &str) -> svckit::registry::EtcdOptions {
     }
     options
 }
+
+/// Connects to etcd, or exits with one line that names the endpoints and the cause.
+pub(crate) async fn connect_etcd(
+    options: svckit::registry::EtcdOptions,
+    endpoints: &str,
+) -> svckit::registry::EtcdRegistry {
+    svckit::registry::EtcdRegistry::connect(options)
+        .await
+        .unwrap_or_else(|e| {
+            fail(format_args!(
+                "cannot reach etcd at {endpoints}: {}",
+                chain(&e)
+            ))
+        })
+}
+
+/// Serves `app` behind `lifecycle` (requests in flight counted) until SIGINT/SIGTERM, which
+/// deregisters first; then drains within the grace timeout. Exits with one line on failure.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    lifecycle: &svckit::registry::Lifecycle,
+) {
+    let app = app.layer(lifecycle.layer());
+    let server = axum::serve(listener, app).with_graceful_shutdown(lifecycle.shutdown_signal());
+    match lifecycle.drain(server).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => fail(format_args!("server failed: {e}")),
+        Err(e) => fail(format_args!("shutdown: {}", chain(&e))),
+    }
+}
