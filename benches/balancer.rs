@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -173,20 +173,48 @@ fn overhead(c: &mut Criterion, group: &str, rt: &tokio::runtime::Runtime) {
     };
 
     let mut g = c.benchmark_group(group);
+    // Raw and Endpoint calls alternate inside every measurement (only one of the two is
+    // timed), so both see the same machine state and noise: an honest A/B on a shared box.
     g.throughput(Throughput::Elements(1));
-    g.bench_function("raw_hyper/sequential", |b| b.to_async(rt).iter(&raw_call));
-    g.bench_function("endpoint_p2c/sequential", |b| b.to_async(rt).iter(&ep_call));
+    g.bench_function("raw_hyper/sequential", |b| {
+        b.to_async(rt)
+            .iter_custom(|iters| alternate(iters, &raw_call, &ep_call))
+    });
+    g.bench_function("endpoint_p2c/sequential", |b| {
+        b.to_async(rt)
+            .iter_custom(|iters| alternate(iters, &ep_call, &raw_call))
+    });
     const BATCH: usize = 32;
+    let raw_batch = || futures_join((0..BATCH).map(|_| tokio::spawn(raw_call())));
+    let ep_batch = || futures_join((0..BATCH).map(|_| tokio::spawn(ep_call())));
     g.throughput(Throughput::Elements(BATCH as u64));
     g.bench_function("raw_hyper/concurrent_32", |b| {
         b.to_async(rt)
-            .iter(|| futures_join((0..BATCH).map(|_| tokio::spawn(raw_call()))))
+            .iter_custom(|iters| alternate(iters, &raw_batch, &ep_batch))
     });
     g.bench_function("endpoint_p2c/concurrent_32", |b| {
         b.to_async(rt)
-            .iter(|| futures_join((0..BATCH).map(|_| tokio::spawn(ep_call()))))
+            .iter_custom(|iters| alternate(iters, &ep_batch, &raw_batch))
     });
     g.finish();
+}
+
+/// Runs `timed` and `other` alternately `iters` times; returns the time spent in `timed`.
+async fn alternate<A, B, FA, FB>(iters: u64, timed: &A, other: &B) -> Duration
+where
+    A: Fn() -> FA,
+    B: Fn() -> FB,
+    FA: std::future::Future,
+    FB: std::future::Future,
+{
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let start = Instant::now();
+        black_box(timed().await);
+        total += start.elapsed();
+        black_box(other().await);
+    }
+    total
 }
 
 /// Awaits every spawned call (a failed call panics and fails the benchmark).
