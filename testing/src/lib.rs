@@ -9,7 +9,7 @@
 //! ```
 //!
 //! [`Etcd::builder`] starts it with TLS on the client URL instead (optionally requiring client
-//! certificates); with the `tls` feature, [`tls::TestCa`] generates the certificates at test
+//! certificates); with the `tls` feature, `tls::TestCa` generates the certificates at test
 //! time:
 //!
 //! ```no_run
