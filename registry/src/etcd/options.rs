@@ -134,7 +134,8 @@ impl EtcdOptions {
     }
 
     /// Verify etcd's certificate against this CA (PEM) and talk TLS. Default: plain HTTP/2
-    /// unless an endpoint is an `https://` URL (then the system roots are used).
+    /// unless an endpoint is an `https://` URL; no roots are built in then, so set this to
+    /// trust the server (a connection without it fails with a typed `connect` error).
     #[cfg(feature = "tls")]
     pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.tls.get_or_insert_with(Tls::default).ca_pem = Some(pem.into());
