@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -173,48 +173,87 @@ fn overhead(c: &mut Criterion, group: &str, rt: &tokio::runtime::Runtime) {
     };
 
     let mut g = c.benchmark_group(group);
-    // Raw and Endpoint calls alternate inside every measurement (only one of the two is
-    // timed), so both see the same machine state and noise: an honest A/B on a shared box.
+    // Raw and Endpoint calls alternate inside every measurement (criterion gets the time of
+    // one of the two), so both see the same machine state and noise: an honest A/B on a
+    // shared box. The ratio over all interleaved calls is printed after each pair.
     g.throughput(Throughput::Elements(1));
     g.bench_function("raw_hyper/sequential", |b| {
         b.to_async(rt)
-            .iter_custom(|iters| alternate(iters, &raw_call, &ep_call))
+            .iter_custom(|iters| alternate(iters, &raw_call, &ep_call, false))
     });
     g.bench_function("endpoint_p2c/sequential", |b| {
         b.to_async(rt)
-            .iter_custom(|iters| alternate(iters, &ep_call, &raw_call))
+            .iter_custom(|iters| alternate(iters, &raw_call, &ep_call, true))
     });
+    report_ratio(&format!("{group}/sequential"));
     const BATCH: usize = 32;
     let raw_batch = || futures_join((0..BATCH).map(|_| tokio::spawn(raw_call())));
     let ep_batch = || futures_join((0..BATCH).map(|_| tokio::spawn(ep_call())));
     g.throughput(Throughput::Elements(BATCH as u64));
     g.bench_function("raw_hyper/concurrent_32", |b| {
         b.to_async(rt)
-            .iter_custom(|iters| alternate(iters, &raw_batch, &ep_batch))
+            .iter_custom(|iters| alternate(iters, &raw_batch, &ep_batch, false))
     });
     g.bench_function("endpoint_p2c/concurrent_32", |b| {
         b.to_async(rt)
-            .iter_custom(|iters| alternate(iters, &ep_batch, &raw_batch))
+            .iter_custom(|iters| alternate(iters, &raw_batch, &ep_batch, true))
     });
+    report_ratio(&format!("{group}/concurrent_32"));
     g.finish();
 }
 
-/// Runs `timed` and `other` alternately `iters` times; returns the time spent in `timed`.
-async fn alternate<A, B, FA, FB>(iters: u64, timed: &A, other: &B) -> Duration
+/// Time spent in raw and in Endpoint calls over every interleaved pair of a group, so the
+/// ratio printed at the end of the group compares both under exactly the same conditions.
+static RAW_NS: AtomicU64 = AtomicU64::new(0);
+static ENDPOINT_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Runs a raw and an Endpoint call (or batch) alternately `iters` times, recording both
+/// durations; returns the one this benchmark reports (`endpoint_timed` picks which).
+async fn alternate<A, B, FA, FB>(
+    iters: u64,
+    raw: &A,
+    endpoint: &B,
+    endpoint_timed: bool,
+) -> Duration
 where
     A: Fn() -> FA,
     B: Fn() -> FB,
     FA: std::future::Future,
     FB: std::future::Future,
 {
-    let mut total = Duration::ZERO;
-    for _ in 0..iters {
-        let start = Instant::now();
-        black_box(timed().await);
-        total += start.elapsed();
-        black_box(other().await);
+    let (mut raw_t, mut ep_t) = (Duration::ZERO, Duration::ZERO);
+    for i in 0..iters {
+        // Alternate which goes first, so neither always follows the other.
+        for first_raw in [i % 2 == 0, i % 2 == 1] {
+            let start = Instant::now();
+            if first_raw {
+                black_box(raw().await);
+                raw_t += start.elapsed();
+            } else {
+                black_box(endpoint().await);
+                ep_t += start.elapsed();
+            }
+        }
     }
-    total
+    RAW_NS.fetch_add(raw_t.as_nanos() as u64, Ordering::Relaxed);
+    ENDPOINT_NS.fetch_add(ep_t.as_nanos() as u64, Ordering::Relaxed);
+    if endpoint_timed {
+        ep_t
+    } else {
+        raw_t
+    }
+}
+
+/// Prints and resets the Endpoint/raw throughput ratio of the interleaved calls so far.
+fn report_ratio(label: &str) {
+    let raw = RAW_NS.swap(0, Ordering::Relaxed) as f64;
+    let ep = ENDPOINT_NS.swap(0, Ordering::Relaxed) as f64;
+    if ep > 0.0 {
+        println!(
+            "{label}: Endpoint calls/s over raw hyper calls/s (interleaved) = {:.3}",
+            raw / ep
+        );
+    }
 }
 
 /// Awaits every spawned call (a failed call panics and fails the benchmark).
