@@ -27,7 +27,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use svckit::cache::{getter_fn, BoxError, Cache, Error as CacheError, Group, PeerFollower};
-use svckit::registry::{EtcdOptions, EtcdRegistry, Lifecycle, MemoryRegistry, Registry};
+use svckit::registry::{Lifecycle, MemoryRegistry, Registry};
 
 /// The group's byte budget (main and hot cache together).
 const BUDGET: usize = 64 << 20;
@@ -197,11 +197,7 @@ async fn main() {
     }
     let (lifecycle, _follower): (Lifecycle, Option<PeerFollower>) = match &args.etcd {
         Some(endpoints) => {
-            let registry = EtcdRegistry::connect(EtcdOptions::new(common::split_list(endpoints)))
-                .await
-                .unwrap_or_else(|e| {
-                    common::fail(format_args!("etcd at {endpoints}: {}", common::chain(&e)))
-                });
+            let registry = common::connect_etcd(common::etcd_options(endpoints), endpoints).await;
             let follower = cache
                 .follow(&registry.discovery(), &args.service)
                 .unwrap_or_else(|e| common::fail(common::chain(&e)));
@@ -229,13 +225,8 @@ async fn main() {
     };
     tracing::info!(listen = %bound, self_url = %self_url, group = %args.group, peers = ?cache.peers(), "cache node serving");
 
-    let app = app(&cache, group).layer(lifecycle.layer());
-    let serve = axum::serve(listener, app).with_graceful_shutdown(lifecycle.shutdown_signal());
-    match lifecycle.drain(serve).await {
-        Ok(Ok(())) => tracing::info!("stopped"),
-        Ok(Err(e)) => common::fail(format_args!("server: {e}")),
-        Err(e) => common::fail(format_args!("shutdown: {e}")),
-    }
+    common::serve(listener, app(&cache, group), &lifecycle).await;
+    tracing::info!("stopped");
 }
 
 #[cfg(test)]
