@@ -242,3 +242,22 @@ async fn misconfiguration_is_refused() {
         .unwrap_err();
     assert!(matches!(bad, Error::Discovery { .. }));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_calls_release_their_in_flight_count() {
+    let servers = vec![
+        TestServer::start_with("a_hangs", Duration::ZERO, true).await,
+        TestServer::start("b", Duration::ZERO).await,
+    ];
+    let ep = builder(&HttpClient::new(), &static_discovery(&servers))
+        .picker(Picker::P2c(P2c::from_seed(8)))
+        .build()
+        .unwrap();
+    // Calls stuck on `a_hangs`, then dropped by the caller's own timeout.
+    let stuck = run(&ep, 20, 20, |_| Call::get("/hang"));
+    let _ = tokio::time::timeout(Duration::from_millis(300), stuck).await;
+    // Had the dropped calls kept counting, p2c (always comparing a_hangs with an idle b)
+    // would never pick a_hangs again.
+    let t = tally(&run(&ep, 200, 1, |_| Call::get("/id")).await);
+    assert!(t.get("a_hangs").copied().unwrap_or(0) > 40, "{t:?}");
+}

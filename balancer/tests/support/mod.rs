@@ -31,7 +31,8 @@ pub struct TestServer {
 
 impl TestServer {
     /// Routes: `/id` answers the id after `delay`; `/big` answers 100 kB; `/flaky` answers
-    /// 503 when `flaky`, else the id; anything else 404.
+    /// 503 when `flaky`, else the id; `/hang` never answers when `flaky`, else the id;
+    /// anything else 404.
     pub async fn start(id: &str, delay: Duration) -> Self {
         Self::start_with(id, delay, false).await
     }
@@ -67,6 +68,8 @@ impl TestServer {
                                             .body(Full::new(Bytes::from(id)))
                                             .unwrap(),
                                         "/flaky" => http::Response::new(Full::new(Bytes::from(id))),
+                                        "/hang" if flaky => std::future::pending().await,
+                                        "/hang" => http::Response::new(Full::new(Bytes::from(id))),
                                         _ => http::Response::builder()
                                             .status(404)
                                             .body(Full::new(Bytes::new()))
