@@ -6,22 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderMap, CONTENT_LENGTH};
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::{Request, Response};
 use svckit_registry::Discovery;
-use tokio::time::Instant;
 
 use crate::balance::Balancer;
+use crate::call::{Decode, Encode, Inner, KeyFn};
+use crate::client::HttpClient;
 use crate::endpoint::Endpoint;
-use crate::error::{chain_message, Attempt, BoxError, Error};
+use crate::error::{BoxError, Error};
 use crate::pick::Picker;
-use crate::retry::{Failure, Retry, RetryState};
-use crate::ring::HashFn;
+use crate::retry::{Retry, RetryState};
 
 /// Default per-call timeout of an HTTP endpoint.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,40 +24,7 @@ pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
 /// Default time an instance is avoided after a connect to it failed.
 pub const DEFAULT_EJECTION: Duration = Duration::from_secs(1);
 
-type Encode<Req> = Arc<dyn Fn(Req) -> Result<Request<Bytes>, BoxError> + Send + Sync>;
-type Decode<Resp> = Arc<dyn Fn(Response<Bytes>) -> Result<Resp, BoxError> + Send + Sync>;
-type KeyFn<Req> = Arc<dyn Fn(&Req, HashFn) -> u64 + Send + Sync>;
-
-/// A pooled HTTP/1 client (hyper-util's legacy client over plain TCP). Cheap to clone: clones
-/// and every Endpoint built from them share one connection pool.
-#[derive(Clone)]
-pub struct HttpClient {
-    client: Client<HttpConnector, Full<Bytes>>,
-}
-
-impl fmt::Debug for HttpClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpClient").finish_non_exhaustive()
-    }
-}
-
-impl Default for HttpClient {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl HttpClient {
-    /// A client with hyper-util's pool defaults (idle connections kept 90 s), `TCP_NODELAY` on.
-    pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
-        Self { client }
-    }
-
     /// Starts building an Endpoint that calls service `service` found in `discovery`.
     ///
     /// `encode` turns a request value into an `http::Request` with method, path (and query,
@@ -97,66 +58,6 @@ impl HttpClient {
             ejection: DEFAULT_EJECTION,
         }
     }
-
-    /// Sends one request as is (absolute URI) and reads the whole body, at most `max_body`
-    /// bytes. This is what an Endpoint does after picking; exposed for raw comparisons.
-    pub async fn send(
-        &self,
-        req: Request<Bytes>,
-        max_body: usize,
-    ) -> Result<Response<Bytes>, SendError> {
-        let (parts, body) = req.into_parts();
-        let req = Request::from_parts(parts, Full::new(body));
-        let resp = self.client.request(req).await.map_err(|e| {
-            let connect = e.is_connect();
-            SendError::Transport {
-                connect,
-                source: Box::new(e),
-            }
-        })?;
-        let declared = resp
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > max_body as u64) {
-            return Err(SendError::TooLarge);
-        }
-        let (parts, body) = resp.into_parts();
-        let body = Limited::new(body, max_body)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.downcast_ref::<LengthLimitError>().is_some() {
-                    SendError::TooLarge
-                } else {
-                    SendError::Transport {
-                        connect: false,
-                        source: e,
-                    }
-                }
-            })?
-            .to_bytes();
-        Ok(Response::from_parts(parts, body))
-    }
-}
-
-/// Why [`HttpClient::send`] failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SendError {
-    /// Connecting, sending or receiving failed.
-    #[error("transport error")]
-    Transport {
-        /// True when connecting failed, so the request was never sent.
-        connect: bool,
-        /// The hyper error.
-        #[source]
-        source: BoxError,
-    },
-    /// The body was over the limit.
-    #[error("response body over the limit")]
-    TooLarge,
 }
 
 /// Builds an HTTP [`Endpoint`] for one service. Made by [`HttpClient::endpoint`].
@@ -270,229 +171,4 @@ where
             Box::pin(inner.clone().call(req))
         })))
     }
-}
-
-struct Inner<Req, Resp> {
-    client: HttpClient,
-    service: String,
-    balancer: Balancer,
-    encode: Encode<Req>,
-    decode: Decode<Resp>,
-    key: Option<KeyFn<Req>>,
-    timeout: Duration,
-    max_body: usize,
-    retry: Option<RetryState>,
-}
-
-/// The encoded request, kept so each attempt can send a copy.
-struct Prepared {
-    method: Method,
-    path: PathAndQuery,
-    version: Version,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Prepared {
-    fn to(&self, authority: Option<&Authority>) -> Result<Request<Bytes>, BoxError> {
-        let authority = authority.ok_or("the instance address is not a valid `host:port`")?;
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(authority.clone());
-        parts.path_and_query = Some(self.path.clone());
-        let uri = Uri::from_parts(parts)?;
-        let mut req = Request::new(self.body.clone());
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = uri;
-        *req.version_mut() = self.version;
-        *req.headers_mut() = self.headers.clone();
-        Ok(req)
-    }
-}
-
-/// How one attempt ended.
-enum Outcome {
-    Done(Response<Bytes>),
-    Failed(Error),
-}
-
-impl<Req: Send + 'static, Resp: Send + 'static> Inner<Req, Resp> {
-    async fn call(self: Arc<Self>, req: Req) -> Result<Resp, Error> {
-        let service = &self.service;
-        let key = self
-            .key
-            .as_ref()
-            .filter(|_| self.balancer.uses_keys())
-            .map(|k| k(&req, self.balancer.hash_fn()));
-        let encoded = (self.encode)(req).map_err(|source| Error::Encode {
-            service: service.clone(),
-            source,
-        })?;
-        let (parts, body) = encoded.into_parts();
-        let prepared = Prepared {
-            path: parts
-                .uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-            method: parts.method,
-            version: parts.version,
-            headers: parts.headers,
-            body,
-        };
-        let (max_attempts, deadline) = match &self.retry {
-            Some(r) => {
-                r.deposit();
-                (
-                    r.settings.max_attempts,
-                    Some((Instant::now() + r.settings.deadline, r.settings.deadline)),
-                )
-            }
-            None => (1, None),
-        };
-        let mut tried: Vec<String> = Vec::new();
-        let mut attempts: Vec<Attempt> = Vec::new();
-        loop {
-            let table = self.balancer.table();
-            let Some(idx) = self.balancer.pick(&table, key, &tried) else {
-                let err = Error::NoInstances {
-                    service: service.clone(),
-                };
-                return Err(self.finish(attempts, String::new(), err));
-            };
-            let instance = &table.instances[idx];
-            let addr = instance.addr();
-            let mut limit = self.timeout;
-            let mut limit_is_deadline = false;
-            if let Some((at, _)) = deadline {
-                let left = at.saturating_duration_since(Instant::now());
-                if left < limit {
-                    limit = left;
-                    limit_is_deadline = true;
-                }
-            }
-            let outcome = {
-                let _in_flight = self.balancer.start(&table, idx);
-                let authority = table.authorities[idx].as_ref();
-                self.attempt(
-                    &prepared,
-                    authority,
-                    addr,
-                    limit,
-                    limit_is_deadline,
-                    deadline,
-                )
-                .await
-            };
-            let err = match outcome {
-                Outcome::Done(resp) => {
-                    let status = resp.status();
-                    let retryable = attempts.len() + 1 < max_attempts
-                        && is_gateway_status(status)
-                        && self.retry.as_ref().is_some_and(|r| {
-                            (r.settings.predicate)(&prepared.method, &Failure::Status(status))
-                        });
-                    if !retryable || !self.may_retry(deadline) {
-                        return (self.decode)(resp).map_err(|source| Error::Decode {
-                            service: service.clone(),
-                            addr: addr.to_owned(),
-                            source,
-                        });
-                    }
-                    attempts.push(Attempt::new(addr, format!("answered {status}")));
-                    tracing::debug!(service = %service, addr = %addr, %status, attempt = attempts.len(), "retrying after a gateway status");
-                    tried.push(instance.id().to_owned());
-                    continue;
-                }
-                Outcome::Failed(err) => err,
-            };
-            if matches!(err, Error::Transport { connect: true, .. }) {
-                self.balancer.eject(&table, idx);
-            }
-            let retry = attempts.len() + 1 < max_attempts
-                && self.retry.as_ref().is_some_and(|r| {
-                    (r.settings.predicate)(&prepared.method, &Failure::Error(&err))
-                })
-                && self.may_retry(deadline);
-            if !retry {
-                return Err(self.finish(attempts, addr.to_owned(), err));
-            }
-            tracing::debug!(service = %service, addr = %addr, error = %chain_message(&err), attempt = attempts.len() + 1, "retrying on another instance");
-            attempts.push(Attempt::new(addr, chain_message(&err)));
-            tried.push(instance.id().to_owned());
-        }
-    }
-
-    /// True when time is left and the budget grants a retry.
-    fn may_retry(&self, deadline: Option<(Instant, Duration)>) -> bool {
-        deadline.is_some_and(|(at, _)| Instant::now() < at)
-            && self.retry.as_ref().is_some_and(RetryState::withdraw)
-    }
-
-    async fn attempt(
-        &self,
-        prepared: &Prepared,
-        authority: Option<&Authority>,
-        addr: &str,
-        limit: Duration,
-        limit_is_deadline: bool,
-        deadline: Option<(Instant, Duration)>,
-    ) -> Outcome {
-        let service = &self.service;
-        let req = match prepared.to(authority) {
-            Ok(r) => r,
-            Err(source) => {
-                return Outcome::Failed(Error::Transport {
-                    service: service.clone(),
-                    addr: addr.to_owned(),
-                    connect: true,
-                    source,
-                })
-            }
-        };
-        match tokio::time::timeout(limit, self.client.send(req, self.max_body)).await {
-            Ok(Ok(resp)) => Outcome::Done(resp),
-            Ok(Err(SendError::TooLarge)) => Outcome::Failed(Error::BodyTooLarge {
-                service: service.clone(),
-                addr: addr.to_owned(),
-                limit: self.max_body,
-            }),
-            Ok(Err(SendError::Transport { connect, source })) => {
-                Outcome::Failed(Error::Transport {
-                    service: service.clone(),
-                    addr: addr.to_owned(),
-                    connect,
-                    source,
-                })
-            }
-            Err(_) => Outcome::Failed(Error::Timeout {
-                service: service.clone(),
-                addr: addr.to_owned(),
-                after: match deadline {
-                    Some((_, total)) if limit_is_deadline => total,
-                    _ => limit,
-                },
-            }),
-        }
-    }
-
-    /// The final error: `err` alone after one attempt, or all attempts listed.
-    fn finish(&self, mut attempts: Vec<Attempt>, addr: String, err: Error) -> Error {
-        if attempts.is_empty() {
-            return err;
-        }
-        attempts.push(Attempt::new(addr, chain_message(&err)));
-        Error::RetriesExhausted {
-            service: self.service.clone(),
-            attempts,
-            last: Box::new(err),
-        }
-    }
-}
-
-fn is_gateway_status(s: StatusCode) -> bool {
-    matches!(
-        s,
-        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
-    )
 }

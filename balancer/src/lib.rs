@@ -32,6 +32,8 @@
 //! ```
 
 mod balance;
+mod call;
+mod client;
 mod endpoint;
 mod error;
 mod http;
@@ -42,9 +44,8 @@ mod retry;
 mod ring;
 mod round_robin;
 
-pub use crate::http::{
-    EndpointBuilder, HttpClient, SendError, DEFAULT_EJECTION, DEFAULT_MAX_BODY, DEFAULT_TIMEOUT,
-};
+pub use crate::http::{EndpointBuilder, DEFAULT_EJECTION, DEFAULT_MAX_BODY, DEFAULT_TIMEOUT};
+pub use client::{HttpClient, SendError};
 pub use endpoint::{chain, Chain, Endpoint, Middleware};
 pub use error::{Attempt, BoxError, Error};
 pub use p2c::P2c;
