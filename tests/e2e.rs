@@ -71,6 +71,15 @@ async fn get(url: &str) -> (u16, Vec<u8>) {
     (status, body.to_vec())
 }
 
+/// Removes a directory when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 async fn json(url: &str) -> serde_json::Value {
     let (status, body) = get(url).await;
     assert_eq!(status, 200, "{url}");
@@ -217,7 +226,13 @@ async fn two_thumbnail_instances_fetch_each_thumbnail_once() {
     let endpoint = etcd.endpoint();
     let (_registry, discovery) = discovery(&etcd).await;
     let origin = format!("127.0.0.1:{}", free_port());
-    let _origin = spawn("origin", &["--listen", &origin]);
+    // The origin writes its samples here; removed at the end whatever the origin's fate.
+    let dir = std::env::temp_dir().join(format!("svckit-e2e-origin-{}", std::process::id()));
+    let _cleanup = RemoveOnDrop(dir.clone());
+    let _origin = spawn(
+        "origin",
+        &["--listen", &origin, "--dir", dir.to_str().unwrap()],
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while tokio::net::TcpStream::connect(&origin).await.is_err() {
         assert!(Instant::now() < deadline, "the origin never listened");
