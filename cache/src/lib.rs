@@ -38,6 +38,7 @@
 //! # }
 //! ```
 
+mod access;
 mod discovery;
 mod error;
 mod group;

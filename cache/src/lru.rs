@@ -26,9 +26,22 @@ const EMPTY: Slot = Slot { node: NIL, tag: 0 };
 struct Node {
     key: Box<str>,
     tag: u32,
+    /// Odd while the slab slot holds an entry, even while it is free: bumped when the slot
+    /// is freed and again when it is reused, so a [`NodeRef`] taken earlier matches neither
+    /// a free slot nor a later entry reusing it.
+    generation: u32,
     value: Bytes,
     prev: u32,
     next: u32,
+}
+
+/// Names one entry for as long as it stays in the map: its slab index and the slot's
+/// generation. Buffered hits carry one of these and are applied later by
+/// [`touch_ref`](Lru::touch_ref), which ignores a reference to an entry since removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NodeRef {
+    pub(crate) index: u32,
+    pub(crate) generation: u32,
 }
 
 /// A byte-bounded LRU map from string keys to immutable bytes.
@@ -171,6 +184,7 @@ impl Lru {
 
     /// [`get`](Self::get) with the key's hash already computed by [`hash`](Self::hash).
     #[inline]
+    #[cfg(test)]
     pub(crate) fn get_hashed(&mut self, hash: u64, key: &str) -> Option<&Bytes> {
         let pos = self.find(hash as u32, key)?;
         let idx = self.slots[pos].node;
@@ -195,37 +209,43 @@ impl Lru {
     /// (and nothing is evicted for it); returns whether it was stored.
     #[cfg(test)]
     pub(crate) fn insert(&mut self, key: &str, value: Bytes) -> bool {
-        self.insert_hashed(self.hash(key), key, value)
+        self.insert_hashed(self.hash(key), key, value).is_some()
     }
 
-    /// [`insert`](Self::insert) with the key's hash already computed.
-    pub(crate) fn insert_hashed(&mut self, hash: u64, key: &str, value: Bytes) -> bool {
+    /// [`insert`](Self::insert) with the key's hash already computed; returns a reference
+    /// to the stored entry (`None` when it was too large to store).
+    pub(crate) fn insert_hashed(&mut self, hash: u64, key: &str, value: Bytes) -> Option<NodeRef> {
         let size = entry_size(key, &value);
         if size > self.max_bytes {
-            return false;
+            return None;
         }
         let tag = hash as u32;
+        let idx;
         if let Some(pos) = self.find(tag, key) {
-            let idx = self.slots[pos].node;
+            idx = self.slots[pos].node;
             let node = &mut self.nodes[idx as usize];
             self.bytes = self.bytes - node.value.len() + value.len();
             node.value = value;
             self.touch(idx);
         } else {
-            let node = Node {
-                key: key.into(),
-                tag,
-                value,
-                prev: NIL,
-                next: NIL,
-            };
-            let idx = match self.free.pop() {
+            idx = match self.free.pop() {
                 Some(idx) => {
-                    self.nodes[idx as usize] = node;
+                    let node = &mut self.nodes[idx as usize];
+                    node.key = key.into();
+                    node.tag = tag;
+                    node.generation = node.generation.wrapping_add(1);
+                    node.value = value;
                     idx
                 }
                 None => {
-                    self.nodes.push(node);
+                    self.nodes.push(Node {
+                        key: key.into(),
+                        tag,
+                        generation: 1,
+                        value,
+                        prev: NIL,
+                        next: NIL,
+                    });
                     (self.nodes.len() - 1) as u32
                 }
             };
@@ -241,13 +261,31 @@ impl Lru {
             self.push_front(idx);
             self.bytes += size;
         }
+        let node = NodeRef {
+            index: idx,
+            generation: self.nodes[idx as usize].generation,
+        };
         while self.bytes > self.max_bytes {
             if self.remove_oldest().is_none() {
                 break;
             }
             self.evictions += 1;
         }
-        true
+        // Evicting for this entry never evicts the entry itself: it is the most recent and
+        // fits the budget on its own.
+        Some(node)
+    }
+
+    /// Marks the entry `node` names most recently used; returns false (and changes nothing)
+    /// when that entry has been removed since the reference was taken.
+    pub(crate) fn touch_ref(&mut self, node: NodeRef) -> bool {
+        match self.nodes.get(node.index as usize) {
+            Some(n) if n.generation == node.generation => {
+                self.touch(node.index);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Removes and returns the least recently used entry. Counted as an eviction by
@@ -260,13 +298,12 @@ impl Lru {
         Some(self.remove_idx(idx))
     }
 
-    /// Evicts the least recently used entry to make room; returns false when empty.
-    pub(crate) fn evict_oldest(&mut self) -> bool {
-        let removed = self.remove_oldest().is_some();
-        if removed {
-            self.evictions += 1;
-        }
-        removed
+    /// Evicts the least recently used entry to make room, returning its key (`None` when
+    /// empty).
+    pub(crate) fn evict_oldest(&mut self) -> Option<Box<str>> {
+        let (key, _) = self.remove_oldest()?;
+        self.evictions += 1;
+        Some(key)
     }
 
     /// Removes `key`, returning its value.
@@ -308,6 +345,7 @@ impl Lru {
         let node = &mut self.nodes[idx as usize];
         let key = std::mem::take(&mut node.key);
         let value = std::mem::take(&mut node.value);
+        node.generation = node.generation.wrapping_add(1);
         self.bytes -= entry_size(&key, &value);
         self.free.push(idx);
         (key, value)
@@ -383,6 +421,24 @@ mod tests {
         assert_eq!(l.remove("a"), Some(Bytes::from_static(b"123456789")));
         assert_eq!(l.keys_by_recency(), ["d", "c"]);
         assert_eq!(l.bytes(), 15);
+    }
+
+    #[test]
+    fn a_reference_outlives_neither_removal_nor_reuse() {
+        let mut l = lru(usize::MAX);
+        let a = l.insert_hashed(1, "a", Bytes::new()).unwrap();
+        let b = l.insert_hashed(2, "b", Bytes::new()).unwrap();
+        assert!(l.touch_ref(a));
+        assert_eq!(l.keys_by_recency(), ["a", "b"]);
+        l.remove_hashed(1, "a");
+        assert!(!l.touch_ref(a), "a freed slot");
+        let c = l.insert_hashed(3, "c", Bytes::new()).unwrap();
+        assert_eq!(c.index, a.index, "c reuses a's slot");
+        assert!(!l.touch_ref(a), "a reused slot");
+        assert!(l.touch_ref(b));
+        assert_eq!(l.keys_by_recency(), ["b", "c"]);
+        let c2 = l.insert_hashed(3, "c", Bytes::from_static(b"x")).unwrap();
+        assert_eq!(c2, c, "replacing a value keeps the entry");
     }
 
     #[derive(Debug, Clone)]

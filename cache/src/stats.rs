@@ -44,7 +44,7 @@ pub struct CacheStats {
     pub evictions: u64,
 }
 
-/// The counters of the miss path (the hit path counts inside the store's shards).
+/// The counters of the miss path (hits and gets are counted in the store's striped access buffers).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) peer_loads: AtomicU64,

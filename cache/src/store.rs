@@ -2,15 +2,19 @@
 //! and the hot cache (popular keys owned by another node), both LRU by bytes, sharing one
 //! budget of which the hot cache gets at most an eighth.
 //!
-//! Both tiers are split into shards chosen by key hash, each behind its own mutex, so gets on
-//! different threads rarely meet on a lock. A shard holds the main and the hot tier of its
-//! keys, so a hit takes exactly one lock. Each shard gets `budget / shards` bytes; a value
-//! larger than that is returned but not cached (a single shard gives one exact, global LRU).
+//! Reads go through one lock-free index (`papaya`) of every cached key. Recency and budget
+//! live in shards chosen by key hash, each behind its own mutex and holding the main and the
+//! hot LRU of its keys; a hit does not take that lock but records itself in the shard's
+//! [access buffer](crate::access), applied in order under the lock before any eviction.
+//! Each shard gets `budget / shards` bytes; a value larger than that is returned but not
+//! cached (a single shard gives one exact, global LRU).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 
+use crate::access::{default_stripes, thread_number, AccessBuffer, Heads, Record};
 use crate::hash::FastState;
 use crate::lru::{entry_size, Lru};
 use crate::stats::CacheStats;
@@ -22,21 +26,44 @@ pub(crate) enum Tier {
     Hot,
 }
 
-/// Laid out so that what a main-cache hit writes (the lock, the counters, the main LRU's
-/// index and list ends) sits in the first 128 bytes: a hit on a shard last used by another
-/// core moves as few cache lines as possible.
-#[repr(C)]
-struct Shard {
-    gets: u64,
-    hits_main: u64,
-    hits_hot: u64,
-    main: Lru,
-    hot: Lru,
+/// What the read index holds for a cached key: the value, and where a hit records itself.
+struct Entry {
+    value: Bytes,
+    shard: u32,
+    tier: Tier,
+    record: Option<Record>,
 }
 
-/// One shard on its own cache lines, so two threads on two shards do not share a line.
+/// The recency and budget side of a shard: only touched under its lock.
+struct Shard {
+    main: Lru,
+    hot: Lru,
+    heads: Heads,
+}
+
+impl Shard {
+    /// Applies every hit buffered in `access` to the LRUs, in order.
+    fn drain(&mut self, access: &AccessBuffer) {
+        let Shard { main, hot, heads } = self;
+        access.drain(heads, |tier, node| {
+            match tier {
+                Tier::Main => main.touch_ref(node),
+                Tier::Hot => hot.touch_ref(node),
+            };
+        });
+    }
+}
+
+/// A shard's lock and its access buffer, on cache lines of their own.
 #[repr(align(128))]
-struct Padded(Mutex<Shard>);
+struct ShardSlot {
+    lock: Mutex<Shard>,
+    access: AccessBuffer,
+}
+
+/// A counter of misses striped like the access buffers (one stripe per thread).
+#[repr(align(128))]
+struct Striped(AtomicU64);
 
 /// Counters summed over the shards.
 #[derive(Debug, Clone, Copy, Default)]
@@ -47,7 +74,11 @@ pub(crate) struct StoreStats {
 }
 
 pub(crate) struct Store {
-    shards: Box<[Padded]>,
+    /// Every cached key of both tiers, read without locks. Written only under the lock of
+    /// the key's shard, together with that shard's LRUs, so it holds exactly their keys.
+    index: papaya::HashMap<Box<str>, Entry, FastState>,
+    shards: Box<[ShardSlot]>,
+    misses: Box<[Striped]>,
     mask: u64,
     hasher: FastState,
     shard_budget: usize,
@@ -81,90 +112,124 @@ fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 impl Store {
     /// A store of `budget` bytes over `shards` shards (rounded up to a power of two).
     pub(crate) fn new(budget: usize, shards: usize) -> Self {
+        Self::with_stripes(budget, shards, default_stripes())
+    }
+
+    /// [`new`](Self::new) with `stripes` access-buffer stripes per shard.
+    pub(crate) fn with_stripes(budget: usize, shards: usize, stripes: usize) -> Self {
         let n = shards.max(1).next_power_of_two();
         let hasher = FastState::random();
         let shards = (0..n)
             .map(|_| {
-                Padded(Mutex::new(Shard {
-                    gets: 0,
-                    hits_main: 0,
-                    hits_hot: 0,
-                    main: Lru::new(usize::MAX),
-                    hot: Lru::new(usize::MAX),
-                }))
+                let (access, heads) = AccessBuffer::new(stripes);
+                ShardSlot {
+                    lock: Mutex::new(Shard {
+                        main: Lru::new(usize::MAX),
+                        hot: Lru::new(usize::MAX),
+                        heads,
+                    }),
+                    access,
+                }
             })
             .collect();
+        let misses = (0..stripes.max(1).next_power_of_two())
+            .map(|_| Striped(AtomicU64::new(0)))
+            .collect();
         Self {
+            index: papaya::HashMap::builder()
+                .hasher(hasher)
+                .resize_mode(papaya::ResizeMode::Blocking)
+                .build(),
             shards,
+            misses,
             mask: (n - 1) as u64,
             hasher,
             shard_budget: budget / n,
         }
     }
 
-    /// The key's hash (computed once per operation) and its shard. The low 32 bits place
-    /// the key in the shard's index; bits 40 and up pick the shard.
+    /// The key's hash (for the shard's LRUs) and its shard number: bits 40 and up pick the
+    /// shard, the low 32 bits place the key in the shard's LRU index.
     #[inline]
-    fn shard(&self, key: &str) -> (u64, &Mutex<Shard>) {
+    fn shard_of(&self, key: &str) -> (u64, usize) {
         let h = self.hasher.hash_str(key);
-        (h, &self.shards[((h >> 40) & self.mask) as usize].0)
+        (h, ((h >> 40) & self.mask) as usize)
     }
 
-    /// Counts a get and returns the value if either tier holds it (main first).
+    /// Counts a get and returns the value if either tier holds it.
+    ///
+    /// A hit writes no memory that another thread's hits write: the index is read without
+    /// a lock, and the hit is counted and recorded for the LRU in this thread's stripe of
+    /// the shard's access buffer (applied later, under the shard lock, in order).
     #[inline]
     pub(crate) fn get(&self, key: &str) -> Option<Bytes> {
-        let (h, shard) = self.shard(key);
-        let mut s = lock(shard);
-        s.gets += 1;
-        if let Some(v) = s.main.get_hashed(h, key) {
-            let v = v.clone();
-            s.hits_main += 1;
-            return Some(v);
+        let guard = self.index.guard();
+        let Some(e) = self.index.get(key, &guard) else {
+            let m = &self.misses[thread_number() & (self.misses.len() - 1)];
+            m.0.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let value = e.value.clone();
+        let slot = &self.shards[e.shard as usize];
+        if slot.access.record(e.record, e.tier) {
+            lock(&slot.lock).drain(&slot.access);
         }
-        if let Some(v) = s.hot.get_hashed(h, key) {
-            let v = v.clone();
-            s.hits_hot += 1;
-            return Some(v);
-        }
-        None
+        Some(value)
     }
 
-    /// The value if either tier holds it, without counting a get.
+    /// The value if either tier holds it, without counting a get or touching its recency.
     pub(crate) fn peek(&self, key: &str) -> Option<Bytes> {
-        let (h, shard) = self.shard(key);
-        let s = lock(shard);
-        s.main
-            .peek_hashed(h, key)
-            .or_else(|| s.hot.peek_hashed(h, key))
-            .cloned()
+        let guard = self.index.guard();
+        self.index.get(key, &guard).map(|e| e.value.clone())
     }
 
     /// Stores `value` in `tier`, then evicts until the hot tier holds at most an eighth of
     /// the shard's budget and both tiers together fit it (golang/groupcache's
-    /// `populateCache`, evicting from hot while it is over an eighth of main).
+    /// `populateCache`, evicting from hot while it is over an eighth of main). Buffered hits
+    /// are applied first, so eviction sees every recorded use.
     pub(crate) fn populate(&self, key: &str, value: Bytes, tier: Tier) {
         let budget = self.shard_budget;
         let hot_budget = budget / 8;
         let size = entry_size(key, &value);
-        let (h, shard) = self.shard(key);
-        let mut s = lock(shard);
+        let (h, shard) = self.shard_of(key);
+        let slot = &self.shards[shard];
+        let mut s = lock(&slot.lock);
         let s = &mut *s;
-        match tier {
+        s.drain(&slot.access);
+        let guard = self.index.guard();
+        let node = match tier {
             Tier::Main => {
                 if size > budget {
                     return;
                 }
                 s.hot.remove_hashed(h, key);
-                s.main.insert_hashed(h, key, value);
+                s.main.insert_hashed(h, key, value.clone())
             }
             Tier::Hot => {
                 if size > hot_budget || s.main.peek_hashed(h, key).is_some() {
                     return;
                 }
-                s.hot.insert_hashed(h, key, value);
+                s.hot.insert_hashed(h, key, value.clone())
+            }
+        };
+        if let Some(node) = node {
+            let entry = Entry {
+                value,
+                shard: shard as u32,
+                tier,
+                record: Record::new(tier, node),
+            };
+            self.index.insert(key.into(), entry, &guard);
+        }
+        let forget = |key: Box<str>| {
+            self.index.remove(&*key, &guard);
+        };
+        while s.hot.bytes() > hot_budget {
+            match s.hot.evict_oldest() {
+                Some(k) => forget(k),
+                None => break,
             }
         }
-        while s.hot.bytes() > hot_budget && s.hot.evict_oldest() {}
         while s.main.bytes() + s.hot.bytes() > budget {
             let hot_first = s.hot.bytes() > s.main.bytes() / 8 || s.main.len() == 0;
             let evicted = if hot_first {
@@ -172,8 +237,9 @@ impl Store {
             } else {
                 s.main.evict_oldest()
             };
-            if !evicted {
-                break;
+            match evicted {
+                Some(k) => forget(k),
+                None => break,
             }
         }
     }
@@ -181,13 +247,32 @@ impl Store {
     /// Counters summed over all shards.
     pub(crate) fn stats(&self) -> StoreStats {
         let mut out = StoreStats::default();
-        for p in self.shards.iter() {
-            let s = lock(&p.0);
-            out.gets += s.gets;
-            add(&mut out.main, &s.main, s.hits_main);
-            add(&mut out.hot, &s.hot, s.hits_hot);
+        for slot in self.shards.iter() {
+            let (main_hits, hot_hits) = slot.access.hits();
+            let s = lock(&slot.lock);
+            out.gets += main_hits + hot_hits;
+            add(&mut out.main, &s.main, main_hits);
+            add(&mut out.hot, &s.hot, hot_hits);
         }
+        out.gets += self
+            .misses
+            .iter()
+            .map(|m| m.0.load(Ordering::Relaxed))
+            .sum::<u64>();
         out
+    }
+
+    /// Keys of each tier from most to least recently used, buffered hits applied (tests).
+    #[cfg(test)]
+    fn recency(&self) -> (Vec<String>, Vec<String>) {
+        let (mut main, mut hot) = (Vec::new(), Vec::new());
+        for slot in self.shards.iter() {
+            let mut s = lock(&slot.lock);
+            s.drain(&slot.access);
+            main.extend(s.main.keys_by_recency());
+            hot.extend(s.hot.keys_by_recency());
+        }
+        (main, hot)
     }
 }
 
@@ -237,24 +322,149 @@ mod tests {
         assert_eq!((st.gets, st.main.hits, st.hot.hits), (3, 1, 1));
     }
 
+    /// Every key the LRUs hold is in the read index and the other way round.
+    fn assert_index_matches(s: &Store) {
+        let (main, hot) = s.recency();
+        assert_eq!(s.index.len(), main.len() + hot.len());
+        for k in main.iter().chain(&hot) {
+            assert!(s.peek(k).is_some(), "{k} in an LRU but not in the index");
+        }
+    }
+
+    #[test]
+    fn hits_promote_through_the_buffer_before_eviction() {
+        // 10 entries of 10 bytes fill the budget; hit the oldest 20 times (crossing the
+        // hit path's own drain points), then add one more: the least recently *used* goes.
+        let s = Store::new(100, 1);
+        for i in 0..10 {
+            s.populate(&format!("k{i}"), Bytes::from(vec![0; 8]), Tier::Main);
+        }
+        for _ in 0..20 {
+            assert!(s.get("k0").is_some());
+        }
+        assert!(s.get("k1").is_some()); // one record left in the buffer, not yet drained
+        s.populate("new", Bytes::from(vec![0; 7]), Tier::Main);
+        assert!(s.peek("k0").is_some() && s.peek("k1").is_some());
+        assert!(s.peek("k2").is_none(), "k2 was the least recently used");
+        let (main, _) = s.recency();
+        assert_eq!(main[..3], ["new", "k1", "k0"]);
+        assert_index_matches(&s);
+        let st = s.stats();
+        assert_eq!((st.gets, st.main.hits, st.main.evictions), (21, 21, 1));
+    }
+
+    #[test]
+    fn a_hit_on_an_evicted_entry_promotes_nothing() {
+        let s = Store::new(30, 1);
+        s.populate("a", Bytes::from(vec![0; 9]), Tier::Main);
+        s.populate("b", Bytes::from(vec![0; 9]), Tier::Main);
+        assert!(s.get("a").is_some()); // buffered: a is now the most recent
+        s.populate("c", Bytes::from(vec![0; 9]), Tier::Main);
+        s.populate("d", Bytes::from(vec![0; 9]), Tier::Main); // b goes, then...
+        assert!(s.peek("b").is_none());
+        assert!(s.get("a").is_some());
+        s.populate("e", Bytes::from(vec![0; 19]), Tier::Main); // ...c and d go
+        assert_eq!(s.recency().0, ["e", "a"]);
+        s.populate("f", Bytes::from(vec![0; 9]), Tier::Main);
+        assert_eq!(s.recency().0, ["f", "e"]);
+        assert_index_matches(&s);
+    }
+
+    #[test]
+    fn concurrent_hits_are_all_counted_and_the_budget_holds() {
+        let s = Store::with_stripes(4000, 2, 2);
+        for i in 0..40 {
+            s.populate(&format!("k{i}"), Bytes::from(vec![0; 40]), Tier::Main);
+        }
+        std::thread::scope(|scope| {
+            for t in 0..3u64 {
+                let s = &s;
+                scope.spawn(move || {
+                    for i in 0..5000u64 {
+                        let k = format!("k{}", (i * 7 + t) % 60);
+                        if s.get(&k).is_none() && i % 5 == 0 {
+                            s.populate(&k, Bytes::from(vec![0; 40 + t as usize]), Tier::Main);
+                        }
+                    }
+                });
+            }
+        });
+        let st = s.stats();
+        assert_eq!(st.gets, 15_000);
+        assert!(st.main.bytes + st.hot.bytes <= 4000, "{st:?}");
+        assert_index_matches(&s);
+    }
+
+    /// One entry of the LRU model: key and charged size.
+    type ModelEntry = (String, usize);
+
     proptest! {
+        /// Gets and populates on one shard against an exact LRU model: with hits buffered,
+        /// the entries present after every step are exactly the model's (so eviction always
+        /// took the least recently used), and the final recency order is the model's.
+        #[test]
+        fn buffered_lru_behaves_like_the_model(
+            budget in 20usize..200,
+            ops in proptest::collection::vec((0u8..16, 0usize..40, any::<bool>()), 1..300),
+        ) {
+            let s = Store::new(budget, 1);
+            let mut model: Vec<ModelEntry> = Vec::new(); // most recent first
+            for (k, len, is_get) in ops {
+                let key = format!("k{k}");
+                if is_get {
+                    let got = s.get(&key).is_some();
+                    let pos = model.iter().position(|e| e.0 == key);
+                    prop_assert_eq!(got, pos.is_some());
+                    if let Some(p) = pos {
+                        let e = model.remove(p);
+                        model.insert(0, e);
+                    }
+                } else {
+                    let size = key.len() + len;
+                    s.populate(&key, Bytes::from(vec![k; len]), Tier::Main);
+                    if size <= budget {
+                        model.retain(|e| e.0 != key);
+                        model.insert(0, (key, size));
+                        while model.iter().map(|e| e.1).sum::<usize>() > budget {
+                            model.pop();
+                        }
+                    }
+                }
+                for i in 0..16u8 {
+                    let key = format!("k{i}");
+                    prop_assert_eq!(s.peek(&key).is_some(), model.iter().any(|e| e.0 == key));
+                }
+            }
+            let keys: Vec<String> = model.iter().map(|e| e.0.clone()).collect();
+            prop_assert_eq!(s.recency().0, keys);
+        }
+
         /// Whatever the sequence of populates, the two tiers together never exceed the budget
         /// and the hot tier never exceeds an eighth of it.
         #[test]
         fn budget_and_hot_eighth_hold(
             budget in 0usize..4000,
             shards in 1usize..5,
-            ops in proptest::collection::vec((0u16..64, 0usize..600, any::<bool>()), 1..200),
+            ops in proptest::collection::vec((0u16..64, 0usize..600, 0u8..3), 1..200),
         ) {
             let s = Store::new(budget, shards);
             let n = shards.next_power_of_two();
-            for (k, len, hot) in ops {
-                let tier = if hot { Tier::Hot } else { Tier::Main };
-                s.populate(&format!("key{k}"), Bytes::from(vec![1; len]), tier);
+            for (k, len, op) in ops {
+                let key = format!("key{k}");
+                let tier = match op {
+                    0 => Tier::Main,
+                    1 => Tier::Hot,
+                    _ => {
+                        s.get(&key); // buffered hits in between populates
+                        continue;
+                    }
+                };
+                s.populate(&key, Bytes::from(vec![1; len]), tier);
                 let st = s.stats();
                 prop_assert!(st.main.bytes + st.hot.bytes <= budget as u64);
                 prop_assert!(st.hot.bytes <= (budget / n / 8 * n) as u64);
             }
+            assert_index_matches(&s);
         }
     }
 }
