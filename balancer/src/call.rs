@@ -5,9 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::HeaderMap;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri};
 use tokio::time::Instant;
 
 use crate::balance::Balancer;
@@ -33,29 +32,56 @@ pub(crate) struct Inner<Req, Resp> {
     pub(crate) retry: Option<RetryState>,
 }
 
-/// The encoded request, kept so each attempt can send a copy.
+/// The encoded request. Attempts before the last possible one send a copy; the last one (the
+/// only one without retry) takes it, so a call without retry copies nothing.
 struct Prepared {
     method: Method,
     path: PathAndQuery,
-    version: Version,
-    headers: HeaderMap,
-    body: Bytes,
+    /// Taken by the last attempt.
+    parts: Option<(http::request::Parts, Bytes)>,
 }
 
 impl Prepared {
-    fn to(&self, authority: Option<&Authority>) -> Result<Request<Bytes>, BoxError> {
+    fn new(req: Request<Bytes>) -> Self {
+        let (mut parts, body) = req.into_parts();
+        let path = std::mem::take(&mut parts.uri)
+            .into_parts()
+            .path_and_query
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        Self {
+            method: parts.method.clone(),
+            path,
+            parts: Some((parts, body)),
+        }
+    }
+
+    /// The request for one attempt at `authority`; `last` moves the prepared parts out.
+    fn to(
+        &mut self,
+        authority: Option<&Authority>,
+        last: bool,
+    ) -> Result<Request<Bytes>, BoxError> {
         let authority = authority.ok_or("the instance address is not a valid `host:port`")?;
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(authority.clone());
-        parts.path_and_query = Some(self.path.clone());
-        let uri = Uri::from_parts(parts)?;
-        let mut req = Request::new(self.body.clone());
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = uri;
-        *req.version_mut() = self.version;
-        *req.headers_mut() = self.headers.clone();
-        Ok(req)
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(authority.clone());
+        let (mut parts, body) = if last {
+            uri.path_and_query = Some(std::mem::replace(
+                &mut self.path,
+                PathAndQuery::from_static("/"),
+            ));
+            self.parts.take().ok_or("the request was already sent")?
+        } else {
+            uri.path_and_query = Some(self.path.clone());
+            let (p, b) = self.parts.as_ref().ok_or("the request was already sent")?;
+            let mut req = Request::new(b.clone());
+            *req.method_mut() = p.method.clone();
+            *req.version_mut() = p.version;
+            *req.headers_mut() = p.headers.clone();
+            req.into_parts()
+        };
+        parts.uri = Uri::from_parts(uri)?;
+        Ok(Request::from_parts(parts, body))
     }
 }
 
@@ -77,18 +103,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Inner<Req, Resp> {
             service: service.clone(),
             source,
         })?;
-        let (parts, body) = encoded.into_parts();
-        let prepared = Prepared {
-            path: parts
-                .uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-            method: parts.method,
-            version: parts.version,
-            headers: parts.headers,
-            body,
-        };
+        let mut prepared = Prepared::new(encoded);
         let (max_attempts, deadline) = match &self.retry {
             Some(r) => {
                 r.deposit();
@@ -122,16 +137,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> Inner<Req, Resp> {
             }
             let outcome = {
                 let _in_flight = self.balancer.start(&table, idx);
-                let authority = table.authorities[idx].as_ref();
-                self.attempt(
-                    &prepared,
-                    authority,
-                    addr,
-                    limit,
-                    limit_is_deadline,
-                    deadline,
-                )
-                .await
+                let last = attempts.len() + 1 >= max_attempts;
+                let req = prepared.to(table.authorities[idx].as_ref(), last);
+                self.attempt(req, addr, limit, limit_is_deadline, deadline)
+                    .await
             };
             let err = match outcome {
                 Outcome::Done(resp) => {
@@ -180,15 +189,14 @@ impl<Req: Send + 'static, Resp: Send + 'static> Inner<Req, Resp> {
 
     async fn attempt(
         &self,
-        prepared: &Prepared,
-        authority: Option<&Authority>,
+        req: Result<Request<Bytes>, BoxError>,
         addr: &str,
         limit: Duration,
         limit_is_deadline: bool,
         deadline: Option<(Instant, Duration)>,
     ) -> Outcome {
         let service = &self.service;
-        let req = match prepared.to(authority) {
+        let req = match req {
             Ok(r) => r,
             Err(source) => {
                 return Outcome::Failed(Error::Transport {
