@@ -27,6 +27,8 @@ pub(crate) enum Tier {
 }
 
 /// What the read index holds for a cached key: the value, and where a hit records itself.
+/// Aligned so that no two entries, and nothing written, share its cache line.
+#[repr(align(64))]
 struct Entry {
     value: Bytes,
     shard: u32,
@@ -54,11 +56,27 @@ impl Shard {
     }
 }
 
-/// A shard's lock and its access buffer, on cache lines of their own.
-#[repr(align(128))]
+/// A shard's access buffer (read by every hit) and its lock (written by drains and
+/// populates), on separate cache lines.
+#[repr(C, align(128))]
 struct ShardSlot {
-    lock: Mutex<Shard>,
     access: AccessBuffer,
+    lock: PaddedLock,
+}
+
+#[repr(align(128))]
+struct PaddedLock(Mutex<Shard>);
+
+/// A cached value's owner, alone on its cache line: every hit increments the reference count
+/// of the value it returns, and with the count next to other data (another value's count, an
+/// index entry) two threads hitting different keys would still pass lines back and forth.
+#[repr(align(64))]
+struct Isolated(Bytes);
+
+impl AsRef<[u8]> for Isolated {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 /// A counter of misses striped like the access buffers (one stripe per thread).
@@ -123,12 +141,12 @@ impl Store {
             .map(|_| {
                 let (access, heads) = AccessBuffer::new(stripes);
                 ShardSlot {
-                    lock: Mutex::new(Shard {
+                    access,
+                    lock: PaddedLock(Mutex::new(Shard {
                         main: Lru::new(usize::MAX),
                         hot: Lru::new(usize::MAX),
                         heads,
-                    }),
-                    access,
+                    })),
                 }
             })
             .collect();
@@ -172,7 +190,7 @@ impl Store {
         let value = e.value.clone();
         let slot = &self.shards[e.shard as usize];
         if slot.access.record(e.record, e.tier) {
-            lock(&slot.lock).drain(&slot.access);
+            lock(&slot.lock.0).drain(&slot.access);
         }
         Some(value)
     }
@@ -193,10 +211,11 @@ impl Store {
         let size = entry_size(key, &value);
         let (h, shard) = self.shard_of(key);
         let slot = &self.shards[shard];
-        let mut s = lock(&slot.lock);
+        let mut s = lock(&slot.lock.0);
         let s = &mut *s;
         s.drain(&slot.access);
         let guard = self.index.guard();
+        let value = Bytes::from_owner(Isolated(value));
         let node = match tier {
             Tier::Main => {
                 if size > budget {
@@ -249,7 +268,7 @@ impl Store {
         let mut out = StoreStats::default();
         for slot in self.shards.iter() {
             let (main_hits, hot_hits) = slot.access.hits();
-            let s = lock(&slot.lock);
+            let s = lock(&slot.lock.0);
             out.gets += main_hits + hot_hits;
             add(&mut out.main, &s.main, main_hits);
             add(&mut out.hot, &s.hot, hot_hits);
@@ -267,7 +286,7 @@ impl Store {
     fn recency(&self) -> (Vec<String>, Vec<String>) {
         let (mut main, mut hot) = (Vec::new(), Vec::new());
         for slot in self.shards.iter() {
-            let mut s = lock(&slot.lock);
+            let mut s = lock(&slot.lock.0);
             s.drain(&slot.access);
             main.extend(s.main.keys_by_recency());
             hot.extend(s.hot.keys_by_recency());
