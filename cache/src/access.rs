@@ -3,23 +3,25 @@
 //!
 //! A hit must not write memory that other threads' hits write too, or two cores spend their
 //! time passing cache lines back and forth. So a hit appends a small record (which entry, in
-//! which tier) to a *stripe* of its shard's buffer; each thread uses its own stripe (threads
-//! are numbered on first use, stripe = number mod stripes), so the lines it writes stay in
-//! its core's cache. The shard's owner of the LRU applies the records, in order, under the
+//! which tier) to a *stripe* of its shard's buffer. A thread holds a number for its lifetime
+//! (the lowest free one) and the stripe of that number is its alone: it appends with plain
+//! loads and stores, no atomic read-modify-write, and the lines stay in its core's cache.
+//! Threads beyond the buffer's stripes share one more stripe, appending with `fetch_add`. The shard's owner of the LRU applies the records, in order, under the
 //! shard lock: whenever a stripe has gained half a buffer of records (the hitting thread
 //! takes the lock then), and always before any eviction decision, so the LRU that eviction
 //! consults has every recorded hit applied.
 //!
 //! The stripe's record counter doubles as its hit counter, so counting a hit costs nothing
 //! more, and draining only reads the stripe. A record is lost when a stripe overflows (more
-//! than [`SLOTS`] records between two drains, possible only when several threads share a
-//! stripe and the lock is contended), and a drain that overtakes a record claimed but not yet
-//! written applies instead that slot's previous record, an earlier hit of the same stripe:
+//! than [`SLOTS`] records between two drains, possible only when several threads share the
+//! shared stripe and the lock is contended), and a drain that overtakes a record claimed but
+//! not yet written there applies instead that slot's previous record, an earlier hit:
 //! either way only the recency of entries hit concurrently with the drain can come out
 //! slightly off, and never does a record promote an entry removed since (every record names
 //! its entry's generation). On one thread the order is exact.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use crate::lru::NodeRef;
 use crate::store::Tier;
@@ -87,26 +89,57 @@ impl Stripe {
     }
 }
 
-/// The stripe this thread uses, numbered on first use.
-pub(crate) fn thread_number() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static NUMBER: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+/// Numbers held by live threads (bit i: number i); a thread holds one for its lifetime, so
+/// a stripe with that number has a single writer.
+static CLAIMED: Mutex<u64> = Mutex::new(0);
+
+/// A thread's number, released when the thread ends. `NONE` when 64 threads hold one.
+struct Claim(usize);
+
+const NONE: usize = usize::MAX;
+
+impl Claim {
+    fn take() -> Self {
+        let mut claimed = CLAIMED.lock().unwrap_or_else(PoisonError::into_inner);
+        let free = (!*claimed).trailing_zeros() as usize;
+        if free >= 64 {
+            return Self(NONE);
+        }
+        *claimed |= 1 << free;
+        Self(free)
     }
-    NUMBER.with(|n| *n)
 }
 
-/// The number of stripes per buffer: twice the cores (so that a core's threads rarely share
-/// one), a power of two, 2 to 32.
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if self.0 < 64 {
+            let mut claimed = CLAIMED.lock().unwrap_or_else(PoisonError::into_inner);
+            *claimed &= !(1u64 << self.0);
+        }
+    }
+}
+
+/// This thread's number: the lowest not held by another live thread (`usize::MAX` beyond
+/// 64 live threads, or while the thread is being torn down).
+pub(crate) fn thread_number() -> usize {
+    thread_local! {
+        static CLAIM: Claim = Claim::take();
+    }
+    CLAIM.try_with(|c| c.0).unwrap_or(NONE)
+}
+
+/// The number of single-writer stripes per buffer: four per core (tokio's workers, its
+/// blocking threads and the caller's own threads), 8 to 64.
 pub(crate) fn default_stripes() -> usize {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    (cores * 2).next_power_of_two().clamp(2, 32)
+    (cores * 4).clamp(8, 64)
 }
 
-/// A shard's access buffer: one stripe per thread (modulo the stripe count).
+/// A shard's access buffer: a stripe of its own for each thread numbered below `exclusive`,
+/// and one stripe shared by all others.
 pub(crate) struct AccessBuffer {
     stripes: Box<[Stripe]>,
-    mask: usize,
+    exclusive: usize,
 }
 
 /// The drainer's position in each stripe; kept with the LRU, under the shard lock.
@@ -114,12 +147,13 @@ pub(crate) struct AccessBuffer {
 pub(crate) struct Heads(Box<[u64]>);
 
 impl AccessBuffer {
-    /// A buffer of `stripes` stripes (rounded up to a power of two) and its drain positions.
-    pub(crate) fn new(stripes: usize) -> (Self, Heads) {
-        let n = stripes.max(1).next_power_of_two();
+    /// A buffer with `exclusive` single-writer stripes plus the shared one, and its drain
+    /// positions.
+    pub(crate) fn new(exclusive: usize) -> (Self, Heads) {
+        let n = exclusive + 1;
         let buf = Self {
             stripes: (0..n).map(|_| Stripe::new()).collect(),
-            mask: n - 1,
+            exclusive,
         };
         (buf, Heads(vec![0; n].into_boxed_slice()))
     }
@@ -127,13 +161,29 @@ impl AccessBuffer {
     /// Appends a hit (counting it); returns true when the caller should drain now.
     #[inline]
     pub(crate) fn record(&self, record: Option<Record>, tier: Tier) -> bool {
-        let stripe = &self.stripes[thread_number() & self.mask];
-        let t = stripe.tail.fetch_add(1, Ordering::Relaxed);
-        if tier == Tier::Hot {
-            stripe.hot_hits.fetch_add(1, Ordering::Relaxed);
-        }
         let raw = record.map_or(0, |r| r.0);
-        stripe.slots[t as usize & (SLOTS - 1)].store(raw, Ordering::Release);
+        let me = thread_number();
+        let t = if me < self.exclusive {
+            // This thread is the stripe's only writer: plain loads and stores, no
+            // read-modify-write. The record is published by the release store of `tail`.
+            let stripe = &self.stripes[me];
+            let t = stripe.tail.load(Ordering::Relaxed);
+            stripe.slots[t as usize & (SLOTS - 1)].store(raw, Ordering::Relaxed);
+            stripe.tail.store(t + 1, Ordering::Release);
+            if tier == Tier::Hot {
+                let h = stripe.hot_hits.load(Ordering::Relaxed);
+                stripe.hot_hits.store(h + 1, Ordering::Release);
+            }
+            t
+        } else {
+            let stripe = &self.stripes[self.exclusive];
+            let t = stripe.tail.fetch_add(1, Ordering::AcqRel);
+            if tier == Tier::Hot {
+                stripe.hot_hits.fetch_add(1, Ordering::Release);
+            }
+            stripe.slots[t as usize & (SLOTS - 1)].store(raw, Ordering::Release);
+            t
+        };
         (t + 1) % (SLOTS as u64 / 2) == 0
     }
 
@@ -142,7 +192,7 @@ impl AccessBuffer {
         let (mut main, mut hot) = (0, 0);
         for s in self.stripes.iter() {
             // Hot first: a hit counts in `tail` before `hot_hits`, so `tail >= hot` here.
-            let h = s.hot_hits.load(Ordering::Relaxed);
+            let h = s.hot_hits.load(Ordering::Acquire);
             let t = s.tail.load(Ordering::Relaxed);
             hot += h;
             main += t.saturating_sub(h);
@@ -202,7 +252,7 @@ mod tests {
 
     #[test]
     fn asks_for_a_drain_every_half_buffer_and_keeps_the_newest_on_overflow() {
-        let (buf, mut heads) = AccessBuffer::new(1);
+        let (buf, mut heads) = AccessBuffer::new(0); // the shared stripe only
         let mut asked = 0;
         for i in 0..(SLOTS as u32 * 3) {
             if buf.record(Record::new(Tier::Main, node(i, 1)), Tier::Main) {
@@ -218,9 +268,50 @@ mod tests {
     }
 
     #[test]
+    fn live_threads_hold_distinct_numbers() {
+        let mine = thread_number();
+        let barrier = std::sync::Barrier::new(4);
+        let numbers: Vec<usize> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        let n = thread_number();
+                        barrier.wait(); // all four alive at once
+                        assert_eq!(thread_number(), n, "a thread keeps its number");
+                        n
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut sorted = numbers.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 4, "{numbers:?}");
+        assert!(!numbers.contains(&mine));
+    }
+
+    #[test]
+    fn exclusive_and_shared_stripes_both_count_and_drain() {
+        let (buf, mut heads) = AccessBuffer::new(64);
+        let (shared, mut shared_heads) = AccessBuffer::new(0);
+        for i in 0..5 {
+            for b in [&buf, &shared] {
+                b.record(Record::new(Tier::Main, node(i, 1)), Tier::Main);
+            }
+        }
+        for (b, h) in [(&buf, &mut heads), (&shared, &mut shared_heads)] {
+            let mut seen = Vec::new();
+            b.drain(h, |_, n| seen.push(n.index));
+            assert_eq!(seen, [0, 1, 2, 3, 4]);
+            assert_eq!(b.hits(), (5, 0));
+        }
+    }
+
+    #[test]
     fn too_large_an_index_is_not_recorded_but_still_counted() {
         assert!(Record::new(Tier::Main, node(u32::MAX - 1, 1)).is_none());
-        let (buf, mut heads) = AccessBuffer::new(1);
+        let (buf, mut heads) = AccessBuffer::new(0);
         buf.record(None, Tier::Hot);
         let mut n = 0;
         buf.drain(&mut heads, |_, _| n += 1);

@@ -133,7 +133,8 @@ impl Store {
         Self::with_stripes(budget, shards, default_stripes())
     }
 
-    /// [`new`](Self::new) with `stripes` access-buffer stripes per shard.
+    /// [`new`](Self::new) with `stripes` single-writer access-buffer stripes per shard
+    /// (plus one shared by threads numbered beyond).
     pub(crate) fn with_stripes(budget: usize, shards: usize, stripes: usize) -> Self {
         let n = shards.max(1).next_power_of_two();
         let hasher = FastState::random();
@@ -150,9 +151,7 @@ impl Store {
                 }
             })
             .collect();
-        let misses = (0..stripes.max(1).next_power_of_two())
-            .map(|_| Striped(AtomicU64::new(0)))
-            .collect();
+        let misses = (0..=stripes).map(|_| Striped(AtomicU64::new(0))).collect();
         Self {
             index: papaya::HashMap::builder()
                 .hasher(hasher)
@@ -183,7 +182,7 @@ impl Store {
     pub(crate) fn get(&self, key: &str) -> Option<Bytes> {
         let guard = self.index.guard();
         let Some(e) = self.index.get(key, &guard) else {
-            let m = &self.misses[thread_number() & (self.misses.len() - 1)];
+            let m = &self.misses[thread_number().min(self.misses.len() - 1)];
             m.0.fetch_add(1, Ordering::Relaxed);
             return None;
         };
