@@ -26,6 +26,50 @@ pub(crate) enum Tier {
     Hot,
 }
 
+/// Keys up to this many bytes are stored inline in the read index.
+const INLINE: usize = 22;
+
+/// A key as the read index holds it: short keys inline, so a hit compares them without
+/// following another pointer. Hashes and compares as its bytes (`Borrow<[u8]>`).
+#[derive(Clone, PartialEq, Eq)]
+enum IndexKey {
+    Inline(u8, [u8; INLINE]),
+    Heap(Box<[u8]>),
+}
+
+impl IndexKey {
+    fn new(key: &str) -> Self {
+        let b = key.as_bytes();
+        if b.len() <= INLINE {
+            let mut buf = [0; INLINE];
+            buf[..b.len()].copy_from_slice(b);
+            Self::Inline(b.len() as u8, buf)
+        } else {
+            Self::Heap(b.into())
+        }
+    }
+
+    #[inline]
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline(len, buf) => &buf[..*len as usize],
+            Self::Heap(b) => b,
+        }
+    }
+}
+
+impl std::hash::Hash for IndexKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for IndexKey {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
 /// What the read index holds for a cached key: the value, and where a hit records itself.
 /// Aligned so that no two entries, and nothing written, share its cache line.
 #[repr(align(64))]
@@ -94,7 +138,7 @@ pub(crate) struct StoreStats {
 pub(crate) struct Store {
     /// Every cached key of both tiers, read without locks. Written only under the lock of
     /// the key's shard, together with that shard's LRUs, so it holds exactly their keys.
-    index: papaya::HashMap<Box<str>, Entry, FastState>,
+    index: papaya::HashMap<IndexKey, Entry, FastState>,
     shards: Box<[ShardSlot]>,
     misses: Box<[Striped]>,
     mask: u64,
@@ -181,7 +225,7 @@ impl Store {
     #[inline]
     pub(crate) fn get(&self, key: &str) -> Option<Bytes> {
         let guard = self.index.guard();
-        let Some(e) = self.index.get(key, &guard) else {
+        let Some(e) = self.index.get(key.as_bytes(), &guard) else {
             let m = &self.misses[thread_number().min(self.misses.len() - 1)];
             m.0.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -197,7 +241,9 @@ impl Store {
     /// The value if either tier holds it, without counting a get or touching its recency.
     pub(crate) fn peek(&self, key: &str) -> Option<Bytes> {
         let guard = self.index.guard();
-        self.index.get(key, &guard).map(|e| e.value.clone())
+        self.index
+            .get(key.as_bytes(), &guard)
+            .map(|e| e.value.clone())
     }
 
     /// Stores `value` in `tier`, then evicts until the hot tier holds at most an eighth of
@@ -237,10 +283,10 @@ impl Store {
                 tier,
                 record: Record::new(tier, node),
             };
-            self.index.insert(key.into(), entry, &guard);
+            self.index.insert(IndexKey::new(key), entry, &guard);
         }
         let forget = |key: Box<str>| {
-            self.index.remove(&*key, &guard);
+            self.index.remove(key.as_bytes(), &guard);
         };
         while s.hot.bytes() > hot_budget {
             match s.hot.evict_oldest() {
@@ -410,6 +456,33 @@ mod tests {
         let st = s.stats();
         assert_eq!(st.gets, 15_000);
         assert!(st.main.bytes + st.hot.bytes <= 4000, "{st:?}");
+        assert_index_matches(&s);
+    }
+
+    #[test]
+    fn short_and_long_keys_are_found_and_forgotten() {
+        let s = Store::new(10_000, 1);
+        let keys = [
+            "",
+            "k",
+            &"x".repeat(INLINE),
+            &"y".repeat(INLINE + 1),
+            &"z".repeat(1024),
+        ];
+        for k in keys {
+            s.populate(k, Bytes::from_static(b"v"), Tier::Main);
+        }
+        for k in keys {
+            assert_eq!(s.get(k).as_deref(), Some(&b"v"[..]), "{}", k.len());
+        }
+        assert!(s.get(&"x".repeat(INLINE - 1)).is_none());
+        // Fill the budget with other keys: all five are evicted and leave the index.
+        for i in 0..20 {
+            s.populate(&format!("n{i}"), Bytes::from(vec![0; 900]), Tier::Main);
+        }
+        for k in keys {
+            assert!(s.peek(k).is_none(), "{}", k.len());
+        }
         assert_index_matches(&s);
     }
 
