@@ -27,7 +27,7 @@ use crate::lru::NodeRef;
 use crate::store::Tier;
 
 /// Records one stripe holds; a power of two. The hitting thread drains at every half.
-pub(crate) const SLOTS: usize = 64;
+pub(crate) const SLOTS: usize = 128;
 
 const TIER_BIT: u64 = 1 << 31;
 
