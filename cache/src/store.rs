@@ -350,6 +350,7 @@ fn add(c: &mut CacheStats, lru: &Lru, hits: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::SLOTS;
     use proptest::prelude::*;
 
     #[test]
@@ -397,13 +398,13 @@ mod tests {
 
     #[test]
     fn hits_promote_through_the_buffer_before_eviction() {
-        // 10 entries of 10 bytes fill the budget; hit the oldest 20 times (crossing the
+        // 10 entries of 10 bytes fill the budget; hit the oldest SLOTS times (crossing the
         // hit path's own drain points), then add one more: the least recently *used* goes.
         let s = Store::new(100, 1);
         for i in 0..10 {
             s.populate(&format!("k{i}"), Bytes::from(vec![0; 8]), Tier::Main);
         }
-        for _ in 0..20 {
+        for _ in 0..SLOTS {
             assert!(s.get("k0").is_some());
         }
         assert!(s.get("k1").is_some()); // one record left in the buffer, not yet drained
@@ -414,7 +415,8 @@ mod tests {
         assert_eq!(main[..3], ["new", "k1", "k0"]);
         assert_index_matches(&s);
         let st = s.stats();
-        assert_eq!((st.gets, st.main.hits, st.main.evictions), (21, 21, 1));
+        let hits = SLOTS as u64 + 1;
+        assert_eq!((st.gets, st.main.hits, st.main.evictions), (hits, hits, 1));
     }
 
     #[test]
