@@ -1,7 +1,10 @@
 //! golang/groupcache's HTTP peer protocol: the request path and the `GetResponse` message.
 //!
-//! A value is asked for with `GET <base><group>/<key>`, group and key escaped with Go's
-//! `url.QueryEscape` (everything but `A-Za-z0-9-_.~` as `%XX`, space as `+`). The answer is
+//! A value is asked for with `GET <base><group>/<key>`, group and key escaped as Go's
+//! `url.QueryEscape` does (everything but `A-Za-z0-9-_.~` as `%XX`), except that svckit sends a
+//! space as `%20` where Go sends `+`: golang/groupcache's server reads the key from the
+//! *decoded path*, where `+` stays `+`, so only `%20` reaches a Go owner as a space. Our server
+//! decodes both (`+` is what Go's client means by a space). The answer is
 //! `application/x-protobuf` `GetResponse { bytes value = 1; double minute_qps = 2; }`.
 
 use bytes::Bytes;
@@ -24,13 +27,11 @@ fn unreserved(b: u8) -> bool {
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
-/// Go's `url.QueryEscape`.
+/// Go's `url.QueryEscape`, but a space as `%20` (see the module docs for why).
 pub(crate) fn query_escape(s: &str, out: &mut String) {
     for &b in s.as_bytes() {
         if unreserved(b) {
             out.push(b as char);
-        } else if b == b' ' {
-            out.push('+');
         } else {
             out.push('%');
             out.push(HEX[(b >> 4) as usize] as char);
@@ -124,13 +125,14 @@ mod tests {
 
     #[test]
     fn escapes_like_go_query_escape() {
-        // Expected strings are what Go's url.QueryEscape returns for these inputs.
+        // Expected strings are what Go's url.QueryEscape returns for these inputs, but for
+        // the space, sent as %20 (Go's `+` would reach a Go owner's decoded path as `+`).
         for (input, want) in [
             (
                 "/v1/image/gif/001/icon=100x100",
                 "%2Fv1%2Fimage%2Fgif%2F001%2Ficon%3D100x100",
             ),
-            ("a b+c", "a+b%2Bc"),
+            ("a b+c", "a%20b%2Bc"),
             ("?#%", "%3F%23%25"),
             ("AZaz09-_.~", "AZaz09-_.~"),
             ("é", "%C3%A9"),
@@ -172,7 +174,7 @@ mod tests {
         );
         assert_eq!(
             peer_url("http://h:1/", base, "g", "a b"),
-            "http://h:1/_groupcache/g/a+b"
+            "http://h:1/_groupcache/g/a%20b"
         );
     }
 

@@ -33,8 +33,9 @@ type Outcome<V> = Option<Result<V, FlightError>>;
 struct Flight<V> {
     id: u64,
     rx: watch::Receiver<Outcome<V>>,
-    // The task is owned by its entry; the entry is removed when the task ends.
-    _task: JoinHandle<()>,
+    // The task is owned by its entry (set just after the spawn); the entry is removed when
+    // the task ends.
+    task: Option<JoinHandle<()>>,
 }
 
 type Map<V> = Arc<Mutex<HashMap<Box<str>, Flight<V>>>>;
@@ -95,65 +96,80 @@ impl<V: Clone + Send + Sync + 'static> SingleFlight<V> {
     /// Joins the flight of `key`, or starts one running `start()`'s future in a new task.
     /// Returns the outcome and whether this call started the flight. Must be called within
     /// a tokio runtime.
-    pub(crate) async fn run<F, Fut>(&self, key: &str, start: F) -> (Result<V, FlightError>, bool)
+    pub(crate) async fn run<F, Fut>(
+        &self,
+        key: &str,
+        start_load: F,
+    ) -> (Result<V, FlightError>, bool)
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + Send + 'static,
     {
-        let (mut rx, led) = {
+        let (mut rx, start) = {
             let mut map = lock(&self.flights);
             match map.get(key) {
-                Some(f) => (f.rx.clone(), false),
+                Some(f) => (f.rx.clone(), None),
                 None => {
                     let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                     let (tx, rx) = watch::channel(None);
-                    let guard = RemoveOnDrop {
-                        flights: self.flights.clone(),
-                        key: key.into(),
-                        id,
-                    };
-                    let fut = start();
-                    let cancel = self.cancel.clone();
-                    let span = tracing::debug_span!("flight", id);
-                    // Spawned while the map is locked: the task's guard cannot remove the
-                    // entry before it is inserted, however fast the load finishes.
-                    let task = tokio::spawn(
-                        async move {
-                            let out = tokio::select! {
-                                biased;
-                                _ = cancel.cancelled() => None,
-                                r = AssertUnwindSafe(fut).catch_unwind() => Some(r),
-                            };
-                            let out = match out {
-                                Some(Ok(v)) => Ok(v),
-                                Some(Err(_)) => {
-                                    tracing::warn!("load panicked");
-                                    Err(FlightError::Panicked)
-                                }
-                                None => Err(FlightError::Stopped),
-                            };
-                            // Forget the flight first, then publish. The other order would
-                            // let a caller arriving after the outcome join a finished flight
-                            // and receive a stale outcome: an error would in effect be
-                            // cached. A caller arriving now starts a new flight, which finds
-                            // a loaded value in the cache (populated inside the load).
-                            drop(guard);
-                            tx.send_replace(Some(out));
-                        }
-                        .instrument(span),
-                    );
+                    // The entry goes in first, so the task's guard always finds it, however
+                    // fast the load finishes; the task's handle is stored once spawned.
                     map.insert(
                         key.into(),
                         Flight {
                             id,
                             rx: rx.clone(),
-                            _task: task,
+                            task: None,
                         },
                     );
-                    (rx, true)
+                    (rx, Some((id, tx)))
                 }
             }
         };
+        let led = start.is_some();
+        if let Some((id, tx)) = start {
+            let guard = RemoveOnDrop {
+                flights: self.flights.clone(),
+                key: key.into(),
+                id,
+            };
+            let fut = start_load();
+            let cancel = self.cancel.clone();
+            let span = tracing::debug_span!("flight", id);
+            // Spawned with the map unlocked: while the runtime shuts down, tokio drops a new
+            // task's future inside `spawn`, and the guard's drop then takes the map lock; had
+            // we held it here, this thread would deadlock on itself.
+            let task = tokio::spawn(
+                async move {
+                    let out = tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => None,
+                        r = AssertUnwindSafe(fut).catch_unwind() => Some(r),
+                    };
+                    let out = match out {
+                        Some(Ok(v)) => Ok(v),
+                        Some(Err(_)) => {
+                            tracing::warn!("load panicked");
+                            Err(FlightError::Panicked)
+                        }
+                        None => Err(FlightError::Stopped),
+                    };
+                    // Forget the flight first, then publish. The other order would let a
+                    // caller arriving after the outcome join a finished flight and receive a
+                    // stale outcome: an error would in effect be cached. A caller arriving now
+                    // starts a new flight, which finds a loaded value in the cache (populated
+                    // inside the load).
+                    drop(guard);
+                    tx.send_replace(Some(out));
+                }
+                .instrument(span),
+            );
+            // Store the handle only in our own entry: a finished load has removed it already
+            // (and a later flight of the key may have replaced it).
+            if let Some(flight) = lock(&self.flights).get_mut(key).filter(|f| f.id == id) {
+                flight.task = Some(task);
+            }
+        }
         loop {
             if let Some(out) = rx.borrow_and_update().clone() {
                 return (out, led);
@@ -172,6 +188,51 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
+
+    #[test]
+    fn runtime_shutdown_while_flights_start_does_not_hang() {
+        // Dropping a runtime while its tasks start flights: tokio drops a task spawned during
+        // shutdown inside `spawn`, and the flight's guard then takes the map lock. Holding
+        // that lock across `spawn` deadlocked the thread on itself; this must finish.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for round in 0..20 {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let sf = Arc::new(SingleFlight::<u32>::new(CancellationToken::new()));
+                for worker in 0..4 {
+                    let sf = sf.clone();
+                    // Keeps starting flights until the runtime goes away under it.
+                    rt.spawn(async move {
+                        for i in 0.. {
+                            let key = format!("k{round}-{worker}-{i}");
+                            let sf2 = sf.clone();
+                            tokio::spawn(async move {
+                                sf2.run(&key, || async {
+                                    tokio::time::sleep(Duration::from_secs(60)).await;
+                                    1
+                                })
+                                .await
+                            });
+                            if i % 16 == 0 {
+                                tokio::task::yield_now().await;
+                            }
+                        }
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(5));
+                drop(rt);
+            }
+            done_tx.send(()).unwrap();
+        });
+        assert!(
+            done_rx.recv_timeout(Duration::from_secs(60)).is_ok(),
+            "dropping a runtime with flights starting hung"
+        );
+    }
 
     #[tokio::test]
     async fn concurrent_calls_share_one_run() {
