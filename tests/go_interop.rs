@@ -613,10 +613,6 @@ fn go_asks_svckit_owners_for_keys_with_spaces_intact() {
 }
 
 #[test]
-#[ignore = "svckit-cache sends a space in a key as `+` (Go's url.QueryEscape, \
-            cache/src/protocol.rs query_escape via peer_url), but golang/groupcache's \
-            server takes the key from the decoded r.URL.Path, where `+` stays `+`: \
-            the Go owner loads \"a+b\" for \"a b\". Fix: escape space as %20 in peer_url"]
 fn svckit_asks_a_go_owner_for_keys_with_spaces_intact() {
     run_bounded(async {
         let cluster = Cluster::start().await;
