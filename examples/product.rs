@@ -98,16 +98,7 @@ async fn main() {
     if let Some(host) = &args.advertise {
         builder = builder.advertise_host(host);
     }
-    let lifecycle = builder
-        .register(&registry, bound)
-        .await
-        .unwrap_or_else(|e| {
-            common::fail(format_args!(
-                "cannot register in etcd at {}: {}",
-                args.etcd,
-                common::chain(&e)
-            ))
-        });
+    let lifecycle = common::register(builder, &registry, bound, &args.etcd).await;
     let instance = lifecycle.instance().clone();
     tracing::info!(
         id = instance.id(),

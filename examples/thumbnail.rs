@@ -311,15 +311,8 @@ async fn main() {
     let _follower = cache
         .follow(&registry.discovery(), &args.service)
         .unwrap_or_else(|e| common::fail(e));
-    let lifecycle = Lifecycle::register(&registry, args.service.as_str(), bound)
-        .await
-        .unwrap_or_else(|e| {
-            common::fail(format_args!(
-                "cannot register in etcd at {}: {}",
-                args.etcd,
-                common::chain(&e)
-            ))
-        });
+    let builder = Lifecycle::builder(args.service.as_str());
+    let lifecycle = common::register(builder, &registry, bound, &args.etcd).await;
     tracing::info!(addr = %bound, id = lifecycle.instance().id(), "thumbnail service registered");
     let app = app(&cache, group);
     common::serve(listener, app, &lifecycle).await;

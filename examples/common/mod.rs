@@ -98,3 +98,18 @@ pub(crate) async fn serve(
         Err(e) => fail(format_args!("shutdown: {}", chain(&e))),
     }
 }
+
+/// Registers the server bound at `bound` through `builder`, or exits with one line.
+pub(crate) async fn register(
+    builder: svckit::registry::LifecycleBuilder,
+    registry: &svckit::registry::EtcdRegistry,
+    bound: std::net::SocketAddr,
+    endpoints: &str,
+) -> svckit::registry::Lifecycle {
+    builder.register(registry, bound).await.unwrap_or_else(|e| {
+        fail(format_args!(
+            "cannot register in etcd at {endpoints}: {}",
+            chain(&e)
+        ))
+    })
+}
