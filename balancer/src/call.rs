@@ -109,7 +109,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Inner<Req, Resp> {
                 r.deposit();
                 (
                     r.settings.max_attempts,
-                    Some((Instant::now() + r.settings.deadline, r.settings.deadline)),
+                    Some((deadline_from_now(r.settings.deadline), r.settings.deadline)),
                 )
             }
             None => (1, None),
@@ -252,4 +252,12 @@ fn is_gateway_status(s: StatusCode) -> bool {
         s,
         StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
     )
+}
+
+/// `now + after`, saturating far in the future for huge durations such as `Duration::MAX`
+/// ("no overall deadline") instead of panicking on overflow.
+fn deadline_from_now(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }

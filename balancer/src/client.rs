@@ -20,6 +20,9 @@ pub struct HttpClient {
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
+/// How long [`HttpClient::new`] waits for a TCP connect.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl fmt::Debug for HttpClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpClient").finish_non_exhaustive()
@@ -33,10 +36,21 @@ impl Default for HttpClient {
 }
 
 impl HttpClient {
-    /// A client with hyper-util's pool defaults (idle connections kept 90 s), `TCP_NODELAY` on.
+    /// A client with hyper-util's pool defaults (idle connections kept 90 s), `TCP_NODELAY` on
+    /// and a connect timeout of [`DEFAULT_CONNECT_TIMEOUT`] (2 s).
     pub fn new() -> Self {
+        Self::with_connect_timeout(DEFAULT_CONNECT_TIMEOUT)
+    }
+
+    /// Like [`new`](Self::new) with another connect timeout. A connect that takes longer fails
+    /// as a connect error (`Error::Transport { connect: true, .. }`): the request was never
+    /// sent, so it is retried on another instance whatever its method, and the instance is
+    /// avoided for a while, instead of the call hanging until its own timeout on a host that
+    /// drops packets.
+    pub fn with_connect_timeout(connect_timeout: Duration) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);

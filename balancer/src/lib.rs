@@ -45,7 +45,7 @@ mod ring;
 mod round_robin;
 
 pub use crate::http::{EndpointBuilder, DEFAULT_EJECTION, DEFAULT_MAX_BODY, DEFAULT_TIMEOUT};
-pub use client::{HttpClient, SendError};
+pub use client::{HttpClient, SendError, DEFAULT_CONNECT_TIMEOUT};
 pub use endpoint::{chain, Chain, Endpoint, Middleware};
 pub use error::{Attempt, BoxError, Error};
 pub use p2c::P2c;

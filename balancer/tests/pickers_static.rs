@@ -261,3 +261,20 @@ async fn dropped_calls_release_their_in_flight_count() {
     let t = tally(&run(&ep, 200, 1, |_| Call::get("/id")).await);
     assert!(t.get("a_hangs").copied().unwrap_or(0) > 40, "{t:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unbounded_retry_deadline_does_not_panic() {
+    let servers = vec![
+        TestServer::start_with("bad", Duration::ZERO, true).await,
+        TestServer::start("good", Duration::ZERO).await,
+    ];
+    // Duration::MAX means "no overall deadline"; now + MAX must not overflow.
+    let ep = builder(&HttpClient::new(), &static_discovery(&servers))
+        .picker(Picker::RoundRobin(RoundRobin::new()))
+        .retry(Retry::new(2, Duration::MAX))
+        .build()
+        .unwrap();
+    for _ in 0..4 {
+        assert_eq!(ep.invoke(Call::get("/flaky")).await.unwrap(), "good");
+    }
+}
