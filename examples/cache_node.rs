@@ -31,6 +31,8 @@ use svckit::registry::{Lifecycle, MemoryRegistry, Registry};
 
 /// The group's byte budget (main and hot cache together).
 const BUDGET: usize = 64 << 20;
+/// The largest value fetched from the origin.
+const MAX_VALUE_BYTES: usize = 32 << 20;
 
 /// Flags of the cache node.
 #[derive(Debug, Parser)]
@@ -99,16 +101,22 @@ fn origin_getter(origin: String) -> impl svckit::cache::Getter {
             let uri: http::Uri = url
                 .parse()
                 .map_err(|e| format!("bad origin URL {url:?}: {e}"))?;
-            let resp = tokio::time::timeout(Duration::from_secs(10), client.get(uri))
+            // Headers and body within one timeout, the body bounded: a stalled or endless
+            // origin must not hold the key's load (and every caller waiting on it) forever.
+            let fetch = async {
+                let resp = client.get(uri).await?;
+                let status = resp.status();
+                if !status.is_success() {
+                    return Err::<Bytes, BoxError>(
+                        format!("origin answered {status} for {url}").into(),
+                    );
+                }
+                let body = http_body_util::Limited::new(resp.into_body(), MAX_VALUE_BYTES);
+                Ok(body.collect().await?.to_bytes())
+            };
+            tokio::time::timeout(Duration::from_secs(10), fetch)
                 .await
-                .map_err(|_| format!("origin {url} timed out"))??;
-            let status = resp.status();
-            if !status.is_success() {
-                return Err::<Bytes, BoxError>(
-                    format!("origin answered {status} for {url}").into(),
-                );
-            }
-            Ok(resp.into_body().collect().await?.to_bytes())
+                .map_err(|_| format!("origin {url} timed out"))?
         }
     })
 }
@@ -169,10 +177,23 @@ async fn main() {
     let bound = listener
         .local_addr()
         .unwrap_or_else(|e| common::fail(format_args!("listener address: {e}")));
-    let self_url = args
-        .self_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{bound}"));
+    let self_url = match &args.self_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => format!("http://{bound}"),
+    };
+    if args.etcd.is_some() && args.self_url.is_some() {
+        // With etcd the ring holds the *registered* address, http://<host>:<bound port>: a
+        // --self with another port or a path would leave this node out of its own ring.
+        let uri = self_url.parse::<http::Uri>().ok();
+        let same_port = uri.as_ref().and_then(http::Uri::port_u16) == Some(bound.port());
+        let no_path = uri.as_ref().is_some_and(|u| matches!(u.path(), "" | "/"));
+        if !same_port || !no_path {
+            common::fail(format_args!(
+                "--self {self_url} must be http://<host>:{} (the listen port, no path) when peers come from etcd",
+                bound.port()
+            ));
+        }
+    }
     let cache = Cache::builder(&self_url)
         .build()
         .unwrap_or_else(|e| common::fail(common::chain(&e)));

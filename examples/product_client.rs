@@ -198,9 +198,13 @@ async fn main() {
         common::fail("give --requests N or --duration SECS");
     }
     let until = match args.duration {
-        Some(secs) if secs.is_finite() && secs > 0.0 => {
-            Some(Instant::now() + Duration::from_secs_f64(secs))
-        }
+        Some(secs) if secs > 0.0 => match Duration::try_from_secs_f64(secs)
+            .ok()
+            .and_then(|d| Instant::now().checked_add(d))
+        {
+            Some(until) => Some(until),
+            None => common::fail("--duration is too large"),
+        },
         Some(_) => common::fail("--duration must be a positive number of seconds"),
         None => None,
     };

@@ -155,26 +155,34 @@ const GROUP: &str = "thumbnails";
 type HttpClient =
     Client<hyper_util::client::legacy::connect::HttpConnector, http_body_util::Empty<Bytes>>;
 
-/// Fetches `name` from the origin.
+/// How long one origin fetch may take, body included.
+const ORIGIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Fetches `name` from the origin, headers and body within [`ORIGIN_TIMEOUT`].
 async fn fetch_origin(client: &HttpClient, origin: &str, name: &str) -> Result<Bytes, ThumbError> {
     let url = format!("{}/{name}", origin.trim_end_matches('/'));
     let uri: http::Uri = url
         .parse()
         .map_err(|e| ThumbError::Origin(format!("bad origin URL {url}: {e}")))?;
-    let resp = tokio::time::timeout(Duration::from_secs(10), client.get(uri))
+    let fetch = async {
+        let resp = client
+            .get(uri)
+            .await
+            .map_err(|e| ThumbError::Origin(format!("{url}: {e}")))?;
+        match resp.status() {
+            s if s.is_success() => {}
+            http::StatusCode::NOT_FOUND => return Err(ThumbError::NotFound(name.to_owned())),
+            s => return Err(ThumbError::Origin(format!("{url} answered {s}"))),
+        }
+        let body = http_body_util::Limited::new(resp.into_body(), 32 << 20)
+            .collect()
+            .await
+            .map_err(|e| ThumbError::Origin(format!("{url}: {e}")))?;
+        Ok(body.to_bytes())
+    };
+    tokio::time::timeout(ORIGIN_TIMEOUT, fetch)
         .await
         .map_err(|_| ThumbError::Origin(format!("{url} timed out")))?
-        .map_err(|e| ThumbError::Origin(format!("{url}: {e}")))?;
-    match resp.status() {
-        s if s.is_success() => {}
-        http::StatusCode::NOT_FOUND => return Err(ThumbError::NotFound(name.to_owned())),
-        s => return Err(ThumbError::Origin(format!("{url} answered {s}"))),
-    }
-    let body = http_body_util::Limited::new(resp.into_body(), 32 << 20)
-        .collect()
-        .await
-        .map_err(|e| ThumbError::Origin(format!("{url}: {e}")))?;
-    Ok(body.to_bytes())
 }
 
 /// The cache with the thumbnails group; its getter fetches from `origin` and renders.
