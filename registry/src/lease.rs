@@ -274,6 +274,9 @@ async fn keep(shared: &Shared, lease: LeaseId, watch_from: i64) -> &'static str 
                 if keepalive.is_none() {
                     match timed("keepalive", op_timeout, shared.store.keepalive(lease)).await {
                         Ok(k) => keepalive = Some(k),
+                        Err(Error::LeaseNotFound { .. }) => {
+                            return "the lease is gone (lease not found)";
+                        }
                         Err(error) => tracing::debug!(error = %error, "opening the keepalive stream failed"),
                     }
                 }

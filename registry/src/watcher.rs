@@ -18,9 +18,15 @@ use crate::store::{timed, Range, Store, WatchEvent, WatchMessage, WatchStream};
 use crate::task::sleep_or_cancel;
 
 /// How a watch ended.
+/// A watch that lasted this long counts as healthy even without events.
+const HEALTHY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 enum Next {
-    /// Start over with a fresh listing.
+    /// Start over with a fresh listing (the reconcile timer).
     Relist,
+    /// The store compacted or cancelled the watch: a fresh listing, after a backoff, so a
+    /// store that keeps doing so cannot drive a tight loop of full listings.
+    Restart,
     /// The stream broke; resume from this revision after a backoff.
     Resume(i64),
 }
@@ -70,13 +76,23 @@ pub(crate) async fn run(
             tracing::info!(revision = from, "discovery watch live");
         }
         writer.set_state(DiscoveryState::Live);
-        backoff.reset();
-        let next = tokio::select! {
+        let opened = tokio::time::Instant::now();
+        let (next, progressed) = tokio::select! {
             () = cancel.cancelled() => return,
             next = follow(stream, &writer, from, &config) => next,
         };
+        // The backoff starts over once a watch delivered events or held for a while: a watch
+        // the store ends at once (compacted, cancelled, broken) keeps backing off.
+        if progressed || opened.elapsed() >= HEALTHY_AFTER {
+            backoff.reset();
+        }
         match next {
             Next::Relist => {}
+            Next::Restart => {
+                if !sleep_or_cancel(backoff.next_delay(), &cancel).await {
+                    return;
+                }
+            }
             Next::Resume(revision) => {
                 resume = Some(revision);
                 if !sleep_or_cancel(backoff.next_delay(), &cancel).await {
@@ -121,25 +137,28 @@ fn unreachable(writer: &ViewWriter, error: &Error, backoff: &mut Backoff, what: 
 }
 
 /// Applies watch messages until the watch ends, the reconcile timer fires, or it breaks.
+/// Also says whether any events arrived.
 async fn follow(
     mut stream: Box<dyn WatchStream>,
     writer: &ViewWriter,
     from: i64,
     config: &Config,
-) -> Next {
+) -> (Next, bool) {
     let mut next_revision = from;
+    let mut progressed = false;
     let reconcile = tokio::time::sleep(config.reconcile_interval);
     tokio::pin!(reconcile);
     loop {
         let message = tokio::select! {
             () = &mut reconcile => {
                 tracing::debug!("reconcile: re-listing");
-                return Next::Relist;
+                return (Next::Relist, progressed);
             }
             m = stream.next() => m,
         };
         match message {
             Ok(WatchMessage::Events(events)) => {
+                progressed = true;
                 for event in events {
                     next_revision = next_revision.max(event.revision() + 1);
                     apply(writer, event);
@@ -152,11 +171,11 @@ async fn follow(
                     compact_revision,
                     "watch revision compacted; re-listing"
                 );
-                return Next::Relist;
+                return (Next::Restart, progressed);
             }
             Ok(WatchMessage::Cancelled { reason }) => {
                 tracing::warn!(reason = %reason, "watch cancelled by the store; re-listing");
-                return Next::Relist;
+                return (Next::Restart, progressed);
             }
             Err(error) => {
                 writer.set_state(DiscoveryState::Reconnecting);
@@ -165,7 +184,7 @@ async fn follow(
                     resume_from = next_revision,
                     "discovery watch broke; keeping the last known instances while reconnecting"
                 );
-                return Next::Resume(next_revision);
+                return (Next::Resume(next_revision), progressed);
             }
         }
     }

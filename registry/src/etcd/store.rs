@@ -135,10 +135,14 @@ impl Store for EtcdStore {
 
     async fn keepalive(&self, lease: LeaseId) -> Result<Box<dyn KeepAlive>, Error> {
         let mut c = self.client.clone();
-        let (keeper, stream) = c
-            .lease_keep_alive(lease)
-            .await
-            .map_err(etcd_error("keepalive"))?;
+        let (keeper, stream) = c.lease_keep_alive(lease).await.map_err(|e| match e {
+            // etcd-client's answer when the first keepalive reports TTL 0: the lease is gone.
+            etcd_client::Error::LeaseKeepAliveError(ref m) if m == "lease not found" => {
+                Error::LeaseNotFound { lease }
+            }
+            e if is_not_found(&e) => Error::LeaseNotFound { lease },
+            e => etcd_error("keepalive")(e),
+        })?;
         Ok(Box::new(EtcdKeepAlive { keeper, stream }))
     }
 
@@ -267,6 +271,26 @@ impl WatchStream for EtcdWatch {
                 return Ok(WatchMessage::Events(events));
             }
             // Created or progress notifications carry no events.
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn keepalive_of_a_revoked_lease_is_lease_not_found() {
+        let etcd = svckit_testing::Etcd::start();
+        let options = EtcdOptions::new([etcd.endpoint()]);
+        let store = EtcdStore::connect(&options, "/services").await.unwrap();
+        let lease = store.grant(Duration::from_secs(10)).await.unwrap();
+        store.keepalive(lease).await.unwrap();
+        store.revoke(lease).await.unwrap();
+        match store.keepalive(lease).await {
+            Err(Error::LeaseNotFound { lease: l }) => assert_eq!(l, lease),
+            Err(other) => panic!("expected LeaseNotFound, got {other}"),
+            Ok(_) => panic!("a revoked lease cannot be kept alive"),
         }
     }
 }
