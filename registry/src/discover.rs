@@ -178,6 +178,9 @@ impl Discovery {
 
     /// A watch on the instances of `name`: a cheap snapshot plus a way to await the next
     /// change. Fails when `name` is not `[A-Za-z0-9_]+`.
+    ///
+    /// The view keeps one small channel per name ever watched, for the life of the registry
+    /// client; watch names from your configuration, not from untrusted input.
     pub fn watch(&self, name: &str) -> Result<ServiceWatch, Error> {
         validate_ident("name", name)?;
         let mut view = self.shared.view.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,5 +1,10 @@
 //! [`InFlightLayer`]: a tower layer that counts requests in flight, so a graceful shutdown
 //! can say how many it is still waiting for.
+//!
+//! A request counts from the call until its response future resolves (or is dropped), that
+//! is until the response *headers* are ready: a streamed body still being sent is not
+//! counted. The server's own graceful shutdown still waits for such connections; the grace
+//! timeout bounds both.
 
 use std::fmt;
 use std::future::Future;
