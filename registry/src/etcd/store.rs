@@ -12,7 +12,7 @@ use etcd_client::{
 use crate::error::Error;
 use crate::etcd::options::EtcdOptions;
 use crate::store::{
-    ttl_secs, KeepAlive, KeyValue, LeaseId, Listing, Range, Store, WatchEvent, WatchMessage,
+    timed, ttl_secs, KeepAlive, KeyValue, LeaseId, Listing, Range, Store, WatchEvent, WatchMessage,
     WatchStream,
 };
 
@@ -69,32 +69,26 @@ impl EtcdStore {
             connect = connect.with_tls(config);
         }
         let dial = options.dial_timeout;
-        let client = tokio::time::timeout(dial, Client::connect(&options.endpoints, Some(connect)))
-            .await
-            .map_err(|_| Error::Timeout {
-                op: "connect",
-                after: dial,
-            })?
-            .map_err(etcd_error("connect"))?;
+        let client = timed("connect", dial, async {
+            Client::connect(&options.endpoints, Some(connect))
+                .await
+                .map_err(etcd_error("connect"))
+        })
+        .await?;
         let store = Self {
             client,
             endpoints: options.endpoints.clone(),
         };
         // The channel connects lazily: make one cheap request so a wrong endpoint fails here.
         let mut probe = store.client.clone();
-        tokio::time::timeout(
-            dial,
-            probe.get(
-                prefix,
-                Some(GetOptions::new().with_prefix().with_count_only()),
-            ),
-        )
-        .await
-        .map_err(|_| Error::Timeout {
-            op: "connect",
-            after: dial,
-        })?
-        .map_err(etcd_error("connect"))?;
+        let count_only = GetOptions::new().with_prefix().with_count_only();
+        timed("connect", dial, async {
+            probe
+                .get(prefix, Some(count_only))
+                .await
+                .map_err(etcd_error("connect"))
+        })
+        .await?;
         Ok(store)
     }
 }
