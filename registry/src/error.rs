@@ -74,6 +74,13 @@ pub enum Error {
         /// Requests in flight when it expired.
         in_flight: usize,
     },
+    /// A second SIGINT/SIGTERM (or [`Lifecycle::force`](crate::Lifecycle::force)) during the
+    /// drain stopped the server at once, with requests still in flight.
+    #[error("shutdown forced with {in_flight} request(s) still in flight")]
+    ShutdownForced {
+        /// Requests in flight when it was forced.
+        in_flight: usize,
+    },
     /// The registry was shut down.
     #[error("the registry is closed")]
     Closed,

@@ -95,11 +95,16 @@ impl LifecycleBuilder {
         let state = registration.state_watch();
         let requested = CancellationToken::new();
         let deregistered = CancellationToken::new();
+        let forced = CancellationToken::new();
         let span = tracing::info_span!("lifecycle", key = %registration.key());
         let task = {
-            let (requested, deregistered) = (requested.clone(), deregistered.clone());
+            let tokens = Tokens {
+                requested: requested.clone(),
+                deregistered: deregistered.clone(),
+                forced: forced.clone(),
+            };
             OwnedTask::spawn("lifecycle", span, move |cancel| {
-                run(registration, signals, requested, deregistered, cancel)
+                run(registration, signals, tokens, cancel)
             })
         };
         Ok(Lifecycle {
@@ -108,6 +113,7 @@ impl LifecycleBuilder {
             grace: self.grace,
             requested,
             deregistered,
+            forced,
             state,
             _task: task,
         })
@@ -163,6 +169,7 @@ pub struct Lifecycle {
     grace: Duration,
     requested: CancellationToken,
     deregistered: CancellationToken,
+    forced: CancellationToken,
     state: watch::Receiver<RegistrationState>,
     _task: OwnedTask<()>,
 }
@@ -226,6 +233,14 @@ impl Lifecycle {
         self.requested.cancel();
     }
 
+    /// Stops a drain at once (what a second SIGINT/SIGTERM does): [`drain`](Self::drain)
+    /// drops the server and returns [`Error::ShutdownForced`]. Also starts the shutdown if it
+    /// had not started.
+    pub fn force(&self) {
+        self.requested.cancel();
+        self.forced.cancel();
+    }
+
     /// True once a signal or [`shutdown`](Self::shutdown) started the shutdown.
     pub fn is_shutting_down(&self) -> bool {
         self.requested.is_cancelled()
@@ -244,8 +259,9 @@ impl Lifecycle {
     /// Runs `server` (a future that ends when the server has stopped, such as axum's
     /// `serve(..).with_graceful_shutdown(lifecycle.shutdown_signal())`) and bounds its
     /// remaining run after the shutdown signal by the grace timeout. Logs which way the drain
-    /// ended and returns the server's output, or [`Error::GraceExpired`] when the grace
-    /// timeout cut it short (the server future is dropped then).
+    /// ended and returns the server's output, [`Error::GraceExpired`] when the grace timeout
+    /// cut it short, or [`Error::ShutdownForced`] when a second SIGINT/SIGTERM (or
+    /// [`force`](Self::force)) did (the server future is dropped then).
     ///
     /// If the server stops on its own first, the instance is deregistered before returning.
     pub async fn drain<F: IntoFuture>(&self, server: F) -> Result<F::Output, Error> {
@@ -264,7 +280,15 @@ impl Lifecycle {
         }
         let started = Instant::now();
         tracing::info!(in_flight = self.in_flight(), grace = ?self.grace, "draining");
-        match tokio::time::timeout(self.grace, &mut server).await {
+        let bounded = tokio::select! {
+            bounded = tokio::time::timeout(self.grace, &mut server) => bounded,
+            () = self.forced.cancelled() => {
+                let in_flight = self.in_flight();
+                tracing::warn!(in_flight, "shutdown forced; stopping with requests still in flight");
+                return Err(Error::ShutdownForced { in_flight });
+            }
+        };
+        match bounded {
             Ok(out) => {
                 tracing::info!(took = ?started.elapsed(), "drained: every request in flight completed");
                 Ok(out)
@@ -285,29 +309,46 @@ impl Lifecycle {
     }
 }
 
+/// The lifecycle's tokens: shutdown requested, instance deregistered, drain forced.
+struct Tokens {
+    requested: CancellationToken,
+    deregistered: CancellationToken,
+    forced: CancellationToken,
+}
+
 async fn run(
     registration: Registration,
     mut signals: Option<Signals>,
-    requested: CancellationToken,
-    deregistered: CancellationToken,
+    tokens: Tokens,
     cancel: CancellationToken,
 ) {
-    let wait_signal = async {
-        match signals.as_mut() {
-            Some(s) => s.recv().await,
-            None => std::future::pending().await,
-        }
-    };
     let reason = tokio::select! {
         () = cancel.cancelled() => return,
-        () = requested.cancelled() => "shutdown requested",
-        signal = wait_signal => signal,
+        () = tokens.requested.cancelled() => "shutdown requested",
+        signal = next_signal(&mut signals) => signal,
     };
-    requested.cancel();
+    tokens.requested.cancel();
     tracing::info!(reason, "shutting down: deregistering first");
     // Errors are logged by deregister; the key then expires with its TTL.
     let _ = registration.deregister().await;
-    deregistered.cancel();
+    tokens.deregistered.cancel();
+    // A second signal while draining: the operator wants out now.
+    tokio::select! {
+        () = cancel.cancelled() => {}
+        () = tokens.forced.cancelled() => {}
+        signal = next_signal(&mut signals) => {
+            tracing::warn!(signal, "second signal: forcing the shutdown");
+            tokens.forced.cancel();
+        }
+    }
+}
+
+/// The next SIGINT/SIGTERM, or never without signal handling.
+async fn next_signal(signals: &mut Option<Signals>) -> &'static str {
+    match signals.as_mut() {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// SIGINT and SIGTERM listeners, installed when the lifecycle starts.

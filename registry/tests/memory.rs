@@ -178,3 +178,42 @@ async fn the_grace_timeout_bounds_the_drain() {
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(registry.discovery().instances("web").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forcing_stops_a_drain_at_once() {
+    let registry = MemoryRegistry::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let lifecycle = Lifecycle::builder("web")
+        .grace(Duration::from_secs(60))
+        .handle_signals(false)
+        .register(&registry, addr)
+        .await
+        .unwrap();
+    let app = slow_app(&lifecycle, Duration::from_secs(30)).await;
+    let _conn = start_request(addr).await;
+    let signal = lifecycle.shutdown_signal();
+    let drain = lifecycle.drain(axum::serve(listener, app).with_graceful_shutdown(signal));
+    tokio::pin!(drain);
+    tokio::select! {
+        _ = &mut drain => panic!("the server stopped early"),
+        () = async { while lifecycle.in_flight() == 0 { tokio::time::sleep(Duration::from_millis(5)).await } } => {}
+    }
+    lifecycle.shutdown();
+    // Draining now, with a 60 s grace and a 30 s request in flight: still running.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut drain)
+            .await
+            .is_err(),
+        "the drain waits for the request in flight"
+    );
+    assert!(registry.discovery().instances("web").is_empty());
+    lifecycle.force();
+    let out = tokio::time::timeout(Duration::from_secs(5), &mut drain)
+        .await
+        .expect("forcing ends the drain at once");
+    assert!(
+        matches!(out, Err(Error::ShutdownForced { in_flight: 1 })),
+        "{out:?}"
+    );
+}

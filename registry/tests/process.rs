@@ -34,7 +34,8 @@ fn child_main() {
     rt.block_on(async move {
         match role.as_str() {
             "register" => child_register(endpoint).await,
-            "serve" => child_serve(endpoint).await,
+            "serve" => child_serve(endpoint, Duration::from_millis(1500)).await,
+            "serve_stuck" => child_serve(endpoint, Duration::from_secs(60)).await,
             other => panic!("unknown child role {other}"),
         }
     });
@@ -53,7 +54,7 @@ async fn child_register(endpoint: String) {
     panic!("the child was not killed");
 }
 
-async fn child_serve(endpoint: String) {
+async fn child_serve(endpoint: String, slow: Duration) {
     // A long TTL: the key disappearing within 1 s can only be the deregistration.
     let registry = EtcdRegistry::connect(EtcdOptions::new([endpoint]).ttl(Duration::from_secs(30)))
         .await
@@ -65,9 +66,9 @@ async fn child_serve(endpoint: String) {
     let app = Router::new()
         .route(
             "/slow",
-            get(|| async {
+            get(move || async move {
                 println!("SLOW_STARTED");
-                tokio::time::sleep(Duration::from_millis(1500)).await;
+                tokio::time::sleep(slow).await;
                 "done"
             }),
         )
@@ -77,11 +78,17 @@ async fn child_serve(endpoint: String) {
         lifecycle.instance().key("/services"),
         lifecycle.instance().addr()
     );
-    lifecycle
+    let drained = lifecycle
         .drain(axum::serve(listener, app).with_graceful_shutdown(lifecycle.shutdown_signal()))
-        .await
-        .expect("drained within the grace timeout")
-        .expect("the server ran cleanly");
+        .await;
+    match drained {
+        Ok(served) => served.expect("the server ran cleanly"),
+        Err(svckit_registry::Error::ShutdownForced { in_flight }) => {
+            println!("FORCED in_flight={in_flight}");
+            return;
+        }
+        Err(other) => panic!("drain failed: {other}"),
+    }
     println!("EXITING in_flight={}", lifecycle.in_flight());
 }
 
@@ -201,4 +208,47 @@ async fn sigterm_deregisters_at_once_and_finishes_the_request_in_flight() {
         .unwrap();
     assert_eq!(status.code(), Some(0), "child exit status");
     assert!(gone <= Duration::from_secs(1), "gone after {gone:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_sigterm_stops_the_drain_at_once() {
+    let etcd = Etcd::start();
+    let (mut child, mut lines) = spawn_child("serve_stuck", &etcd);
+    let ready = expect_line(&mut lines, "READY ").await;
+    let (key, addr) = (ready[0].clone(), ready[1].clone());
+    let mut c = Client::connect([etcd.endpoint()], None).await.unwrap();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(b"GET /slow HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    expect_line(&mut lines, "SLOW_STARTED").await;
+
+    // First SIGTERM: deregistered, then draining the 60 s request (30 s grace by default).
+    signal(&child, "-TERM");
+    let termed = Instant::now();
+    while present(&mut c, &key).await {
+        assert!(
+            termed.elapsed() <= Duration::from_secs(2),
+            "key still present"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(child.try_wait().unwrap().is_none(), "still draining");
+
+    // Second SIGTERM: out at once, saying what it left behind.
+    signal(&child, "-TERM");
+    let forced = Instant::now();
+    let left = expect_line(&mut lines, "FORCED ").await;
+    assert_eq!(left, ["in_flight=1"]);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("the child exits after the second signal")
+        .unwrap();
+    assert!(status.success(), "child exit status {status:?}");
+    assert!(
+        forced.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        forced.elapsed()
+    );
 }
