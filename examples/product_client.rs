@@ -116,20 +116,11 @@ struct Tally {
     successes: u64,
     failures: BTreeMap<&'static str, u64>,
     per_instance: BTreeMap<String, u64>,
-    latencies: Vec<Duration>,
+    latencies: Histogram,
 }
 
 impl Tally {
-    fn percentile(sorted: &[Duration], p: f64) -> f64 {
-        if sorted.is_empty() {
-            return 0.0;
-        }
-        let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-        sorted[idx].as_secs_f64() * 1e3
-    }
-
-    fn summary(&mut self) -> serde_json::Value {
-        self.latencies.sort();
+    fn summary(&self) -> serde_json::Value {
         let failures: u64 = self.failures.values().sum();
         serde_json::json!({
             "requests": self.successes + failures,
@@ -137,9 +128,71 @@ impl Tally {
             "failures": failures,
             "failures_by_kind": self.failures,
             "per_instance": self.per_instance,
-            "p50_ms": Self::percentile(&self.latencies, 0.50),
-            "p99_ms": Self::percentile(&self.latencies, 0.99),
+            "p50_ms": self.latencies.percentile(0.50) * 1e3,
+            "p99_ms": self.latencies.percentile(0.99) * 1e3,
         })
+    }
+}
+
+/// Sub-buckets per power of two: about 1.5 % resolution.
+const SUB_BITS: u32 = 6;
+
+/// Latencies in log-linear nanosecond buckets: fixed memory however long the run.
+#[derive(Debug)]
+struct Histogram {
+    counts: Vec<u64>,
+    total: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            counts: vec![0; 64 << SUB_BITS],
+            total: 0,
+        }
+    }
+}
+
+impl Histogram {
+    fn index(nanos: u64) -> usize {
+        if nanos < 1 << SUB_BITS {
+            return nanos as usize;
+        }
+        let shift = 63 - nanos.leading_zeros() - SUB_BITS;
+        let top = (nanos >> shift) as usize; // in 64..128
+        ((shift as usize + 1) << SUB_BITS) + top - (1 << SUB_BITS)
+    }
+
+    fn lower_bound(index: usize) -> u64 {
+        if index < 1 << SUB_BITS {
+            return index as u64;
+        }
+        let shift = (index >> SUB_BITS) - 1;
+        let top = (index & ((1 << SUB_BITS) - 1)) + (1 << SUB_BITS);
+        (top as u64) << shift
+    }
+
+    fn record(&mut self, d: Duration) {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.counts[Self::index(nanos)] += 1;
+        self.total += 1;
+    }
+
+    /// The `p` quantile in seconds (the middle of its bucket); 0 when empty.
+    fn percentile(&self, p: f64) -> f64 {
+        if self.total == 0 {
+            return 0.0;
+        }
+        let rank = ((self.total - 1) as f64 * p).round() as u64 + 1;
+        let mut seen = 0;
+        for (i, &count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                let (low, high) = (Self::lower_bound(i), Self::lower_bound(i + 1));
+                return (low + high) as f64 / 2e9;
+            }
+        }
+        0.0
     }
 }
 
@@ -170,7 +223,7 @@ async fn drive(
                 match result {
                     Ok(reply) if reply.body == format!("get product byID:{id}") => {
                         t.successes += 1;
-                        t.latencies.push(took);
+                        t.latencies.record(took);
                         *t.per_instance.entry(reply.served_by).or_default() += 1;
                     }
                     Ok(_) => *t.failures.entry("wrong_body").or_default() += 1,
@@ -218,7 +271,7 @@ async fn main() {
             let _ = tokio::time::timeout(Duration::from_secs(3), watch.changed()).await;
         }
     }
-    let mut tally = drive(endpoint, args.concurrency, args.requests, until).await;
+    let tally = drive(endpoint, args.concurrency, args.requests, until).await;
     let summary = tally.summary();
     println!("service:    {} (picker {})", args.service, args.balance);
     println!("requests:   {}", summary["requests"]);
@@ -291,14 +344,41 @@ mod tests {
     fn summary_percentiles() {
         let mut t = Tally {
             successes: 100,
-            latencies: (1..=100).map(Duration::from_millis).collect(),
             ..Tally::default()
         };
+        for ms in 1..=100 {
+            t.latencies.record(Duration::from_millis(ms));
+        }
         t.failures.insert("timeout", 2);
         let s = t.summary();
         assert_eq!(s["requests"], 102);
         assert_eq!(s["failures"], 2);
         assert_eq!(s["p50_ms"].as_f64().unwrap().round(), 51.0);
         assert_eq!(s["p99_ms"].as_f64().unwrap().round(), 99.0);
+    }
+
+    #[test]
+    fn histogram_buckets_are_contiguous_and_tight() {
+        for v in [
+            0u64,
+            1,
+            63,
+            64,
+            65,
+            127,
+            128,
+            1000,
+            123_456_789,
+            u64::MAX / 3,
+        ] {
+            let i = Histogram::index(v);
+            let (low, high) = (Histogram::lower_bound(i), Histogram::lower_bound(i + 1));
+            assert!(low <= v && v < high, "{v} in [{low}, {high})");
+            assert!(
+                (high - low) as f64 <= (v as f64 / 64.0).max(1.0),
+                "{v}: too wide"
+            );
+        }
+        assert_eq!(Histogram::default().percentile(0.5), 0.0);
     }
 }
