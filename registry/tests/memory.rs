@@ -1,6 +1,7 @@
 //! The in-memory registry under paused Tokio time (deterministic TTLs and backoff), and the
 //! lifecycle's shutdown order in process.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::get;
@@ -146,31 +147,51 @@ async fn shutdown_deregisters_first_then_drains_the_request_in_flight() {
     assert!(response.ends_with("done"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_grace_timeout_bounds_the_drain() {
+type Drain = tokio::task::JoinHandle<Result<std::io::Result<()>, Error>>;
+
+/// A server behind a lifecycle with `grace`, serving one 30 s request that is in flight, its
+/// drain running in a task (with the connection kept open by the returned stream).
+async fn serving_a_stuck_request(
+    grace: Duration,
+) -> (MemoryRegistry, Arc<Lifecycle>, Drain, tokio::net::TcpStream) {
     let registry = MemoryRegistry::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let lifecycle = Lifecycle::builder("web")
-        .grace(Duration::from_millis(200))
+        .grace(grace)
         .handle_signals(false)
         .register(&registry, addr)
         .await
         .unwrap();
+    let lifecycle = Arc::new(lifecycle);
     let app = slow_app(&lifecycle, Duration::from_secs(30)).await;
-    let _conn = start_request(addr).await;
-    let signal = lifecycle.shutdown_signal();
-    let drain = lifecycle.drain(axum::serve(listener, app).with_graceful_shutdown(signal));
-    tokio::pin!(drain);
-    tokio::select! {
-        _ = &mut drain => panic!("the server stopped early"),
-        () = async { while lifecycle.in_flight() == 0 { tokio::time::sleep(Duration::from_millis(5)).await } } => {}
+    let conn = start_request(addr).await;
+    let drain = {
+        let lifecycle = lifecycle.clone();
+        let signal = lifecycle.shutdown_signal();
+        tokio::spawn(async move {
+            lifecycle
+                .drain(axum::serve(listener, app).with_graceful_shutdown(signal))
+                .await
+        })
+    };
+    while lifecycle.in_flight() == 0 {
+        assert!(!drain.is_finished(), "the server stopped early");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    (registry, lifecycle, drain, conn)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_grace_timeout_bounds_the_drain() {
+    let (registry, lifecycle, drain, _conn) =
+        serving_a_stuck_request(Duration::from_millis(200)).await;
     lifecycle.shutdown();
     let started = std::time::Instant::now();
-    let out = tokio::time::timeout(Duration::from_secs(5), &mut drain)
+    let out = tokio::time::timeout(Duration::from_secs(5), drain)
         .await
-        .expect("the grace timeout ends the drain");
+        .expect("the grace timeout ends the drain")
+        .unwrap();
     assert!(
         matches!(out, Err(Error::GraceExpired { in_flight: 1, grace }) if grace == Duration::from_millis(200)),
         "{out:?}"
@@ -181,24 +202,8 @@ async fn the_grace_timeout_bounds_the_drain() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn forcing_stops_a_drain_at_once() {
-    let registry = MemoryRegistry::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let lifecycle = Lifecycle::builder("web")
-        .grace(Duration::from_secs(60))
-        .handle_signals(false)
-        .register(&registry, addr)
-        .await
-        .unwrap();
-    let app = slow_app(&lifecycle, Duration::from_secs(30)).await;
-    let _conn = start_request(addr).await;
-    let signal = lifecycle.shutdown_signal();
-    let drain = lifecycle.drain(axum::serve(listener, app).with_graceful_shutdown(signal));
-    tokio::pin!(drain);
-    tokio::select! {
-        _ = &mut drain => panic!("the server stopped early"),
-        () = async { while lifecycle.in_flight() == 0 { tokio::time::sleep(Duration::from_millis(5)).await } } => {}
-    }
+    let (registry, lifecycle, mut drain, _conn) =
+        serving_a_stuck_request(Duration::from_secs(60)).await;
     lifecycle.shutdown();
     // Draining now, with a 60 s grace and a 30 s request in flight: still running.
     assert!(
@@ -209,9 +214,10 @@ async fn forcing_stops_a_drain_at_once() {
     );
     assert!(registry.discovery().instances("web").is_empty());
     lifecycle.force();
-    let out = tokio::time::timeout(Duration::from_secs(5), &mut drain)
+    let out = tokio::time::timeout(Duration::from_secs(5), drain)
         .await
-        .expect("forcing ends the drain at once");
+        .expect("forcing ends the drain at once")
+        .unwrap();
     assert!(
         matches!(out, Err(Error::ShutdownForced { in_flight: 1 })),
         "{out:?}"

@@ -165,32 +165,61 @@ async fn a_sigkilled_child_disappears_within_ttl_plus_one_second() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sigterm_deregisters_at_once_and_finishes_the_request_in_flight() {
-    let etcd = Etcd::start();
-    let (mut child, mut lines) = spawn_child("serve", &etcd);
+/// A child serving role `role`, registered, with one `/slow` request in flight.
+struct Serving {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+    conn: tokio::net::TcpStream,
+    client: Client,
+    key: String,
+}
+
+async fn serving_a_slow_request(role: &str, etcd: &Etcd) -> Serving {
+    let (child, mut lines) = spawn_child(role, etcd);
     let ready = expect_line(&mut lines, "READY ").await;
     let (key, addr) = (ready[0].clone(), ready[1].clone());
-    let mut c = Client::connect([etcd.endpoint()], None).await.unwrap();
-    assert!(present(&mut c, &key).await);
-
+    let mut client = Client::connect([etcd.endpoint()], None).await.unwrap();
+    assert!(present(&mut client, &key).await);
     let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
     conn.write_all(b"GET /slow HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     expect_line(&mut lines, "SLOW_STARTED").await;
+    Serving {
+        child,
+        lines,
+        conn,
+        client,
+        key,
+    }
+}
 
-    signal(&child, "-TERM");
+/// Sends SIGTERM and waits for the key to go, failing past `limit`; returns how long it took.
+async fn sigterm_until_gone(child: &Child, c: &mut Client, key: &str, limit: Duration) -> Duration {
+    signal(child, "-TERM");
     let termed = Instant::now();
-    while present(&mut c, &key).await {
+    while present(c, key).await {
         assert!(
-            termed.elapsed() <= Duration::from_secs(1),
+            termed.elapsed() <= limit,
             "key still present {:?} after SIGTERM",
             termed.elapsed()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let gone = termed.elapsed();
+    termed.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_deregisters_at_once_and_finishes_the_request_in_flight() {
+    let etcd = Etcd::start();
+    let Serving {
+        mut child,
+        mut lines,
+        mut conn,
+        mut client,
+        key,
+    } = serving_a_slow_request("serve", &etcd).await;
+    let gone = sigterm_until_gone(&child, &mut client, &key, Duration::from_secs(1)).await;
 
     let mut response = String::new();
     tokio::time::timeout(Duration::from_secs(10), conn.read_to_string(&mut response))
@@ -213,26 +242,15 @@ async fn sigterm_deregisters_at_once_and_finishes_the_request_in_flight() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_sigterm_stops_the_drain_at_once() {
     let etcd = Etcd::start();
-    let (mut child, mut lines) = spawn_child("serve_stuck", &etcd);
-    let ready = expect_line(&mut lines, "READY ").await;
-    let (key, addr) = (ready[0].clone(), ready[1].clone());
-    let mut c = Client::connect([etcd.endpoint()], None).await.unwrap();
-    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    conn.write_all(b"GET /slow HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    expect_line(&mut lines, "SLOW_STARTED").await;
-
+    let Serving {
+        mut child,
+        mut lines,
+        conn: _conn,
+        mut client,
+        key,
+    } = serving_a_slow_request("serve_stuck", &etcd).await;
     // First SIGTERM: deregistered, then draining the 60 s request (30 s grace by default).
-    signal(&child, "-TERM");
-    let termed = Instant::now();
-    while present(&mut c, &key).await {
-        assert!(
-            termed.elapsed() <= Duration::from_secs(2),
-            "key still present"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    sigterm_until_gone(&child, &mut client, &key, Duration::from_secs(2)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(child.try_wait().unwrap().is_none(), "still draining");
 
