@@ -38,11 +38,11 @@
 //! # }
 //! ```
 
-mod access;
 mod discovery;
 mod error;
 mod group;
 mod hash;
+mod local;
 mod lru;
 mod peers;
 mod pool;

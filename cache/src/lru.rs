@@ -1,74 +1,61 @@
-//! A least-recently-used map bounded by bytes (golang/groupcache's `lru`).
+//! An exact least-recently-used order by bytes (golang/groupcache's `lru`), kept by last-use
+//! stamps instead of a linked list.
 //!
-//! Entries live in a slab (`Vec<Node>`) linked into a recency list by index, found through a
-//! small open-addressing index (linear probing, backward-shift deletion) of 8-byte slots
-//! holding a node index and the low half of the key's hash. The caller may pass a hash it
-//! already computed (the store hashes a key once for both shard and slot), so a hit is one
-//! hash, one short probe and a few index writes: no allocation. An entry's size is its key's length plus
-//! its value's length, as in groupcache.
+//! A hit does not touch this structure: it stores a stamp ([`crate::local`]) in its entry,
+//! on a cache line no other key shares, so hits on different keys write nothing in common
+//! and need no lock. Eviction finds the least recently used entry lazily: a min-heap holds
+//! every entry under the stamp it had when it was last queued, which is never more than its
+//! last use. If the heap's top is still current, no entry was used less recently and it
+//! goes; if it was used since, it goes back into the heap under its latest stamp. Each
+//! requeue follows at least one hit, so eviction costs O(log n) per hit since the entry was
+//! queued, and the order of eviction is exactly the order of last use.
+//!
+//! Entries live in a slab; a [`NodeRef`] (slab index and generation) names one for as long
+//! as it stays. An entry's size is its key's length plus its value's length, as in
+//! groupcache; the caller keeps the values and looks up last uses by key.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 use bytes::Bytes;
 
-#[cfg(test)]
-use crate::hash::FastState;
-
-const NIL: u32 = u32::MAX;
-
-/// One index slot: a node index (`NIL` when empty) and the low 32 bits of its key's hash.
-#[derive(Clone, Copy)]
-struct Slot {
-    node: u32,
-    tag: u32,
-}
-
-const EMPTY: Slot = Slot { node: NIL, tag: 0 };
-
-struct Node {
-    key: Box<str>,
-    tag: u32,
-    value: Bytes,
-}
-
-/// A node's place in the recency list, kept apart from the nodes in a dense array: applying
-/// buffered hits rewrites only these 12-byte links, a few to a cache line.
-#[derive(Clone, Copy)]
-struct Link {
-    prev: u32,
-    next: u32,
-    /// Odd while the slab slot holds an entry, even while it is free: bumped when the slot
-    /// is freed and again when it is reused, so a [`NodeRef`] taken earlier matches neither
-    /// a free slot nor a later entry reusing it.
-    generation: u32,
-}
-
-/// Names one entry for as long as it stays in the map: its slab index and the slot's
-/// generation. Buffered hits carry one of these and are applied later by
-/// [`touch_ref`](Lru::touch_ref), which ignores a reference to an entry since removed.
+/// Names one entry for as long as it stays: its slab index and the slot's generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct NodeRef {
     pub(crate) index: u32,
     pub(crate) generation: u32,
 }
 
-/// A byte-bounded LRU map from string keys to immutable bytes.
-///
-/// `repr(C)` keeps what a hit reads and writes (index, slab, list ends) at the front.
-#[repr(C)]
+struct Node {
+    key: Box<str>,
+    size: usize,
+    /// The stamp this entry is queued under in the heap.
+    queued: u64,
+    /// Odd while the slot holds an entry, even while it is free: bumped when the slot is
+    /// freed and again when it is reused, so a [`NodeRef`] or heap item taken earlier matches
+    /// neither a free slot nor a later entry reusing it.
+    generation: u32,
+}
+
+/// A heap item: ordered by stamp, then slab index (ties only between threads' concurrent
+/// uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Queued {
+    stamp: u64,
+    index: u32,
+    generation: u32,
+}
+
+/// A byte-counted set of keys in exact least-recently-used order, for one tier of one shard.
+/// The owner enforces the budget by calling [`evict_oldest`](Self::evict_oldest).
 pub(crate) struct Lru {
-    slots: Vec<Slot>,
     nodes: Vec<Node>,
-    links: Vec<Link>,
-    /// Most recently used.
-    head: u32,
-    /// Least recently used: evicted first.
-    tail: u32,
-    len: usize,
     free: Vec<u32>,
-    /// Hashes keys for the test-only methods without a precomputed hash.
-    #[cfg(test)]
-    hasher: FastState,
+    heap: BinaryHeap<Reverse<Queued>>,
+    /// Heap items whose entry has been removed (skipped when they come to the top).
+    stale: usize,
+    len: usize,
     bytes: usize,
-    max_bytes: usize,
     evictions: u64,
 }
 
@@ -77,7 +64,6 @@ impl std::fmt::Debug for Lru {
         f.debug_struct("Lru")
             .field("items", &self.len)
             .field("bytes", &self.bytes)
-            .field("max_bytes", &self.max_bytes)
             .finish()
     }
 }
@@ -88,23 +74,15 @@ pub(crate) fn entry_size(key: &str, value: &Bytes) -> usize {
 }
 
 impl Lru {
-    /// An empty LRU holding at most `max_bytes` (use `usize::MAX` when the owner enforces its
-    /// own budget through [`evict_oldest`](Self::evict_oldest)). Keys are found by the hash
-    /// the caller passes to the `*_hashed` methods, which must be the same function of the
-    /// key every time.
-    pub(crate) fn new(max_bytes: usize) -> Self {
+    /// An empty set.
+    pub(crate) fn new() -> Self {
         Self {
-            #[cfg(test)]
-            hasher: FastState::random(),
-            slots: vec![EMPTY; 8],
-            len: 0,
             nodes: Vec::new(),
-            links: Vec::new(),
             free: Vec::new(),
-            head: NIL,
-            tail: NIL,
+            heap: BinaryHeap::new(),
+            stale: 0,
+            len: 0,
             bytes: 0,
-            max_bytes,
             evictions: 0,
         }
     }
@@ -119,286 +97,140 @@ impl Lru {
         self.len
     }
 
-    /// The hash the test-only methods use for `key`.
-    #[cfg(test)]
-    fn hash(&self, key: &str) -> u64 {
-        self.hasher.hash_str(key)
-    }
-
-    #[inline]
-    fn mask(&self) -> usize {
-        self.slots.len() - 1
-    }
-
-    /// The slot position holding `key`, if present.
-    #[inline]
-    fn find(&self, tag: u32, key: &str) -> Option<usize> {
-        let mask = self.mask();
-        let mut pos = tag as usize & mask;
-        loop {
-            let slot = self.slots[pos];
-            if slot.node == NIL {
-                return None;
-            }
-            if slot.tag == tag && *self.nodes[slot.node as usize].key == *key {
-                return Some(pos);
-            }
-            pos = (pos + 1) & mask;
-        }
-    }
-
-    fn place(slots: &mut [Slot], slot: Slot) {
-        let mask = slots.len() - 1;
-        let mut pos = slot.tag as usize & mask;
-        while slots[pos].node != NIL {
-            pos = (pos + 1) & mask;
-        }
-        slots[pos] = slot;
-    }
-
-    /// Empties slot `pos`, shifting later slots of the same probe run back into the hole.
-    fn unslot(&mut self, pos: usize) {
-        let mask = self.mask();
-        let mut hole = pos;
-        self.slots[hole] = EMPTY;
-        let mut j = (pos + 1) & mask;
-        loop {
-            let slot = self.slots[j];
-            if slot.node == NIL {
-                break;
-            }
-            let ideal = slot.tag as usize & mask;
-            // Move it back unless its ideal position lies cyclically within (hole, j].
-            if j.wrapping_sub(ideal) & mask >= j.wrapping_sub(hole) & mask {
-                self.slots[hole] = slot;
-                self.slots[j] = EMPTY;
-                hole = j;
-            }
-            j = (j + 1) & mask;
-        }
-    }
-
-    /// Entries evicted so far to stay within a budget.
+    /// Entries evicted so far.
     pub(crate) fn evictions(&self) -> u64 {
         self.evictions
     }
 
-    /// The value of `key`, marking it most recently used.
-    #[inline]
-    #[cfg(test)]
-    pub(crate) fn get(&mut self, key: &str) -> Option<&Bytes> {
-        self.get_hashed(self.hash(key), key)
-    }
-
-    /// [`get`](Self::get) with the key's hash already computed by [`hash`](Self::hash).
-    #[inline]
-    #[cfg(test)]
-    pub(crate) fn get_hashed(&mut self, hash: u64, key: &str) -> Option<&Bytes> {
-        let pos = self.find(hash as u32, key)?;
-        let idx = self.slots[pos].node;
-        self.touch(idx);
-        Some(&self.nodes[idx as usize].value)
-    }
-
-    /// The value of `key` without changing its recency.
-    #[cfg(test)]
-    pub(crate) fn peek(&self, key: &str) -> Option<&Bytes> {
-        self.peek_hashed(self.hash(key), key)
-    }
-
-    /// [`peek`](Self::peek) with the key's hash already computed.
-    pub(crate) fn peek_hashed(&self, hash: u64, key: &str) -> Option<&Bytes> {
-        let pos = self.find(hash as u32, key)?;
-        Some(&self.nodes[self.slots[pos].node as usize].value)
-    }
-
-    /// Adds or replaces `key`, marks it most recently used and evicts least recently used
-    /// entries until the budget holds. An entry larger than the whole budget is not stored
-    /// (and nothing is evicted for it); returns whether it was stored.
-    #[cfg(test)]
-    pub(crate) fn insert(&mut self, key: &str, value: Bytes) -> bool {
-        self.insert_hashed(self.hash(key), key, value).is_some()
-    }
-
-    /// [`insert`](Self::insert) with the key's hash already computed; returns a reference
-    /// to the stored entry (`None` when it was too large to store).
-    pub(crate) fn insert_hashed(&mut self, hash: u64, key: &str, value: Bytes) -> Option<NodeRef> {
-        let size = entry_size(key, &value);
-        if size > self.max_bytes {
-            return None;
-        }
-        let tag = hash as u32;
-        let idx;
-        if let Some(pos) = self.find(tag, key) {
-            idx = self.slots[pos].node;
-            let node = &mut self.nodes[idx as usize];
-            self.bytes = self.bytes - node.value.len() + value.len();
-            node.value = value;
-            self.touch(idx);
-        } else {
-            idx = match self.free.pop() {
-                Some(idx) => {
-                    let node = &mut self.nodes[idx as usize];
-                    node.key = key.into();
-                    node.tag = tag;
-                    let link = &mut self.links[idx as usize];
-                    link.generation = link.generation.wrapping_add(1);
-                    node.value = value;
-                    idx
-                }
-                None => {
-                    self.nodes.push(Node {
-                        key: key.into(),
-                        tag,
-                        value,
-                    });
-                    self.links.push(Link {
-                        prev: NIL,
-                        next: NIL,
-                        generation: 1,
-                    });
-                    (self.nodes.len() - 1) as u32
-                }
-            };
-            self.len += 1;
-            if self.len * 2 > self.slots.len() {
-                let mut slots = vec![EMPTY; self.slots.len() * 2];
-                for &s in self.slots.iter().filter(|s| s.node != NIL) {
-                    Self::place(&mut slots, s);
-                }
-                self.slots = slots;
+    /// Adds `key`, charged `size` bytes and last used at `stamp`. The caller has removed any
+    /// earlier entry of the same key.
+    pub(crate) fn insert(&mut self, key: &str, size: usize, stamp: u64) -> NodeRef {
+        let index = match self.free.pop() {
+            Some(index) => {
+                let node = &mut self.nodes[index as usize];
+                node.key = key.into();
+                node.size = size;
+                node.queued = stamp;
+                node.generation = node.generation.wrapping_add(1);
+                index
             }
-            Self::place(&mut self.slots, Slot { node: idx, tag });
-            self.push_front(idx);
-            self.bytes += size;
-        }
-        let node = NodeRef {
-            index: idx,
-            generation: self.links[idx as usize].generation,
+            None => {
+                self.nodes.push(Node {
+                    key: key.into(),
+                    size,
+                    queued: stamp,
+                    generation: 1,
+                });
+                (self.nodes.len() - 1) as u32
+            }
         };
-        while self.bytes > self.max_bytes {
-            if self.remove_oldest().is_none() {
-                break;
-            }
-            self.evictions += 1;
-        }
-        // Evicting for this entry never evicts the entry itself: it is the most recent and
-        // fits the budget on its own.
-        Some(node)
+        let generation = self.nodes[index as usize].generation;
+        self.heap.push(Reverse(Queued {
+            stamp,
+            index,
+            generation,
+        }));
+        self.len += 1;
+        self.bytes += size;
+        NodeRef { index, generation }
     }
 
-    /// Marks the entry `node` names most recently used; returns false (and changes nothing)
-    /// when that entry has been removed since the reference was taken.
-    pub(crate) fn touch_ref(&mut self, node: NodeRef) -> bool {
-        match self.links.get(node.index as usize) {
-            Some(l) if l.generation == node.generation => {
-                self.touch(node.index);
-                true
-            }
-            _ => false,
+    /// Removes the entry `node` names and returns its key; `None` (and nothing changes) when
+    /// it has been removed already.
+    pub(crate) fn remove(&mut self, node: NodeRef) -> Option<Box<str>> {
+        let key = self.free_slot(node)?;
+        // Its heap item stays behind until it comes to the top or the heap is rebuilt.
+        self.stale += 1;
+        if self.stale > self.len + 64 {
+            self.compact();
         }
-    }
-
-    /// Removes and returns the least recently used entry. Counted as an eviction by
-    /// [`evict_oldest`](Self::evict_oldest), not here.
-    pub(crate) fn remove_oldest(&mut self) -> Option<(Box<str>, Bytes)> {
-        if self.tail == NIL {
-            return None;
-        }
-        let idx = self.tail;
-        Some(self.remove_idx(idx))
-    }
-
-    /// Evicts the least recently used entry to make room, returning its key (`None` when
-    /// empty).
-    pub(crate) fn evict_oldest(&mut self) -> Option<Box<str>> {
-        let (key, _) = self.remove_oldest()?;
-        self.evictions += 1;
         Some(key)
     }
 
-    /// Removes `key`, returning its value.
-    #[cfg(test)]
-    pub(crate) fn remove(&mut self, key: &str) -> Option<Bytes> {
-        self.remove_hashed(self.hash(key), key)
-    }
-
-    /// [`remove`](Self::remove) with the key's hash already computed.
-    pub(crate) fn remove_hashed(&mut self, hash: u64, key: &str) -> Option<Bytes> {
-        let pos = self.find(hash as u32, key)?;
-        let idx = self.slots[pos].node;
-        Some(self.remove_idx(idx).1)
-    }
-
-    /// Keys from most to least recently used (tests and debugging).
-    #[cfg(test)]
-    pub(crate) fn keys_by_recency(&self) -> Vec<String> {
-        let mut out = Vec::with_capacity(self.len);
-        let mut idx = self.head;
-        while idx != NIL {
-            out.push(self.nodes[idx as usize].key.to_string());
-            idx = self.links[idx as usize].next;
+    /// Frees the slot of the entry `node` names, if it is still there; returns its key.
+    fn free_slot(&mut self, node: NodeRef) -> Option<Box<str>> {
+        let n = self.nodes.get_mut(node.index as usize)?;
+        if n.generation != node.generation {
+            return None;
         }
-        out
-    }
-
-    fn remove_idx(&mut self, idx: u32) -> (Box<str>, Bytes) {
-        let tag = self.nodes[idx as usize].tag;
-        let mask = self.mask();
-        let mut pos = tag as usize & mask;
-        while self.slots[pos].node != idx {
-            pos = (pos + 1) & mask;
-        }
-        self.unslot(pos);
+        n.generation = n.generation.wrapping_add(1);
+        let key = std::mem::take(&mut n.key);
+        self.bytes -= n.size;
         self.len -= 1;
-        self.unlink(idx);
-        let node = &mut self.nodes[idx as usize];
-        let key = std::mem::take(&mut node.key);
-        let value = std::mem::take(&mut node.value);
-        let link = &mut self.links[idx as usize];
-        link.generation = link.generation.wrapping_add(1);
-        self.bytes -= entry_size(&key, &value);
-        self.free.push(idx);
-        (key, value)
+        self.free.push(node.index);
+        Some(key)
     }
 
-    #[inline]
-    fn touch(&mut self, idx: u32) {
-        if self.head != idx {
-            self.unlink(idx);
-            self.push_front(idx);
-        }
+    /// Rebuilds the heap from the live entries, dropping stale items.
+    fn compact(&mut self) {
+        let live = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.generation % 2 == 1);
+        let items: Vec<_> = live
+            .map(|(i, n)| {
+                Reverse(Queued {
+                    stamp: n.queued,
+                    index: i as u32,
+                    generation: n.generation,
+                })
+            })
+            .collect();
+        self.heap = BinaryHeap::from(items);
+        self.stale = 0;
     }
 
-    #[inline]
-    fn unlink(&mut self, idx: u32) {
-        let Link { prev, next, .. } = self.links[idx as usize];
-        if prev == NIL {
-            self.head = next;
-        } else {
-            self.links[prev as usize].next = next;
+    /// Removes the least recently used entry and returns its key, or `None` when empty.
+    /// `last_use` gives an entry's latest stamp by key.
+    ///
+    /// Entries used since they were queued go back under their latest stamp first. If
+    /// other threads keep using entries faster than they can be requeued, after as many
+    /// requeues as there are entries the top entry goes anyway (concurrent uses have no
+    /// exact order to keep).
+    pub(crate) fn evict_oldest(
+        &mut self,
+        mut last_use: impl FnMut(&str) -> u64,
+    ) -> Option<Box<str>> {
+        let mut requeues = 0;
+        while let Some(Reverse(item)) = self.heap.pop() {
+            let node = &mut self.nodes[item.index as usize];
+            if node.generation != item.generation {
+                self.stale -= 1;
+                continue;
+            }
+            let used = last_use(&node.key);
+            if used > item.stamp && requeues < self.len {
+                requeues += 1;
+                node.queued = used;
+                self.heap.push(Reverse(Queued {
+                    stamp: used,
+                    ..item
+                }));
+                continue;
+            }
+            // Its heap item is the one just popped: nothing stale is left behind.
+            let key = self.free_slot(NodeRef {
+                index: item.index,
+                generation: item.generation,
+            });
+            self.evictions += 1;
+            return key;
         }
-        if next == NIL {
-            self.tail = prev;
-        } else {
-            self.links[next as usize].prev = prev;
-        }
+        None
     }
 
-    #[inline]
-    fn push_front(&mut self, idx: u32) {
-        let old = self.head;
-        {
-            let l = &mut self.links[idx as usize];
-            l.prev = NIL;
-            l.next = old;
-        }
-        if old == NIL {
-            self.tail = idx;
-        } else {
-            self.links[old as usize].prev = idx;
-        }
-        self.head = idx;
+    /// Keys from most to least recently used (tests).
+    #[cfg(test)]
+    pub(crate) fn keys_by_recency(&self, mut last_use: impl FnMut(&str) -> u64) -> Vec<String> {
+        let mut live: Vec<(u64, &str)> = self
+            .nodes
+            .iter()
+            .filter(|n| n.generation % 2 == 1)
+            .map(|n| (last_use(&n.key), &*n.key))
+            .collect();
+        live.sort_by(|a, b| b.cmp(a));
+        live.into_iter().map(|(_, k)| k.to_owned()).collect()
     }
 }
 
@@ -406,126 +238,176 @@ impl Lru {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::HashMap;
 
-    fn lru(max: usize) -> Lru {
-        Lru::new(max)
+    /// An `Lru` with its stamps kept in a map, as the store keeps them in its index.
+    struct Model {
+        lru: Lru,
+        used: HashMap<String, (u64, NodeRef)>,
+        clock: u64,
+    }
+
+    impl Model {
+        fn new() -> Self {
+            Self {
+                lru: Lru::new(),
+                used: HashMap::new(),
+                clock: 0,
+            }
+        }
+
+        fn insert(&mut self, key: &str, size: usize) {
+            self.remove(key);
+            self.clock += 1;
+            let node = self.lru.insert(key, size, self.clock);
+            self.used.insert(key.to_owned(), (self.clock, node));
+        }
+
+        fn touch(&mut self, key: &str) -> bool {
+            self.clock += 1;
+            match self.used.get_mut(key) {
+                Some(e) => {
+                    e.0 = self.clock;
+                    true
+                }
+                None => false,
+            }
+        }
+
+        fn remove(&mut self, key: &str) -> bool {
+            match self.used.remove(key) {
+                Some((_, node)) => self.lru.remove(node).is_some(),
+                None => false,
+            }
+        }
+
+        fn evict(&mut self) -> Option<String> {
+            let used = &self.used;
+            let key = self.lru.evict_oldest(|k| used[k].0)?;
+            self.used.remove(&*key);
+            Some(key.into())
+        }
+
+        fn keys(&self) -> Vec<String> {
+            self.lru.keys_by_recency(|k| self.used[k].0)
+        }
     }
 
     #[test]
     fn evicts_least_recently_used_first() {
-        let mut l = lru(30);
-        l.insert("a", Bytes::from_static(b"123456789")); // 10
-        l.insert("b", Bytes::from_static(b"123456789")); // 20
-        l.insert("c", Bytes::from_static(b"123456789")); // 30
-        assert!(l.get("a").is_some()); // a is now most recent
-        l.insert("d", Bytes::from_static(b"1234")); // 35 > 30: b goes
-        assert_eq!(l.keys_by_recency(), ["d", "a", "c"]);
-        assert!(l.peek("c").is_some(), "peek does not touch");
-        assert_eq!(l.keys_by_recency(), ["d", "a", "c"]);
-        assert_eq!(l.bytes(), 25);
-        assert_eq!(l.evictions(), 1);
-        assert!(!l.insert("big", Bytes::from(vec![0; 40])));
-        assert_eq!(l.len(), 3);
-        assert_eq!(l.remove("a"), Some(Bytes::from_static(b"123456789")));
-        assert_eq!(l.keys_by_recency(), ["d", "c"]);
-        assert_eq!(l.bytes(), 15);
+        let mut m = Model::new();
+        m.insert("a", 10);
+        m.insert("b", 10);
+        m.insert("c", 10);
+        assert!(m.touch("a")); // a is now most recent
+        assert_eq!(m.evict().as_deref(), Some("b"));
+        assert_eq!(m.keys(), ["a", "c"]);
+        assert_eq!((m.lru.bytes(), m.lru.len(), m.lru.evictions()), (20, 2, 1));
+        assert!(m.remove("a"));
+        assert_eq!(m.keys(), ["c"]);
+        assert_eq!(m.lru.bytes(), 10);
+        assert_eq!(m.evict().as_deref(), Some("c"));
+        assert_eq!(m.evict(), None);
     }
 
     #[test]
     fn a_reference_outlives_neither_removal_nor_reuse() {
-        let mut l = lru(usize::MAX);
-        let a = l.insert_hashed(1, "a", Bytes::new()).unwrap();
-        let b = l.insert_hashed(2, "b", Bytes::new()).unwrap();
-        assert!(l.touch_ref(a));
-        assert_eq!(l.keys_by_recency(), ["a", "b"]);
-        l.remove_hashed(1, "a");
-        assert!(!l.touch_ref(a), "a freed slot");
-        let c = l.insert_hashed(3, "c", Bytes::new()).unwrap();
+        let mut l = Lru::new();
+        let a = l.insert("a", 1, 1);
+        let b = l.insert("b", 1, 2);
+        assert_eq!(l.remove(a).as_deref(), Some("a"));
+        assert_eq!(l.remove(a), None, "a freed slot");
+        let c = l.insert("c", 1, 3);
         assert_eq!(c.index, a.index, "c reuses a's slot");
-        assert!(!l.touch_ref(a), "a reused slot");
-        assert!(l.touch_ref(b));
-        assert_eq!(l.keys_by_recency(), ["b", "c"]);
-        let c2 = l.insert_hashed(3, "c", Bytes::from_static(b"x")).unwrap();
-        assert_eq!(c2, c, "replacing a value keeps the entry");
+        assert_eq!(l.remove(a), None, "a reused slot");
+        assert_eq!(l.remove(b).as_deref(), Some("b"));
+        assert_eq!((l.len(), l.bytes()), (1, 1));
+    }
+
+    #[test]
+    fn removals_leave_the_heap_bounded() {
+        let mut m = Model::new();
+        for i in 0..10_000 {
+            m.insert("same", 1); // each insert removes the previous entry
+            m.insert(&format!("k{}", i % 3), 1);
+        }
+        assert_eq!(m.lru.len(), 4);
+        assert!(m.lru.heap.len() <= 2 * 4 + 64 + 1, "{}", m.lru.heap.len());
+        assert_eq!(m.keys(), ["k0", "same", "k2", "k1"]);
+    }
+
+    #[test]
+    fn uses_faster_than_requeues_cannot_stall_an_eviction() {
+        let mut l = Lru::new();
+        for i in 0..100 {
+            l.insert(&format!("k{i}"), 1, i);
+        }
+        // Every look finds a newer use, as if other threads hit every entry meanwhile.
+        let mut now = 1000;
+        let key = l.evict_oldest(|_| {
+            now += 1;
+            now
+        });
+        assert!(key.is_some());
+        assert_eq!(l.len(), 99);
     }
 
     #[derive(Debug, Clone)]
     enum Op {
         Insert(u8, usize),
-        Get(u8),
+        Touch(u8),
         Remove(u8),
+        Evict,
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             (0u8..24, 0usize..40).prop_map(|(k, n)| Op::Insert(k, n)),
-            (0u8..24).prop_map(Op::Get),
+            (0u8..24).prop_map(Op::Touch),
             (0u8..24).prop_map(Op::Remove),
+            Just(Op::Evict),
         ]
     }
 
-    #[test]
-    fn many_keys_with_removals_stay_findable() {
-        let mut l = lru(usize::MAX);
-        for i in 0..5000 {
-            l.insert(&format!("k{i}"), Bytes::from_static(b"v"));
-        }
-        for i in (0..5000).step_by(3) {
-            assert!(l.remove(&format!("k{i}")).is_some());
-        }
-        for i in 0..5000 {
-            assert_eq!(l.get(&format!("k{i}")).is_some(), i % 3 != 0, "k{i}");
-        }
-        assert_eq!(l.len(), 3333);
-    }
-
     proptest! {
-        /// Against a model (a Vec ordered by recency): same contents, same order, the budget
-        /// never exceeded, and evictions always take the least recently used entry.
+        /// Against a model (a Vec ordered by recency): same contents, same order, same bytes,
+        /// and evictions always take the least recently used entry.
         #[test]
-        fn behaves_like_the_model(max in 1usize..120, ops in proptest::collection::vec(op(), 1..200)) {
-            let mut l = lru(max);
-            // Model: most recent first.
-            let mut model: Vec<(String, usize)> = Vec::new();
+        fn behaves_like_the_model(ops in proptest::collection::vec(op(), 1..300)) {
+            let mut m = Model::new();
+            let mut model: Vec<(String, usize)> = Vec::new(); // most recent first
             for op in ops {
                 match op {
-                    Op::Insert(k, n) => {
+                    Op::Insert(k, size) => {
                         let key = format!("k{k}");
-                        let value = Bytes::from(vec![k; n]);
-                        let size = key.len() + n;
-                        let stored = l.insert(&key, value);
-                        prop_assert_eq!(stored, size <= max);
-                        if stored {
-                            model.retain(|(mk, _)| *mk != key);
-                            model.insert(0, (key, size));
-                            while model.iter().map(|e| e.1).sum::<usize>() > max {
-                                model.pop(); // the least recently used goes first
-                            }
-                        }
+                        m.insert(&key, size);
+                        model.retain(|(mk, _)| *mk != key);
+                        model.insert(0, (key, size));
                     }
-                    Op::Get(k) => {
+                    Op::Touch(k) => {
                         let key = format!("k{k}");
-                        let got = l.get(&key).map(|v| v.len());
                         let pos = model.iter().position(|(mk, _)| *mk == key);
-                        prop_assert_eq!(got.is_some(), pos.is_some());
+                        prop_assert_eq!(m.touch(&key), pos.is_some());
                         if let Some(p) = pos {
                             let e = model.remove(p);
-                            prop_assert_eq!(got, Some(e.1 - e.0.len()));
                             model.insert(0, e);
                         }
                     }
                     Op::Remove(k) => {
                         let key = format!("k{k}");
-                        let got = l.remove(&key).is_some();
                         let before = model.len();
                         model.retain(|(mk, _)| *mk != key);
-                        prop_assert_eq!(got, model.len() < before);
+                        prop_assert_eq!(m.remove(&key), model.len() < before);
+                    }
+                    Op::Evict => {
+                        let expected = model.pop().map(|e| e.0);
+                        prop_assert_eq!(m.evict(), expected);
                     }
                 }
-                prop_assert!(l.bytes() <= max);
-                prop_assert_eq!(l.bytes(), model.iter().map(|e| e.1).sum::<usize>());
+                prop_assert_eq!(m.lru.bytes(), model.iter().map(|e| e.1).sum::<usize>());
+                prop_assert_eq!(m.lru.len(), model.len());
                 let keys: Vec<String> = model.iter().map(|e| e.0.clone()).collect();
-                prop_assert_eq!(l.keys_by_recency(), keys);
+                prop_assert_eq!(m.keys(), keys);
             }
         }
     }

@@ -2,21 +2,22 @@
 //! and the hot cache (popular keys owned by another node), both LRU by bytes, sharing one
 //! budget of which the hot cache gets at most an eighth.
 //!
-//! Reads go through one lock-free index (`papaya`) of every cached key. Recency and budget
-//! live in shards chosen by key hash, each behind its own mutex and holding the main and the
-//! hot LRU of its keys; a hit does not take that lock but records itself in the shard's
-//! [access buffer](crate::access), applied in order under the lock before any eviction.
-//! Each shard gets `budget / shards` bytes; a value larger than that is returned but not
-//! cached (a single shard gives one exact, global LRU).
+//! Reads go through one lock-free index (`papaya`) of every cached key. A hit takes no lock
+//! and writes nothing another key's hits write: it stores a last-use stamp
+//! ([`crate::local`]) in its own index entry and counts itself in its thread's stripe.
+//! Recency and budget live in shards chosen by key hash, each behind its own mutex and
+//! holding the main and the hot [`Lru`] of its keys, which order entries by those stamps
+//! when they evict. Each shard gets `budget / shards` bytes; a value larger than that is
+//! returned but not cached (a single shard gives one exact, global LRU).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 
-use crate::access::{default_stripes, thread_number, AccessBuffer, Heads, Record};
 use crate::hash::FastState;
-use crate::lru::{entry_size, Lru};
+use crate::local::{self, default_stripes, Count, Counters};
+use crate::lru::{entry_size, Lru, NodeRef};
 use crate::stats::CacheStats;
 
 /// Which tier a value goes to.
@@ -70,42 +71,30 @@ impl std::borrow::Borrow<[u8]> for IndexKey {
     }
 }
 
-/// What the read index holds for a cached key: the value, and where a hit records itself.
-/// Aligned so that no two entries, and nothing written, share its cache line.
+/// What the read index holds for a cached key: the value, its last use, and its place in
+/// its shard's LRU. Aligned so that no two entries share a cache line: the stamp a hit
+/// writes is on no other key's line.
 #[repr(align(64))]
 struct Entry {
     value: Bytes,
-    shard: u32,
+    used: AtomicU64,
+    node: NodeRef,
     tier: Tier,
-    record: Option<Record>,
 }
 
 /// The recency and budget side of a shard: only touched under its lock.
 struct Shard {
     main: Lru,
     hot: Lru,
-    heads: Heads,
 }
 
 impl Shard {
-    /// Applies every hit buffered in `access` to the LRUs, in order.
-    fn drain(&mut self, access: &AccessBuffer) {
-        let Shard { main, hot, heads } = self;
-        access.drain(heads, |tier, node| {
-            match tier {
-                Tier::Main => main.touch_ref(node),
-                Tier::Hot => hot.touch_ref(node),
-            };
-        });
+    fn tier(&mut self, tier: Tier) -> &mut Lru {
+        match tier {
+            Tier::Main => &mut self.main,
+            Tier::Hot => &mut self.hot,
+        }
     }
-}
-
-/// A shard's access buffer (read by every hit) and its lock (written by drains and
-/// populates), on separate cache lines.
-#[repr(C, align(128))]
-struct ShardSlot {
-    access: AccessBuffer,
-    lock: PaddedLock,
 }
 
 #[repr(align(128))]
@@ -123,10 +112,6 @@ impl AsRef<[u8]> for Isolated {
     }
 }
 
-/// A counter of misses striped like the access buffers (one stripe per thread).
-#[repr(align(128))]
-struct Striped(AtomicU64);
-
 /// Counters summed over the shards.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct StoreStats {
@@ -139,8 +124,8 @@ pub(crate) struct Store {
     /// Every cached key of both tiers, read without locks. Written only under the lock of
     /// the key's shard, together with that shard's LRUs, so it holds exactly their keys.
     index: papaya::HashMap<IndexKey, Entry, FastState>,
-    shards: Box<[ShardSlot]>,
-    misses: Box<[Striped]>,
+    shards: Box<[PaddedLock]>,
+    counters: Counters,
     mask: u64,
     hasher: FastState,
     shard_budget: usize,
@@ -165,10 +150,10 @@ pub(crate) fn default_shards(budget: usize) -> usize {
     }
 }
 
-fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
-    // Nothing panics while a shard is locked; should it ever, the LRU is still consistent
+fn lock(m: &PaddedLock) -> MutexGuard<'_, Shard> {
+    // Nothing panics while a shard is locked; should it ever, the LRUs are still consistent
     // (every mutation completes before the next), so keep serving.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+    m.0.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Store {
@@ -177,68 +162,60 @@ impl Store {
         Self::with_stripes(budget, shards, default_stripes())
     }
 
-    /// [`new`](Self::new) with `stripes` single-writer access-buffer stripes per shard
-    /// (plus one shared by threads numbered beyond).
+    /// [`new`](Self::new) with `stripes` single-writer counter stripes (plus one shared by
+    /// threads numbered beyond).
     pub(crate) fn with_stripes(budget: usize, shards: usize, stripes: usize) -> Self {
         let n = shards.max(1).next_power_of_two();
         let hasher = FastState::random();
         let shards = (0..n)
             .map(|_| {
-                let (access, heads) = AccessBuffer::new(stripes);
-                ShardSlot {
-                    access,
-                    lock: PaddedLock(Mutex::new(Shard {
-                        main: Lru::new(usize::MAX),
-                        hot: Lru::new(usize::MAX),
-                        heads,
-                    })),
-                }
+                PaddedLock(Mutex::new(Shard {
+                    main: Lru::new(),
+                    hot: Lru::new(),
+                }))
             })
             .collect();
-        let misses = (0..=stripes).map(|_| Striped(AtomicU64::new(0))).collect();
         Self {
             index: papaya::HashMap::builder()
                 .hasher(hasher)
                 .resize_mode(papaya::ResizeMode::Blocking)
                 .build(),
             shards,
-            misses,
+            counters: Counters::new(stripes),
             mask: (n - 1) as u64,
             hasher,
             shard_budget: budget / n,
         }
     }
 
-    /// The key's hash (for the shard's LRUs) and its shard number: bits 40 and up pick the
-    /// shard, the low 32 bits place the key in the shard's LRU index.
+    /// The key's shard: bits 40 and up of its hash.
     #[inline]
-    fn shard_of(&self, key: &str) -> (u64, usize) {
-        let h = self.hasher.hash_str(key);
-        (h, ((h >> 40) & self.mask) as usize)
+    fn shard_of(&self, key: &str) -> usize {
+        ((self.hasher.hash_str(key) >> 40) & self.mask) as usize
     }
 
-    /// Counts a get and returns the value if either tier holds it.
+    /// Counts a get and returns the value if either tier holds it, marking it used.
     ///
-    /// A hit writes no memory that another thread's hits write: the index is read without
-    /// a lock, and the hit is counted and recorded for the LRU in this thread's stripe of
-    /// the shard's access buffer (applied later, under the shard lock, in order).
+    /// A hit writes no memory that another key's hits write: the index is read without a
+    /// lock, the stamp goes to the key's own entry and the count to this thread's stripe.
     #[inline]
     pub(crate) fn get(&self, key: &str) -> Option<Bytes> {
         let guard = self.index.guard();
+        let (me, now) = local::use_now();
         let Some(e) = self.index.get(key.as_bytes(), &guard) else {
-            let m = &self.misses[thread_number().min(self.misses.len() - 1)];
-            m.0.fetch_add(1, Ordering::Relaxed);
+            self.counters.count(me, Count::Miss);
             return None;
         };
-        let value = e.value.clone();
-        let slot = &self.shards[e.shard as usize];
-        if slot.access.record(e.record, e.tier) {
-            lock(&slot.lock.0).drain(&slot.access);
-        }
-        Some(value)
+        e.used.store(now, Ordering::Relaxed);
+        let hit = match e.tier {
+            Tier::Main => Count::MainHit,
+            Tier::Hot => Count::HotHit,
+        };
+        self.counters.count(me, hit);
+        Some(e.value.clone())
     }
 
-    /// The value if either tier holds it, without counting a get or touching its recency.
+    /// The value if either tier holds it, without counting a get or marking it used.
     pub(crate) fn peek(&self, key: &str) -> Option<Bytes> {
         let guard = self.index.guard();
         self.index
@@ -248,48 +225,49 @@ impl Store {
 
     /// Stores `value` in `tier`, then evicts until the hot tier holds at most an eighth of
     /// the shard's budget and both tiers together fit it (golang/groupcache's
-    /// `populateCache`, evicting from hot while it is over an eighth of main). Buffered hits
-    /// are applied first, so eviction sees every recorded use.
+    /// `populateCache`, evicting from hot while it is over an eighth of main). The value is
+    /// stored as used now, after every use this thread has made of any entry.
     pub(crate) fn populate(&self, key: &str, value: Bytes, tier: Tier) {
         let budget = self.shard_budget;
         let hot_budget = budget / 8;
         let size = entry_size(key, &value);
-        let (h, shard) = self.shard_of(key);
-        let slot = &self.shards[shard];
-        let mut s = lock(&slot.lock.0);
+        let mut s = lock(&self.shards[self.shard_of(key)]);
         let s = &mut *s;
-        s.drain(&slot.access);
         let guard = self.index.guard();
-        let value = Bytes::from_owner(Isolated(value));
-        let node = match tier {
-            Tier::Main => {
-                if size > budget {
-                    return;
-                }
-                s.hot.remove_hashed(h, key);
-                s.main.insert_hashed(h, key, value.clone())
-            }
-            Tier::Hot => {
-                if size > hot_budget || s.main.peek_hashed(h, key).is_some() {
-                    return;
-                }
-                s.hot.insert_hashed(h, key, value.clone())
-            }
+        let present = self
+            .index
+            .get(key.as_bytes(), &guard)
+            .map(|e| (e.tier, e.node));
+        let fits = match tier {
+            Tier::Main => size <= budget,
+            Tier::Hot => size <= hot_budget && !matches!(present, Some((Tier::Main, _))),
         };
-        if let Some(node) = node {
-            let entry = Entry {
-                value,
-                shard: shard as u32,
-                tier,
-                record: Record::new(tier, node),
-            };
-            self.index.insert(IndexKey::new(key), entry, &guard);
+        if !fits {
+            return;
         }
-        let forget = |key: Box<str>| {
-            self.index.remove(key.as_bytes(), &guard);
+        if let Some((t, node)) = present {
+            s.tier(t).remove(node);
+        }
+        let now = local::tick();
+        let node = s.tier(tier).insert(key, size, now);
+        let entry = Entry {
+            value: Bytes::from_owner(Isolated(value)),
+            used: AtomicU64::new(now),
+            node,
+            tier,
+        };
+        self.index.insert(IndexKey::new(key), entry, &guard);
+
+        let last_use = |k: &str| {
+            self.index
+                .get(k.as_bytes(), &guard)
+                .map_or(0, |e| e.used.load(Ordering::Relaxed))
+        };
+        let forget = |k: Box<str>| {
+            self.index.remove(k.as_bytes(), &guard);
         };
         while s.hot.bytes() > hot_budget {
-            match s.hot.evict_oldest() {
+            match s.hot.evict_oldest(last_use) {
                 Some(k) => forget(k),
                 None => break,
             }
@@ -297,9 +275,9 @@ impl Store {
         while s.main.bytes() + s.hot.bytes() > budget {
             let hot_first = s.hot.bytes() > s.main.bytes() / 8 || s.main.len() == 0;
             let evicted = if hot_first {
-                s.hot.evict_oldest()
+                s.hot.evict_oldest(last_use)
             } else {
-                s.main.evict_oldest()
+                s.main.evict_oldest(last_use)
             };
             match evicted {
                 Some(k) => forget(k),
@@ -310,47 +288,55 @@ impl Store {
 
     /// Counters summed over all shards.
     pub(crate) fn stats(&self) -> StoreStats {
-        let mut out = StoreStats::default();
+        let mut out = StoreStats {
+            gets: 0,
+            main: CacheStats {
+                hits: self.counters.total(Count::MainHit),
+                ..CacheStats::default()
+            },
+            hot: CacheStats {
+                hits: self.counters.total(Count::HotHit),
+                ..CacheStats::default()
+            },
+        };
+        out.gets = out.main.hits + out.hot.hits + self.counters.total(Count::Miss);
         for slot in self.shards.iter() {
-            let (main_hits, hot_hits) = slot.access.hits();
-            let s = lock(&slot.lock.0);
-            out.gets += main_hits + hot_hits;
-            add(&mut out.main, &s.main, main_hits);
-            add(&mut out.hot, &s.hot, hot_hits);
+            let s = lock(slot);
+            add(&mut out.main, &s.main);
+            add(&mut out.hot, &s.hot);
         }
-        out.gets += self
-            .misses
-            .iter()
-            .map(|m| m.0.load(Ordering::Relaxed))
-            .sum::<u64>();
         out
     }
 
-    /// Keys of each tier from most to least recently used, buffered hits applied (tests).
+    /// Keys of each tier from most to least recently used (tests).
     #[cfg(test)]
     fn recency(&self) -> (Vec<String>, Vec<String>) {
+        let guard = self.index.guard();
+        let last_use = |k: &str| {
+            self.index
+                .get(k.as_bytes(), &guard)
+                .map_or(0, |e| e.used.load(Ordering::Relaxed))
+        };
         let (mut main, mut hot) = (Vec::new(), Vec::new());
         for slot in self.shards.iter() {
-            let mut s = lock(&slot.lock.0);
-            s.drain(&slot.access);
-            main.extend(s.main.keys_by_recency());
-            hot.extend(s.hot.keys_by_recency());
+            let s = lock(slot);
+            main.extend(s.main.keys_by_recency(last_use));
+            hot.extend(s.hot.keys_by_recency(last_use));
         }
         (main, hot)
     }
 }
 
-fn add(c: &mut CacheStats, lru: &Lru, hits: u64) {
+fn add(c: &mut CacheStats, lru: &Lru) {
     c.bytes += lru.bytes() as u64;
     c.items += lru.len() as u64;
-    c.hits += hits;
     c.evictions += lru.evictions();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access::SLOTS;
+    use crate::local::WINDOW;
     use proptest::prelude::*;
 
     #[test]
@@ -397,17 +383,18 @@ mod tests {
     }
 
     #[test]
-    fn hits_promote_through_the_buffer_before_eviction() {
-        // 10 entries of 10 bytes fill the budget; hit the oldest SLOTS times (crossing the
-        // hit path's own drain points), then add one more: the least recently *used* goes.
+    fn hits_decide_what_is_evicted() {
+        // 10 entries of 10 bytes fill the budget; hit the oldest across several epochs of
+        // the clock, then k1 once, then add one more: the least recently *used* goes.
         let s = Store::new(100, 1);
         for i in 0..10 {
             s.populate(&format!("k{i}"), Bytes::from(vec![0; 8]), Tier::Main);
         }
-        for _ in 0..SLOTS {
+        let hits = 3 * WINDOW + 1;
+        for _ in 0..hits {
             assert!(s.get("k0").is_some());
         }
-        assert!(s.get("k1").is_some()); // one record left in the buffer, not yet drained
+        assert!(s.get("k1").is_some());
         s.populate("new", Bytes::from(vec![0; 7]), Tier::Main);
         assert!(s.peek("k0").is_some() && s.peek("k1").is_some());
         assert!(s.peek("k2").is_none(), "k2 was the least recently used");
@@ -415,8 +402,10 @@ mod tests {
         assert_eq!(main[..3], ["new", "k1", "k0"]);
         assert_index_matches(&s);
         let st = s.stats();
-        let hits = SLOTS as u64 + 1;
-        assert_eq!((st.gets, st.main.hits, st.main.evictions), (hits, hits, 1));
+        assert_eq!(
+            (st.gets, st.main.hits, st.main.evictions),
+            (hits + 1, hits + 1, 1)
+        );
     }
 
     #[test]
@@ -424,7 +413,7 @@ mod tests {
         let s = Store::new(30, 1);
         s.populate("a", Bytes::from(vec![0; 9]), Tier::Main);
         s.populate("b", Bytes::from(vec![0; 9]), Tier::Main);
-        assert!(s.get("a").is_some()); // buffered: a is now the most recent
+        assert!(s.get("a").is_some()); // a is now the most recent
         s.populate("c", Bytes::from(vec![0; 9]), Tier::Main);
         s.populate("d", Bytes::from(vec![0; 9]), Tier::Main); // b goes, then...
         assert!(s.peek("b").is_none());
@@ -492,11 +481,11 @@ mod tests {
     type ModelEntry = (String, usize);
 
     proptest! {
-        /// Gets and populates on one shard against an exact LRU model: with hits buffered,
+        /// Gets and populates on one shard against an exact LRU model: with hits stamped,
         /// the entries present after every step are exactly the model's (so eviction always
         /// took the least recently used), and the final recency order is the model's.
         #[test]
-        fn buffered_lru_behaves_like_the_model(
+        fn stamped_lru_behaves_like_the_model(
             budget in 20usize..200,
             ops in proptest::collection::vec((0u8..16, 0usize..40, any::<bool>()), 1..300),
         ) {
@@ -548,7 +537,7 @@ mod tests {
                     0 => Tier::Main,
                     1 => Tier::Hot,
                     _ => {
-                        s.get(&key); // buffered hits in between populates
+                        s.get(&key); // hits in between populates
                         continue;
                     }
                 };
