@@ -1,5 +1,5 @@
 //! Cache benchmarks: a local hit (one thread at 1k/10k/100k keys, and two threads' total
-//! throughput at 10k keys), a peer fetch over loopback with 1 KiB values (latency
+//! throughput at 10k keys, then a summary of both from interleaved rounds), a peer fetch over loopback with 1 KiB values (latency
 //! percentiles printed, and fetches per second with 16 in flight), and singleflight with
 //! 1,000 waiters on one cold key.
 //!
@@ -65,15 +65,17 @@ async fn hits(group: &Group, keys: &[String], iters: u64, offset: usize) {
     }
 }
 
-/// `iters` hits on each of two threads (the first on `a`, the second on `b`), started
-/// together; the slower thread's time.
-fn two_threads(a: &Group, b: &Group, ks: &[String], iters: u64) -> Duration {
-    let barrier = Barrier::new(2);
+/// `iters` hits on each of `groups.len()` threads (thread i on `groups[i]`, starting at
+/// its own offset into `ks`), started together; the slowest thread's time.
+fn on_threads(groups: &[&Group], ks: &[String], iters: u64) -> Duration {
+    let barrier = Barrier::new(groups.len());
     let elapsed: Vec<Duration> = std::thread::scope(|s| {
-        let handles: Vec<_> = [(a, 0), (b, ks.len() / 2)]
-            .into_iter()
-            .map(|(group, offset)| {
+        let handles: Vec<_> = groups
+            .iter()
+            .enumerate()
+            .map(|(i, group)| {
                 let barrier = &barrier;
+                let offset = i * ks.len() / groups.len();
                 s.spawn(move || {
                     let rt = current_thread();
                     barrier.wait();
@@ -86,6 +88,51 @@ fn two_threads(a: &Group, b: &Group, ks: &[String], iters: u64) -> Duration {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     elapsed.into_iter().max().unwrap()
+}
+
+/// Whether the command line's filter (criterion's positional argument, if any) asks for
+/// `name`: unfiltered runs and filters naming `local_hit` or a part of `name` do.
+fn wanted(name: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-') && a.parse::<f64>().is_err())
+        .collect();
+    filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| f.contains("local_hit") || name.contains(f.as_str()))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// One thread against two on one group (and two on separate groups, the control), measured
+/// in alternating short rounds so that a slow spell of the machine hits all three alike.
+/// Prints the median per-hit time on one thread and the median ratios of two threads' total
+/// throughput to one thread's in the same round.
+fn scaling_summary(group: &Group, other: &Group, ks: &[String]) {
+    const ROUNDS: usize = 21;
+    const ITERS: u64 = 1_000_000;
+    let (mut one, mut shared, mut control) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let t1 = on_threads(&[group], ks, ITERS).as_secs_f64();
+        let t2 = on_threads(&[group, group], ks, ITERS).as_secs_f64();
+        let tc = on_threads(&[group, other], ks, ITERS).as_secs_f64();
+        one.push(t1 * 1e9 / ITERS as f64);
+        shared.push(2.0 * t1 / t2);
+        control.push(2.0 * t1 / tc);
+    }
+    let best = one.iter().copied().fold(f64::INFINITY, f64::min);
+    println!(
+        "cache/local_hit/summary, 10k keys, {ROUNDS} interleaved rounds of {ITERS} hits per \
+         thread: 1 thread {:.1} ns/hit (median; best {best:.1}); 2 threads on one group \
+         {:.2}x one thread (median); on separate groups {:.2}x (median)",
+        median(one),
+        median(shared),
+        median(control),
+    );
 }
 
 fn local_hit(c: &mut Criterion) {
@@ -117,10 +164,13 @@ fn local_hit(c: &mut Criterion) {
         ("2_threads_control_separate_groups", &group2),
     ] {
         g.bench_function(BenchmarkId::new(name, 10_000), |b| {
-            b.iter_custom(|iters| two_threads(&group, second, &ks, iters))
+            b.iter_custom(|iters| on_threads(&[&group, second], &ks, iters))
         });
     }
     g.finish();
+    if wanted("cache/local_hit/summary") {
+        scaling_summary(&group, &group2, &ks);
+    }
 }
 
 /// Node B owns `keys` and serves them from memory; node A fetches them from B every time
