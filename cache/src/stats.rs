@@ -44,7 +44,7 @@ pub struct CacheStats {
     pub evictions: u64,
 }
 
-/// The counters of the miss path (hits and gets are counted in the store's striped access buffers).
+/// The counters of the miss path (hits and gets are counted in the store's per-thread stripes).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) peer_loads: AtomicU64,
