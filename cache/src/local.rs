@@ -81,7 +81,7 @@ impl Local {
     }
 
     fn tick(&self) -> u64 {
-        let epoch = EPOCH.0.fetch_add(1, Ordering::Relaxed) + 1;
+        let epoch = advance();
         self.epoch.set(epoch);
         self.seq.set(0);
         epoch << SEQ_BITS
@@ -120,7 +120,12 @@ pub(crate) fn use_now() -> (usize, u64) {
 pub(crate) fn tick() -> u64 {
     LOCAL
         .try_with(Local::tick)
-        .unwrap_or_else(|_| (EPOCH.0.fetch_add(1, Ordering::Relaxed) + 1) << SEQ_BITS)
+        .unwrap_or_else(|_| advance() << SEQ_BITS)
+}
+
+/// Advances the epoch and returns its new value.
+fn advance() -> u64 {
+    EPOCH.0.fetch_add(1, Ordering::Relaxed) + 1
 }
 
 /// The number of single-writer stripes per set of counters: four per core (tokio's

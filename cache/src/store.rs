@@ -258,11 +258,7 @@ impl Store {
         };
         self.index.insert(IndexKey::new(key), entry, &guard);
 
-        let last_use = |k: &str| {
-            self.index
-                .get(k.as_bytes(), &guard)
-                .map_or(0, |e| e.used.load(Ordering::Relaxed))
-        };
+        let last_use = |k: &str| self.last_use(k, &guard);
         let forget = |k: Box<str>| {
             self.index.remove(k.as_bytes(), &guard);
         };
@@ -284,6 +280,13 @@ impl Store {
                 None => break,
             }
         }
+    }
+
+    /// The stamp of `key`'s last use (0 when absent), for the LRUs' eviction order.
+    fn last_use(&self, key: &str, guard: &impl papaya::Guard) -> u64 {
+        self.index
+            .get(key.as_bytes(), guard)
+            .map_or(0, |e| e.used.load(Ordering::Relaxed))
     }
 
     /// Counters summed over all shards.
@@ -312,11 +315,7 @@ impl Store {
     #[cfg(test)]
     fn recency(&self) -> (Vec<String>, Vec<String>) {
         let guard = self.index.guard();
-        let last_use = |k: &str| {
-            self.index
-                .get(k.as_bytes(), &guard)
-                .map_or(0, |e| e.used.load(Ordering::Relaxed))
-        };
+        let last_use = |k: &str| self.last_use(k, &guard);
         let (mut main, mut hot) = (Vec::new(), Vec::new());
         for slot in self.shards.iter() {
             let s = lock(slot);
