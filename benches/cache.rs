@@ -1,5 +1,6 @@
 //! Cache benchmarks: a local hit (one thread at 1k/10k/100k keys, and two threads' total
-//! throughput at 10k keys, then a summary of both from interleaved rounds), a peer fetch over loopback with 1 KiB values (latency
+//! throughput at 10k keys, then a summary of both from interleaved rounds; each for `get`
+//! and, at 10k keys, for `get_with`), a peer fetch over loopback with 1 KiB values (latency
 //! percentiles printed, and fetches per second with 16 in flight), and singleflight with
 //! 1,000 waiters on one cold key.
 //!
@@ -52,12 +53,28 @@ fn scrambled(keys: Vec<String>) -> Vec<String> {
     (0..n).map(|i| keys[(i * 7919) % n].clone()).collect()
 }
 
+/// How a hit takes its value.
+#[derive(Clone, Copy)]
+enum Hit {
+    /// `get`: an owned `Bytes`, dropped after the hit.
+    Get,
+    /// `get_with`: the value lent to a closure (its length read).
+    GetWith,
+}
+
 /// `iters` hits cycling over `keys`, starting at `offset`.
-async fn hits(group: &Group, keys: &[String], iters: u64, offset: usize) {
+async fn hits(group: &Group, keys: &[String], iters: u64, offset: usize, how: Hit) {
     let n = keys.len();
     let mut i = offset % n;
     for _ in 0..iters {
-        black_box(group.get(&keys[i]).await.unwrap());
+        match how {
+            Hit::Get => {
+                black_box(group.get(&keys[i]).await.unwrap());
+            }
+            Hit::GetWith => {
+                black_box(group.get_with(&keys[i], |v| v.len()).await.unwrap());
+            }
+        }
         i += 1;
         if i == n {
             i = 0;
@@ -67,7 +84,7 @@ async fn hits(group: &Group, keys: &[String], iters: u64, offset: usize) {
 
 /// `iters` hits on each of `groups.len()` threads (thread i on `groups[i]`, starting at
 /// its own offset into `ks`), started together; the slowest thread's time.
-fn on_threads(groups: &[&Group], ks: &[String], iters: u64) -> Duration {
+fn on_threads(groups: &[&Group], ks: &[String], iters: u64, how: Hit) -> Duration {
     let barrier = Barrier::new(groups.len());
     let elapsed: Vec<Duration> = std::thread::scope(|s| {
         let handles: Vec<_> = groups
@@ -80,7 +97,7 @@ fn on_threads(groups: &[&Group], ks: &[String], iters: u64) -> Duration {
                     let rt = current_thread();
                     barrier.wait();
                     let start = Instant::now();
-                    rt.block_on(hits(group, ks, iters, offset));
+                    rt.block_on(hits(group, ks, iters, offset, how));
                     start.elapsed()
                 })
             })
@@ -91,16 +108,13 @@ fn on_threads(groups: &[&Group], ks: &[String], iters: u64) -> Duration {
 }
 
 /// Whether the command line's filter (criterion's positional argument, if any) asks for
-/// `name`: unfiltered runs and filters naming `local_hit` or a part of `name` do.
+/// `name`: unfiltered runs and filters that are a part of `name` (`local_hit`, `summary`) do.
 fn wanted(name: &str) -> bool {
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-') && a.parse::<f64>().is_err())
         .collect();
-    filters.is_empty()
-        || filters
-            .iter()
-            .any(|f| f.contains("local_hit") || name.contains(f.as_str()))
+    filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -112,21 +126,21 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// in alternating short rounds so that a slow spell of the machine hits all three alike.
 /// Prints the median per-hit time on one thread and the median ratios of two threads' total
 /// throughput to one thread's in the same round.
-fn scaling_summary(group: &Group, other: &Group, ks: &[String]) {
+fn scaling_summary(group: &Group, other: &Group, ks: &[String], how: Hit, name: &str) {
     const ROUNDS: usize = 21;
     const ITERS: u64 = 1_000_000;
     let (mut one, mut shared, mut control) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
-        let t1 = on_threads(&[group], ks, ITERS).as_secs_f64();
-        let t2 = on_threads(&[group, group], ks, ITERS).as_secs_f64();
-        let tc = on_threads(&[group, other], ks, ITERS).as_secs_f64();
+        let t1 = on_threads(&[group], ks, ITERS, how).as_secs_f64();
+        let t2 = on_threads(&[group, group], ks, ITERS, how).as_secs_f64();
+        let tc = on_threads(&[group, other], ks, ITERS, how).as_secs_f64();
         one.push(t1 * 1e9 / ITERS as f64);
         shared.push(2.0 * t1 / t2);
         control.push(2.0 * t1 / tc);
     }
     let best = one.iter().copied().fold(f64::INFINITY, f64::min);
     println!(
-        "cache/local_hit/summary, 10k keys, {ROUNDS} interleaved rounds of {ITERS} hits per \
+        "cache/local_hit/{name}, 10k keys, {ROUNDS} interleaved rounds of {ITERS} hits per \
          thread: 1 thread {:.1} ns/hit (median; best {best:.1}); 2 threads on one group \
          {:.2}x one thread (median); on separate groups {:.2}x (median)",
         median(one),
@@ -146,11 +160,22 @@ fn local_hit(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 rt.block_on(async {
                     let start = Instant::now();
-                    hits(&group, &ks, iters, 0).await;
+                    hits(&group, &ks, iters, 0, Hit::Get).await;
                     start.elapsed()
                 })
             })
         });
+        if n == 10_000 {
+            g.bench_with_input(BenchmarkId::new("1_thread_get_with", n), &n, |b, _| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let start = Instant::now();
+                        hits(&group, &ks, iters, 0, Hit::GetWith).await;
+                        start.elapsed()
+                    })
+                })
+            });
+        }
     }
     // Two threads, each doing `iters` hits: one "iteration" is two gets, so criterion's
     // elements/s is the total throughput to compare with one thread's. The control runs the
@@ -164,12 +189,18 @@ fn local_hit(c: &mut Criterion) {
         ("2_threads_control_separate_groups", &group2),
     ] {
         g.bench_function(BenchmarkId::new(name, 10_000), |b| {
-            b.iter_custom(|iters| on_threads(&[&group, second], &ks, iters))
+            b.iter_custom(|iters| on_threads(&[&group, second], &ks, iters, Hit::Get))
         });
     }
+    g.bench_function(BenchmarkId::new("2_threads_get_with", 10_000), |b| {
+        b.iter_custom(|iters| on_threads(&[&group, &group], &ks, iters, Hit::GetWith))
+    });
     g.finish();
     if wanted("cache/local_hit/summary") {
-        scaling_summary(&group, &group2, &ks);
+        scaling_summary(&group, &group2, &ks, Hit::Get, "summary");
+    }
+    if wanted("cache/local_hit/summary_get_with") {
+        scaling_summary(&group, &group2, &ks, Hit::GetWith, "summary_get_with");
     }
 }
 

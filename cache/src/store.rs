@@ -200,11 +200,18 @@ impl Store {
     /// lock, the stamp goes to the key's own entry and the count to this thread's stripe.
     #[inline]
     pub(crate) fn get(&self, key: &str) -> Option<Bytes> {
+        self.get_with(key, Bytes::clone).ok()
+    }
+
+    /// Like [`get`](Self::get), but lends the value to `f` and returns what it returns; on a
+    /// miss, hands `f` back.
+    #[inline]
+    pub(crate) fn get_with<R, F: FnOnce(&Bytes) -> R>(&self, key: &str, f: F) -> Result<R, F> {
         let guard = self.index.guard();
         let (me, now) = local::use_now();
         let Some(e) = self.index.get(key.as_bytes(), &guard) else {
             self.counters.count(me, Count::Miss);
-            return None;
+            return Err(f);
         };
         e.used.store(now, Ordering::Relaxed);
         let hit = match e.tier {
@@ -212,7 +219,7 @@ impl Store {
             Tier::Hot => Count::HotHit,
         };
         self.counters.count(me, hit);
-        Some(e.value.clone())
+        Ok(f(&e.value))
     }
 
     /// The value if either tier holds it, without counting a get or marking it used.

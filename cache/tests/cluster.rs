@@ -277,6 +277,42 @@ async fn over_long_keys_are_refused_before_the_getter() {
     assert_eq!(getter.total(), 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_with_lends_the_value_on_misses_and_hits() {
+    let getter = TestGetter::default();
+    let node = Node::start(getter.clone()).await;
+    node.cache.set_peers([&node.url]).unwrap();
+    let key = "/v1/item/42";
+    // A miss: loaded once, then lent.
+    let got = node.group.get_with(key, |v| v.clone()).await.unwrap();
+    assert_eq!(got, value_of(key));
+    // A hit: lent in place, counted as a hit, no second load.
+    let len = node.group.get_with(key, |v| v.len()).await.unwrap();
+    assert_eq!(len, value_of(key).len());
+    assert_eq!(getter.calls_of(key), 1);
+    let st = node.group.stats();
+    assert_eq!((st.gets, st.cache_hits, st.local_loads), (2, 1, 1));
+
+    // Errors come back as from `get`, and `f` is not called.
+    let called = std::sync::atomic::AtomicBool::new(false);
+    let long = "x".repeat(1025);
+    let r = node
+        .group
+        .get_with(&long, |_| called.store(true, Ordering::SeqCst))
+        .await;
+    assert!(
+        matches!(r, Err(Error::KeyTooLong { len: 1025, .. })),
+        "{r:?}"
+    );
+    getter.fail.store(true, Ordering::SeqCst);
+    let r = node
+        .group
+        .get_with("flaky", |_| called.store(true, Ordering::SeqCst))
+        .await;
+    assert!(matches!(r, Err(Error::Getter { .. })), "{r:?}");
+    assert!(!called.load(Ordering::SeqCst));
+}
+
 #[tokio::test]
 async fn groups_are_owned_by_their_cache() {
     let a = svckit_cache::Cache::builder("http://127.0.0.1:1")
