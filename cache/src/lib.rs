@@ -50,6 +50,7 @@ mod protocol;
 pub mod ring;
 mod server;
 mod singleflight;
+mod stamps;
 mod stats;
 mod store;
 

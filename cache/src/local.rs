@@ -2,8 +2,8 @@
 //! of counters, and a clock that stamps each use for the LRU.
 //!
 //! A hit must not write memory that other threads' hits write too, or two cores spend their
-//! time passing cache lines back and forth. So a hit writes only its entry's last-use stamp
-//! (on the entry's own cache line) and a counter in its thread's stripe.
+//! time passing cache lines back and forth. So a hit writes only its entry's last-use stamp,
+//! in its thread's lane of [`crate::stamps`], and a counter in its thread's stripe.
 //!
 //! **Numbers.** A thread holds a number for its lifetime (the lowest free one). The stripe
 //! of that number is its alone: it counts with plain loads and stores, no atomic
@@ -103,7 +103,6 @@ thread_local! {
 
 /// This thread's number: the lowest not held by another live thread ([`NONE`] beyond 64
 /// live threads, or while the thread is being torn down).
-#[cfg(test)]
 pub(crate) fn thread_number() -> usize {
     LOCAL.try_with(|l| l.number).unwrap_or(NONE)
 }

@@ -1,9 +1,9 @@
 //! An exact least-recently-used order by bytes (golang/groupcache's `lru`), kept by last-use
 //! stamps instead of a linked list.
 //!
-//! A hit does not touch this structure: it stores a stamp ([`crate::local`]) in its entry,
-//! on a cache line no other key shares, so hits on different keys write nothing in common
-//! and need no lock. Eviction finds the least recently used entry lazily: a min-heap holds
+//! A hit does not touch this structure: it records a stamp ([`crate::local`]) in its
+//! thread's lane of [`crate::stamps`], so hits write nothing that another thread's hits
+//! write and need no lock. Eviction finds the least recently used entry lazily: a min-heap holds
 //! every entry under the stamp it had when it was last queued, which is never more than its
 //! last use. If the heap's top is still current, no entry was used less recently and it
 //! goes; if it was used since, it goes back into the heap under its latest stamp. Each

@@ -3,14 +3,14 @@
 //! budget of which the hot cache gets at most an eighth.
 //!
 //! Reads go through one lock-free index (`papaya`) of every cached key. A hit takes no lock
-//! and writes nothing another key's hits write: it stores a last-use stamp
-//! ([`crate::local`]) in its own index entry and counts itself in its thread's stripe.
+//! and writes nothing that another thread's hits write: it records a last-use stamp
+//! ([`crate::local`]) in its thread's lane of [`Stamps`] and counts itself in its thread's
+//! stripe; the index entry it reads stays unwritten.
 //! Recency and budget live in shards chosen by key hash, each behind its own mutex and
 //! holding the main and the hot [`Lru`] of its keys, which order entries by those stamps
 //! when they evict. Each shard gets `budget / shards` bytes; a value larger than that is
 //! returned but not cached (a single shard gives one exact, global LRU).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
@@ -18,6 +18,7 @@ use bytes::Bytes;
 use crate::hash::FastState;
 use crate::local::{self, default_stripes, Count, Counters};
 use crate::lru::{entry_size, Lru, NodeRef};
+use crate::stamps::Stamps;
 use crate::stats::CacheStats;
 
 /// Which tier a value goes to.
@@ -71,13 +72,13 @@ impl std::borrow::Borrow<[u8]> for IndexKey {
     }
 }
 
-/// What the read index holds for a cached key: the value, its last use, and its place in
-/// its shard's LRU. Aligned so that no two entries share a cache line: the stamp a hit
-/// writes is on no other key's line.
+/// What the read index holds for a cached key: the value, its slot in the tier's
+/// [`Stamps`], and its place in its shard's LRU. On a cache line of its own, which hits
+/// only read.
 #[repr(align(64))]
 struct Entry {
     value: Bytes,
-    used: AtomicU64,
+    slot: u64,
     node: NodeRef,
     tier: Tier,
 }
@@ -125,6 +126,8 @@ pub(crate) struct Store {
     /// the key's shard, together with that shard's LRUs, so it holds exactly their keys.
     index: papaya::HashMap<IndexKey, Entry, FastState>,
     shards: Box<[PaddedLock]>,
+    /// Last uses of the main and the hot tier's entries, by slot.
+    stamps: [Stamps; 2],
     counters: Counters,
     mask: u64,
     hasher: FastState,
@@ -181,6 +184,7 @@ impl Store {
                 .resize_mode(papaya::ResizeMode::Blocking)
                 .build(),
             shards,
+            stamps: [Stamps::new(stripes), Stamps::new(stripes)],
             counters: Counters::new(stripes),
             mask: (n - 1) as u64,
             hasher,
@@ -213,13 +217,19 @@ impl Store {
             self.counters.count(me, Count::Miss);
             return Err(f);
         };
-        e.used.store(now, Ordering::Relaxed);
+        // Reads the thread's stamp of the entry first, so that its cache line is on its way
+        // while `f` runs, and the stamp is written after.
+        let stamp = self.stamps[e.tier as usize].cell(me, e.slot);
+        let r = f(&e.value);
+        if let Some(c) = stamp {
+            c.record(now);
+        }
         let hit = match e.tier {
             Tier::Main => Count::MainHit,
             Tier::Hot => Count::HotHit,
         };
         self.counters.count(me, hit);
-        Ok(f(&e.value))
+        Ok(r)
     }
 
     /// The value if either tier holds it, without counting a get or marking it used.
@@ -238,7 +248,8 @@ impl Store {
         let budget = self.shard_budget;
         let hot_budget = budget / 8;
         let size = entry_size(key, &value);
-        let mut s = lock(&self.shards[self.shard_of(key)]);
+        let shard = self.shard_of(key);
+        let mut s = lock(&self.shards[shard]);
         let s = &mut *s;
         let guard = self.index.guard();
         let present = self
@@ -257,9 +268,14 @@ impl Store {
         }
         let now = local::tick();
         let node = s.tier(tier).insert(key, size, now);
+        // Slots interleave the shards' LRU slots, so they stay dense.
+        let slot = u64::from(node.index) * self.shards.len() as u64 + shard as u64;
+        let stamps = &self.stamps[tier as usize];
+        stamps.clear(slot);
+        stamps.record(local::thread_number(), slot, now);
         let entry = Entry {
             value: Bytes::from_owner(Isolated(value)),
-            used: AtomicU64::new(now),
+            slot,
             node,
             tier,
         };
@@ -293,7 +309,7 @@ impl Store {
     fn last_use(&self, key: &str, guard: &impl papaya::Guard) -> u64 {
         self.index
             .get(key.as_bytes(), guard)
-            .map_or(0, |e| e.used.load(Ordering::Relaxed))
+            .map_or(0, |e| self.stamps[e.tier as usize].last(e.slot))
     }
 
     /// Counters summed over all shards.
@@ -412,6 +428,34 @@ mod tests {
             (st.gets, st.main.hits, st.main.evictions),
             (hits + 1, hits + 1, 1)
         );
+    }
+
+    #[test]
+    fn hits_on_other_threads_count_for_recency() {
+        // Each thread records its hits in a lane of its own; eviction takes the greatest.
+        let s = Store::new(100, 1);
+        for i in 0..10 {
+            s.populate(&format!("k{i}"), Bytes::from(vec![0; 8]), Tier::Main);
+        }
+        std::thread::scope(|scope| {
+            scope.spawn(|| assert!(s.get("k0").is_some()));
+        });
+        std::thread::scope(|scope| {
+            scope.spawn(|| assert!(s.get("k1").is_some()));
+        });
+        s.populate("new", Bytes::from(vec![0; 7]), Tier::Main);
+        assert!(s.peek("k0").is_some() && s.peek("k1").is_some());
+        assert!(s.peek("k2").is_none(), "k2 was the least recently used");
+        // A slot freed by an eviction starts afresh for the entry that reuses it.
+        s.populate("newer", Bytes::from(vec![0; 5]), Tier::Main);
+        assert!(s.peek("k3").is_none());
+        let (main, _) = s.recency();
+        assert_eq!(main[..2], ["newer", "new"]);
+        // Uses on different threads in one epoch have no order between them.
+        let mut hit = main[2..4].to_vec();
+        hit.sort();
+        assert_eq!(hit, ["k0", "k1"]);
+        assert_index_matches(&s);
     }
 
     #[test]
