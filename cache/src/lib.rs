@@ -1,7 +1,7 @@
 //! A groupcache-compatible distributed cache whose peers come from svckit-registry.
 //!
 //! - A [`Group`] is a named cache of immutable values with a byte budget, filled by a
-//!   [`Getter`] on a miss. Concurrent misses of one key cause one load (singleflight), also
+//!   [`Getter`] on a miss; [`Group::get`] returns a value, [`Group::get_with`] lends it. Concurrent misses of one key cause one load (singleflight), also
 //!   when the caller that started it is cancelled; errors are not cached.
 //! - Each key has one owner among the peers, chosen on golang/groupcache's consistent-hash
 //!   [`Ring`] (crc32 IEEE, 50 points per peer). A node fetches keys it does not own from
@@ -34,6 +34,8 @@
 //! let app = cache.router();
 //! tokio::spawn(async move { axum::serve(listener, app).await });
 //! assert_eq!(group.get("42").await?, "profile of 42");
+//! // Or lend the value to a closure: a hit then takes no reference on it.
+//! assert_eq!(group.get_with("42", |v| v.len()).await?, 13);
 //! # Ok(())
 //! # }
 //! ```
