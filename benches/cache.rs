@@ -156,21 +156,17 @@ fn local_hit(c: &mut Criterion) {
     for n in [1_000, 10_000, 100_000] {
         let ks = scrambled(keys(n));
         let (_cache, group) = warm_group(&rt, &ks);
-        g.bench_with_input(BenchmarkId::new("1_thread", n), &n, |b, _| {
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    hits(&group, &ks, iters, 0, Hit::Get).await;
-                    start.elapsed()
-                })
-            })
-        });
-        if n == 10_000 {
-            g.bench_with_input(BenchmarkId::new("1_thread_get_with", n), &n, |b, _| {
+        let ways: &[(&str, Hit)] = if n == 10_000 {
+            &[("1_thread", Hit::Get), ("1_thread_get_with", Hit::GetWith)]
+        } else {
+            &[("1_thread", Hit::Get)]
+        };
+        for &(name, how) in ways {
+            g.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
                 b.iter_custom(|iters| {
                     rt.block_on(async {
                         let start = Instant::now();
-                        hits(&group, &ks, iters, 0, Hit::GetWith).await;
+                        hits(&group, &ks, iters, 0, how).await;
                         start.elapsed()
                     })
                 })
