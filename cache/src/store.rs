@@ -200,7 +200,7 @@ impl Store {
 
     /// Counts a get and returns the value if either tier holds it, marking it used.
     ///
-    /// A hit writes no memory that another key's hits write: the index is read without a
+    /// A hit writes no memory that another thread's hits write: the index is read without a
     /// lock, the stamp goes to this thread's lane and the count to this thread's stripe.
     #[inline]
     pub(crate) fn get(&self, key: &str) -> Option<Bytes> {
