@@ -200,8 +200,10 @@ impl Store {
 
     /// Counts a get and returns the value if either tier holds it, marking it used.
     ///
-    /// A hit writes no memory that another thread's hits write: the index is read without a
-    /// lock, the stamp goes to this thread's lane and the count to this thread's stripe.
+    /// The index is read without a lock, the stamp goes to this thread's lane and the count
+    /// to this thread's stripe. The one write that other threads' hits share is the value's
+    /// reference count, which the returned clone increments; [`get_with`](Self::get_with)
+    /// has none.
     #[inline]
     pub(crate) fn get(&self, key: &str) -> Option<Bytes> {
         self.get_with(key, Bytes::clone).ok()
