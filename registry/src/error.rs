@@ -37,6 +37,40 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// No etcd endpoint answered within the dial timeout: every attempt failed to connect
+    /// (or met a member without a leader).
+    #[error("no etcd endpoint answered within {after:?} ({attempts} attempt(s))")]
+    Unreachable {
+        /// The dial timeout.
+        after: Duration,
+        /// How many requests were tried.
+        attempts: u32,
+        /// The last connection failure.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// etcd answered and refused the user name or password.
+    #[error("etcd authentication failed for user {user:?}: wrong user name or password")]
+    AuthFailed {
+        /// The user that was refused.
+        user: String,
+        /// What etcd said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// etcd has authentication enabled and no user was given.
+    #[error("etcd requires authentication and no user was given (set a user and password)")]
+    AuthRequired {
+        /// What etcd said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A user was given with an empty password.
+    #[error("etcd user {user:?} was given without a password")]
+    MissingPassword {
+        /// The user.
+        user: String,
+    },
     /// An operation did not finish in time.
     #[error("{op} timed out after {after:?}")]
     Timeout {
@@ -67,7 +101,7 @@ pub enum Error {
     },
     /// The server did not finish its requests within the grace timeout after the shutdown
     /// signal and was stopped with requests still in flight.
-    #[error("grace timeout of {grace:?} expired with {in_flight} request(s) still in flight")]
+    #[error("grace timeout of {grace:?} expired {}", waiting_for(*in_flight))]
     GraceExpired {
         /// The grace timeout.
         grace: Duration,
@@ -86,6 +120,18 @@ pub enum Error {
     Closed,
 }
 
+/// What a drain that ran out of time was still waiting for.
+fn waiting_for(in_flight: usize) -> String {
+    match in_flight {
+        // Only a server that keeps idle connections open through its graceful shutdown
+        // (axum::serve) gets here: Lifecycle::serve closes them at once.
+        0 => "with no request in flight, waiting for the server to close its connections \
+              (idle or slow clients held them open; Lifecycle::serve closes those at once)"
+            .to_owned(),
+        n => format!("with {n} request(s) still in flight"),
+    }
+}
+
 /// A key or value under the prefix that does not fit `<prefix>/<id>/<name>` → `host:port`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed registry entry {key:?}: {reason}")]
@@ -94,4 +140,20 @@ pub struct MalformedEntry {
     pub key: String,
     /// Why it was skipped.
     pub reason: &'static str,
+}
+
+/// An error and its sources on one line (`what failed: why: why`), for logs: a registry
+/// error's own text names the operation, its sources what etcd said.
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
 }

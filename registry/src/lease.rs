@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::error::Error;
+use crate::error::{Chain, Error};
 use crate::instance::Instance;
 use crate::registry::Config;
 use crate::store::{timed, KeepAlive, LeaseId, Range, Store, WatchMessage, WatchStream};
@@ -208,7 +208,11 @@ async fn supervise(shared: Arc<Shared>, mut revision: i64, cancel: CancellationT
                     break;
                 }
                 Err(error) => {
-                    tracing::debug!(error = %error, attempt = backoff.attempts() + 1, "re-registration failed; retrying");
+                    tracing::warn!(
+                        error = %Chain(&error),
+                        attempt = backoff.attempts() + 1,
+                        "re-registration failed; retrying"
+                    );
                     if !sleep_or_cancel(backoff.next_delay(), &cancel).await {
                         return;
                     }
@@ -271,25 +275,32 @@ async fn keep(shared: &Shared, lease: LeaseId, watch_from: i64) -> &'static str 
                 if last_ok.elapsed() >= config.ttl {
                     return "no keepalive succeeded for a whole TTL (store unreachable)";
                 }
-                if keepalive.is_none() {
-                    match timed("keepalive", op_timeout, shared.store.keepalive(lease)).await {
-                        Ok(k) => keepalive = Some(k),
-                        Err(Error::LeaseNotFound { .. }) => {
-                            return "the lease is gone (lease not found)";
-                        }
-                        Err(error) => tracing::debug!(error = %error, "opening the keepalive stream failed"),
-                    }
-                }
                 let mut reachable = false;
-                if let Some(k) = keepalive.as_mut() {
+                // A stream that broke (its member died) is reopened at once, on another
+                // endpoint, and the keepalive tried again within this tick.
+                for _ in 0..2 {
+                    if keepalive.is_none() {
+                        match timed("keepalive", op_timeout, shared.store.keepalive(lease)).await {
+                            Ok(k) => keepalive = Some(k),
+                            Err(Error::LeaseNotFound { .. }) => {
+                                return "the lease is gone (lease not found)";
+                            }
+                            Err(error) => {
+                                tracing::warn!(error = %Chain(&error), "opening the keepalive stream failed");
+                                break;
+                            }
+                        }
+                    }
+                    let Some(k) = keepalive.as_mut() else { break };
                     match timed("keepalive", op_timeout, k.keep_alive()).await {
                         Ok(ttl) if ttl > 0 => {
                             last_ok = Instant::now();
                             reachable = true;
+                            break;
                         }
                         Ok(_) => return "the lease expired or was revoked (keepalive answered TTL 0)",
                         Err(error) => {
-                            tracing::debug!(error = %error, "keepalive failed");
+                            tracing::warn!(error = %Chain(&error), "keepalive failed");
                             keepalive = None;
                         }
                     }

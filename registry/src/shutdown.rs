@@ -11,15 +11,17 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::error::Error;
 use crate::instance::{random_id, Instance};
-use crate::layer::{InFlightCounter, InFlightLayer};
+use crate::layer::{InFlight, InFlightCounter, InFlightLayer};
 use crate::lease::{Registration, RegistrationState};
 use crate::registry::Registry;
+use crate::serve::{self, Control, ServeOptions};
 use crate::task::OwnedTask;
 
 /// The grace timeout of [`Lifecycle::drain`] unless configured otherwise.
@@ -254,6 +256,73 @@ impl Lifecycle {
         ShutdownSignal {
             inner: self.deregistered.clone().cancelled_owned(),
         }
+    }
+
+    /// Serves `app` (an axum `Router`, any tower `Service` of hyper requests) on `listener`
+    /// until the shutdown, then drains; the server users of svckit should take. HTTP/1 and
+    /// HTTP/2, requests in flight counted (no need for [`layer`](Self::layer)), slow and
+    /// idle clients bounded ([`ServeOptions`] defaults: 10 s to send a request's headers,
+    /// 60 s idle, 4096 connections).
+    ///
+    /// On SIGINT/SIGTERM (or [`shutdown`](Self::shutdown)) it deregisters first, then stops
+    /// accepting, closes at once every connection with no request in flight (idle, or still
+    /// sending its headers), and waits only for the requests in flight, within the grace
+    /// timeout. Returns [`Error::GraceExpired`] or [`Error::ShutdownForced`] as
+    /// [`drain`](Self::drain) does.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use axum::{routing::get, Router};
+    /// use svckit_registry::{Lifecycle, MemoryRegistry};
+    ///
+    /// let registry = MemoryRegistry::new(); // or EtcdRegistry::connect(..).await?
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let lifecycle = Lifecycle::register(&registry, "productservice", listener.local_addr()?).await?;
+    /// let app = Router::new().route("/", get(|| async { "ok" }));
+    /// lifecycle.serve(listener, app).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn serve<S, B>(&self, listener: TcpListener, app: S) -> Result<(), Error>
+    where
+        S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+            + Clone
+            + Send
+            + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S::Future: Send + 'static,
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.serve_with(listener, app, ServeOptions::default())
+            .await
+    }
+
+    /// [`serve`](Self::serve) with other limits.
+    pub async fn serve_with<S, B>(
+        &self,
+        listener: TcpListener,
+        app: S,
+        options: ServeOptions,
+    ) -> Result<(), Error>
+    where
+        S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+            + Clone
+            + Send
+            + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S::Future: Send + 'static,
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let app = InFlight::new(app, self.counter.clone());
+        let control = Control {
+            stop: self.shutdown_signal(),
+            forced: self.forced.clone(),
+            grace: self.grace,
+        };
+        serve::serve(listener, app, &options, control).await
     }
 
     /// Runs `server` (a future that ends when the server has stopped, such as axum's

@@ -129,9 +129,9 @@ async fn list(
 
 fn unreachable(writer: &ViewWriter, error: &Error, backoff: &mut Backoff, what: &'static str) {
     if writer.state() == DiscoveryState::Live {
-        tracing::warn!(error = %error, "{what}; keeping the last known instances while reconnecting");
+        tracing::warn!(error = %crate::error::Chain(error), "{what}; keeping the last known instances while reconnecting");
     } else {
-        tracing::debug!(error = %error, attempt = backoff.attempts(), "{what}; retrying");
+        tracing::debug!(error = %crate::error::Chain(error), attempt = backoff.attempts(), "{what}; retrying");
     }
     writer.set_state(DiscoveryState::Reconnecting);
 }

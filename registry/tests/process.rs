@@ -64,6 +64,7 @@ async fn child_serve(endpoint: String, slow: Duration) {
         .await
         .unwrap();
     let app = Router::new()
+        .route("/fast", get(|| async { "fast" }))
         .route(
             "/slow",
             get(move || async move {
@@ -71,23 +72,19 @@ async fn child_serve(endpoint: String, slow: Duration) {
                 tokio::time::sleep(slow).await;
                 "done"
             }),
-        )
-        .layer(lifecycle.layer());
+        );
     println!(
         "READY {} {}",
         lifecycle.instance().key("/services"),
         lifecycle.instance().addr()
     );
-    let drained = lifecycle
-        .drain(axum::serve(listener, app).with_graceful_shutdown(lifecycle.shutdown_signal()))
-        .await;
-    match drained {
-        Ok(served) => served.expect("the server ran cleanly"),
+    match lifecycle.serve(listener, app).await {
+        Ok(()) => {}
         Err(svckit_registry::Error::ShutdownForced { in_flight }) => {
             println!("FORCED in_flight={in_flight}");
             return;
         }
-        Err(other) => panic!("drain failed: {other}"),
+        Err(other) => panic!("serve failed: {other}"),
     }
     println!("EXITING in_flight={}", lifecycle.in_flight());
 }
@@ -194,6 +191,13 @@ async fn serving_a_slow_request(role: &str, etcd: &Etcd) -> Serving {
     }
 }
 
+/// Opens a connection to `addr` and sends `bytes`.
+async fn connect_and_send(addr: &str, bytes: &[u8]) -> tokio::net::TcpStream {
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(bytes).await.unwrap();
+    conn
+}
+
 /// Sends SIGTERM and waits for the key to go, failing past `limit`; returns how long it took.
 async fn sigterm_until_gone(child: &Child, c: &mut Client, key: &str, limit: Duration) -> Duration {
     signal(child, "-TERM");
@@ -268,5 +272,80 @@ async fn a_second_sigterm_stops_the_drain_at_once() {
         forced.elapsed() < Duration::from_secs(5),
         "took {:?}",
         forced.elapsed()
+    );
+}
+
+/// Reads until the server closes `conn` (EOF or reset), failing past `limit`.
+async fn closed_within(conn: &mut tokio::net::TcpStream, limit: Duration) {
+    let mut sink = Vec::new();
+    let read = tokio::time::timeout(limit, conn.read_to_end(&mut sink)).await;
+    assert!(read.is_ok(), "connection still open after {limit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_closes_idle_and_slowloris_connections_and_waits_only_for_the_request_in_flight() {
+    let etcd = Etcd::start();
+    let Serving {
+        mut child,
+        mut lines,
+        mut conn,
+        mut client,
+        key,
+    } = serving_a_slow_request("serve", &etcd).await;
+    let addr = conn.peer_addr().unwrap().to_string();
+    // 100 idle connections: half kept alive after one answered request, half never sent a byte.
+    let mut idle = Vec::new();
+    for i in 0..100 {
+        let c = if i % 2 == 0 {
+            let mut c = connect_and_send(&addr, b"GET /fast HTTP/1.1\r\nHost: t\r\n\r\n").await;
+            let mut buf = [0u8; 256];
+            let n = c.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+            c
+        } else {
+            tokio::net::TcpStream::connect(&addr).await.unwrap()
+        };
+        c.set_nodelay(true).unwrap();
+        idle.push(c);
+    }
+    // 10 slowloris connections, half-way through their request head.
+    let mut slow = Vec::new();
+    for _ in 0..10 {
+        slow.push(connect_and_send(&addr, b"GET /fast HTTP/1.1\r\nHo").await);
+    }
+
+    let termed = Instant::now();
+    let gone = sigterm_until_gone(&child, &mut client, &key, Duration::from_secs(1)).await;
+    // The idle and half-sent connections are closed at once, not after the grace timeout.
+    for c in idle.iter_mut().chain(slow.iter_mut()) {
+        closed_within(c, Duration::from_secs(1)).await;
+    }
+    let closed = termed.elapsed();
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("done"), "{response}");
+    let exit = expect_line(&mut lines, "EXITING ").await;
+    assert_eq!(exit, ["in_flight=0"]);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let exited = termed.elapsed();
+    assert_eq!(status.code(), Some(0), "child exit status");
+    // The slow request takes 1.5 s from its start; the drain waits for it and nothing else.
+    assert!(
+        exited < Duration::from_secs(3),
+        "exited {exited:?} after SIGTERM"
+    );
+    println!(
+        "FAULT scenario=sigterm_idle_slowloris idle=100 slowloris=10 in_flight=1 \
+         key_gone_ms={} connections_closed_ms={} exit_ms={} exit_code=0",
+        gone.as_millis(),
+        closed.as_millis(),
+        exited.as_millis()
     );
 }
