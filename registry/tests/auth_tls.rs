@@ -97,21 +97,32 @@ async fn auth_wrong_password_or_no_credentials_fail_with_typed_errors() {
         .await
         .expect_err("a wrong password is refused");
     assert!(
-        matches!(err, Error::Etcd { op: "connect", .. }),
+        matches!(&err, Error::AuthFailed { user, .. } if user == "root"),
         "wrong password: {err:?}"
     );
-    assert!(
-        chain(&err).contains("authentication failed"),
-        "says why: {}",
-        chain(&err)
+    assert_eq!(
+        chain(&err),
+        "etcd authentication failed for user \"root\": wrong user name or password: grpc \
+         request error: code: 'Client specified an invalid argument', message: \"etcdserver: \
+         authentication failed, invalid user ID or password\"",
+        "says who and why"
     );
 
     let err = EtcdRegistry::connect(options(etcd.endpoint()).auth("nobody", ROOT_PASSWORD))
         .await
         .expect_err("an unknown user is refused");
     assert!(
-        matches!(err, Error::Etcd { op: "connect", .. }),
+        matches!(&err, Error::AuthFailed { user, .. } if user == "nobody"),
         "unknown user: {err:?}"
+    );
+
+    // A user without a password is refused before anything is sent.
+    let err = EtcdRegistry::connect(options(etcd.endpoint()).auth("root", ""))
+        .await
+        .expect_err("an empty password is refused");
+    assert!(
+        matches!(&err, Error::MissingPassword { user } if user == "root"),
+        "no password: {err:?}"
     );
 
     // Without credentials every request is refused. `connect` probes etcd with a read, so
@@ -123,11 +134,87 @@ async fn auth_wrong_password_or_no_credentials_fail_with_typed_errors() {
             .await
             .expect_err("an anonymous register is refused"),
     };
-    assert!(matches!(err, Error::Etcd { .. }), "no credentials: {err:?}");
     assert!(
-        chain(&err).contains("user name is empty"),
+        matches!(err, Error::AuthRequired { .. }),
+        "no credentials: {err:?}"
+    );
+    assert!(
+        chain(&err).contains("requires authentication")
+            && chain(&err).contains("user name is empty"),
         "says why: {}",
         chain(&err)
+    );
+}
+
+/// etcd's simple tokens expire (`--auth-token-ttl`, 300 s by default; 2 s here). After
+/// that, a lost lease is re-registered, discovery works and deregistration revokes at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_auth_token_is_refreshed_for_reregistration_discovery_and_deregistration() {
+    let etcd = Etcd::builder()
+        .auth_token_ttl(Duration::from_secs(2))
+        .start();
+    enable_auth(&etcd).await;
+    let registry = EtcdRegistry::connect(
+        options(etcd.endpoint())
+            .ttl(Duration::from_secs(30))
+            .auth("root", ROOT_PASSWORD),
+    )
+    .await
+    .unwrap();
+    let registration = registry
+        .register(Instance::with_random_id("tokensvc", "127.0.0.1:9001").unwrap())
+        .await
+        .unwrap();
+    let key = registration.key().to_owned();
+    // Let the token expire (etcd checks simple tokens' TTL about once a second).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    // Revoke the lease from outside: only a fresh grant and put bring the key back.
+    let mut root = Client::connect(
+        [etcd.endpoint()],
+        Some(
+            etcd_client::ConnectOptions::new()
+                .with_user("root", ROOT_PASSWORD)
+                .with_auto_token_refresh(true),
+        ),
+    )
+    .await
+    .unwrap();
+    let lease = root.get(key.as_str(), None).await.unwrap().kvs()[0].lease();
+    root.lease_revoke(lease).await.unwrap();
+    let started = tokio::time::Instant::now();
+    loop {
+        let kvs = root.get(key.as_str(), None).await.unwrap();
+        if kvs.kvs().first().is_some_and(|kv| kv.lease() != lease) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not re-registered within 10 s with an expired token"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(registration.recoveries(), 1);
+
+    // Discovery (a watch opened with the expired token) and deregistration still work.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut watch = registry.discovery().watch("tokensvc").unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while watch.snapshot().is_empty() {
+            watch.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("discovered with an expired token");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    registration
+        .deregister()
+        .await
+        .expect("deregistered with an expired token");
+    assert_eq!(
+        root.get(key.as_str(), None).await.unwrap().count(),
+        0,
+        "key gone at once"
     );
 }
 
@@ -199,7 +286,10 @@ async fn tls_refuses_an_untrusted_server_a_wrong_name_and_plaintext() {
 /// `err` is the typed refusal of `connect`, mentioning `says` if given.
 fn assert_connect_refused(what: &str, err: &Error, says: Option<&str>) {
     assert!(
-        matches!(err, Error::Etcd { op: "connect", .. }),
+        matches!(
+            err,
+            Error::Etcd { op: "connect", .. } | Error::Unreachable { .. }
+        ),
         "{what}: {err:?}"
     );
     if let Some(says) = says {

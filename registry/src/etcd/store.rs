@@ -41,6 +41,9 @@ const ATTEMPT_SHARE: u32 = 3;
 /// True for failures of the connection rather than of the request: the endpoint refused or
 /// dropped the connection, or the member has no leader. Another endpoint may succeed.
 fn is_connection_failure(e: &etcd_client::Error) -> bool {
+    if is_tls_refusal(e) {
+        return false;
+    }
     match e {
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         // tonic reports a refused or broken connection as Unavailable; so does etcd for
@@ -48,6 +51,19 @@ fn is_connection_failure(e: &etcd_client::Error) -> bool {
         etcd_client::Error::GRpcStatus(s) => s.code() == tonic::Code::Unavailable,
         _ => false,
     }
+}
+
+/// A TLS handshake that failed on a certificate: every endpoint will refuse the same way,
+/// so it is reported at once rather than retried.
+fn is_tls_refusal(e: &etcd_client::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.to_string().contains("certificate") {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 fn grpc_message(e: &etcd_client::Error) -> Option<&str> {
