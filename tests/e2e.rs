@@ -179,10 +179,16 @@ async fn rolling_restart_during_a_client_run_loses_no_call() {
 
 /// Runs `product` with `args`, expecting a quick failure with one clear line.
 async fn product_fails(args: &[&str], expect: &str) {
+    product_fails_with_env(args, &[], expect).await;
+}
+
+/// [`product_fails`] with environment variables set.
+async fn product_fails_with_env(args: &[&str], env: &[(&str, &str)], expect: &str) {
     let out = tokio::time::timeout(
         Duration::from_secs(15),
         Command::new(example("product"))
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output(),
@@ -218,6 +224,47 @@ async fn product_fails_fast_on_bad_name_busy_port_and_unreachable_etcd() {
     product_fails(&["--port", &port, "--etcd", &endpoint], "cannot listen on").await;
     let nobody = format!("127.0.0.1:{}", free_port());
     product_fails(&["--port", "0", "--etcd", &nobody], "cannot reach etcd").await;
+    // etcd answers here: the line says what it refused, not that it cannot be reached.
+    product_fails_with_env(
+        &["--port", "0", "--etcd", &endpoint],
+        &[("SVCKIT_ETCD_USER", "svckit")],
+        "error: etcd at 127.0.0.1:",
+    )
+    .await;
+    product_fails_with_env(
+        &["--port", "0", "--etcd", &endpoint],
+        &[("SVCKIT_ETCD_USER", "svckit")],
+        "etcd user \"svckit\" was given without a password",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn product_names_wrong_credentials_and_missing_ones() {
+    let etcd = Etcd::start();
+    let endpoint = etcd.endpoint();
+    let mut raw = etcd_client::Client::connect([endpoint.clone()], None)
+        .await
+        .unwrap();
+    raw.user_add("root", "right", None).await.unwrap();
+    raw.user_grant_role("root", "root").await.unwrap();
+    raw.auth_enable().await.unwrap();
+    let args = ["--port", "0", "--etcd", endpoint.as_str()];
+    product_fails_with_env(
+        &args,
+        &[
+            ("SVCKIT_ETCD_USER", "root"),
+            ("SVCKIT_ETCD_PASSWORD", "wrong"),
+        ],
+        "etcd authentication failed for user \"root\": wrong user name or password",
+    )
+    .await;
+    product_fails_with_env(
+        &args,
+        &[],
+        "etcd requires authentication and no user was given",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -52,8 +52,9 @@ pub(crate) fn etcd_options(endpoints: &str) -> svckit::registry::EtcdOptions {
     let mut options = svckit::registry::EtcdOptions::new(split_list(endpoints))
         .dial_timeout(std::time::Duration::from_secs(3));
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    if let (Some(user), Some(password)) = (env("SVCKIT_ETCD_USER"), env("SVCKIT_ETCD_PASSWORD")) {
-        options = options.auth(user, password);
+    // A user without a password is passed on as such: connecting refuses it by name.
+    if let Some(user) = env("SVCKIT_ETCD_USER") {
+        options = options.auth(user, env("SVCKIT_ETCD_PASSWORD").unwrap_or_default());
     }
     let read = |var: &str, path: String| {
         std::fs::read(&path).unwrap_or_else(|e| fail(format_args!("{var}={path}: {e}")))
@@ -73,29 +74,33 @@ pub(crate) async fn connect_etcd(
     options: svckit::registry::EtcdOptions,
     endpoints: &str,
 ) -> svckit::registry::EtcdRegistry {
+    use svckit::registry::Error;
     svckit::registry::EtcdRegistry::connect(options)
         .await
-        .unwrap_or_else(|e| {
-            fail(format_args!(
+        .unwrap_or_else(|e| match e {
+            // etcd answered: say what it refused, not that it cannot be reached.
+            Error::AuthFailed { .. }
+            | Error::AuthRequired { .. }
+            | Error::MissingPassword { .. } => {
+                fail(format_args!("etcd at {endpoints}: {}", chain(&e)))
+            }
+            _ => fail(format_args!(
                 "cannot reach etcd at {endpoints}: {}",
                 chain(&e)
-            ))
+            )),
         })
 }
 
-/// Serves `app` behind `lifecycle` (requests in flight counted) until SIGINT/SIGTERM, which
-/// deregisters first; then drains within the grace timeout. Exits with one line on failure.
+/// Serves `app` with `lifecycle.serve` (slow and idle clients bounded, requests in flight
+/// counted) until SIGINT/SIGTERM, which deregisters first; then drains within the grace
+/// timeout. Exits with one line on failure.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     lifecycle: &svckit::registry::Lifecycle,
 ) {
-    let app = app.layer(lifecycle.layer());
-    let server = axum::serve(listener, app).with_graceful_shutdown(lifecycle.shutdown_signal());
-    match lifecycle.drain(server).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => fail(format_args!("server failed: {e}")),
-        Err(e) => fail(format_args!("shutdown: {}", chain(&e))),
+    if let Err(e) = lifecycle.serve(listener, app).await {
+        fail(format_args!("shutdown: {}", chain(&e)));
     }
 }
 

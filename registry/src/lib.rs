@@ -11,7 +11,9 @@
 //!   the shared [`Discovery`] view (snapshot, [`ServiceWatch`], tower `Discover`).
 //! - [`Lifecycle`] registers a server once its listener is bound, counts requests in flight
 //!   with [`InFlightLayer`], and on SIGINT/SIGTERM deregisters first, then lets the server
-//!   drain within a grace timeout.
+//!   drain within a grace timeout. [`Lifecycle::serve`] is the server to use (HTTP/1 + HTTP/2,
+//!   slow and idle clients bounded by [`ServeOptions`], idle connections closed at once on
+//!   shutdown); [`Lifecycle::drain`] wraps any other server future.
 //!
 //! A server, in three lines after binding:
 //!
@@ -24,8 +26,8 @@
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //!
 //! let lifecycle = Lifecycle::register(&registry, "productservice", listener.local_addr()?).await?;
-//! let app = Router::new().route("/", get(|| async { "ok" })).layer(lifecycle.layer());
-//! lifecycle.drain(axum::serve(listener, app).with_graceful_shutdown(lifecycle.shutdown_signal())).await??;
+//! let app = Router::new().route("/", get(|| async { "ok" }));
+//! lifecycle.serve(listener, app).await?;
 //! # Ok(()) }
 //! ```
 //!
