@@ -1,0 +1,552 @@
+//! What the fault scenarios share: `product` instances as child processes, a paced load
+//! through the library's own Endpoint that counts every failed call, an observer that reads
+//! the keys straight from etcd, waits with deadlines, and the `FAULT` report line.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use etcd_client::{Client, ConnectOptions, GetOptions};
+use svckit::balancer::{Endpoint, HttpClient, Picker, Retry};
+use svckit::registry::{Discovery, EtcdOptions, EtcdRegistry, Registry};
+use tokio::process::{Child, Command};
+
+/// The service every product instance registers as.
+pub(crate) const SERVICE: &str = "productservice";
+/// Load workers, each sending one call per [`PACE`]: about 400 calls/s in all, paced so
+/// that two scenarios running side by side leave the 2 cores to etcd's heartbeats.
+pub(crate) const WORKERS: usize = 4;
+/// The pause between two calls of one worker.
+pub(crate) const PACE: Duration = Duration::from_millis(10);
+/// The load as the report line names it.
+pub(crate) const LOAD: &str = "4x100/s p2c retry3";
+
+/// `target/debug/examples/<name>`, next to this test's `target/debug/deps/faults-<hash>`.
+pub(crate) fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .join("examples")
+        .join(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the examples first (`cargo build --examples`; ./scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs a blocking test-support call (starting, killing, electing etcd) without stalling the
+/// runtime's other tasks, such as the load.
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// Polls `ok` every 50 ms until it holds; returns how long that took.
+///
+/// # Panics
+/// When it does not hold within `timeout`.
+pub(crate) async fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut ok: impl FnMut() -> bool,
+) -> Duration {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    start.elapsed()
+}
+
+/// Polls the async `ok` every 50 ms until it holds and returns how long that took; `None`
+/// when it did not hold within `timeout`.
+pub(crate) async fn poll_until<F, Fut>(timeout: Duration, mut ok: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if ok().await {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() >= timeout {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// [`poll_until`] that panics on the timeout.
+pub(crate) async fn wait_for_async<F, Fut>(what: &str, timeout: Duration, ok: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    poll_until(timeout, ok)
+        .await
+        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
+}
+
+/// Prints one `FAULT scenario=… key=value …` line straight to stderr, so it shows whether or
+/// not the test harness captures output. RELIABILITY.md records these lines.
+pub(crate) fn report(scenario: &str, fields: &[(&str, String)]) {
+    let mut line = format!("FAULT scenario={scenario}");
+    for (key, value) in fields {
+        line.push_str(&format!(" {key}={value}"));
+    }
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Milliseconds, for the report.
+pub(crate) fn ms(d: Duration) -> String {
+    d.as_millis().to_string()
+}
+
+/// etcd options for an in-process client: short timeouts so a dead member costs seconds, not
+/// the defaults' tens of seconds.
+pub(crate) fn options(endpoints: &[String]) -> EtcdOptions {
+    EtcdOptions::new(endpoints.iter().cloned())
+        .dial_timeout(Duration::from_secs(2))
+        .request_timeout(Duration::from_secs(2))
+}
+
+/// A registry client and its discovery view.
+pub(crate) async fn discovery(options: EtcdOptions) -> (EtcdRegistry, Discovery) {
+    let registry = EtcdRegistry::connect(options)
+        .await
+        .expect("the discovery client connects");
+    let discovery = registry.discovery();
+    (registry, discovery)
+}
+
+/// The discovery view as `key → address`, comparable with [`Observer::keys`].
+pub(crate) fn view(discovery: &Discovery) -> BTreeMap<String, String> {
+    discovery
+        .all()
+        .iter()
+        .map(|i| (i.key(discovery.prefix()), i.addr().to_owned()))
+        .collect()
+}
+
+/// The ids of `SERVICE` in the discovery view.
+pub(crate) fn ids(discovery: &Discovery) -> Vec<String> {
+    discovery
+        .instances(SERVICE)
+        .iter()
+        .map(|i| i.id().to_owned())
+        .collect()
+}
+
+/// The key of instance `id` of `SERVICE`.
+pub(crate) fn key_of(id: &str) -> String {
+    format!("/services/{id}/{SERVICE}")
+}
+
+/// One `product` example process, registered as `SERVICE` with a fixed id. Its stderr goes to
+/// a file that is shown when something about it fails, and removed on drop; the process is
+/// killed on drop.
+#[derive(Debug)]
+pub(crate) struct Product {
+    child: Child,
+    id: String,
+    log: PathBuf,
+}
+
+impl Product {
+    /// Starts `product --port <free> --etcd <endpoints> --id <id> --ttl <ttl_secs>`.
+    pub(crate) fn start(endpoints: &[String], id: &str, ttl_secs: u64) -> Self {
+        Self::start_with_env(endpoints, id, ttl_secs, &[])
+    }
+
+    /// [`start`](Self::start) with extra environment variables.
+    pub(crate) fn start_with_env(
+        endpoints: &[String],
+        id: &str,
+        ttl_secs: u64,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let log = std::env::temp_dir().join(format!(
+            "svckit-faults-{}-{id}-{}.log",
+            std::process::id(),
+            svckit_testing::free_port()
+        ));
+        let stderr = std::fs::File::create(&log).expect("create the product log file");
+        let child = Command::new(example("product"))
+            .args(["--port", &svckit_testing::free_port().to_string()])
+            .args(["--etcd", &endpoints.join(",")])
+            .args(["--id", id, "--ttl", &ttl_secs.to_string()])
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the product example");
+        Self {
+            child,
+            id: id.to_owned(),
+            log,
+        }
+    }
+
+    /// The instance id.
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The instance's key in etcd.
+    pub(crate) fn key(&self) -> String {
+        key_of(&self.id)
+    }
+
+    /// The last lines the process wrote to stderr.
+    pub(crate) fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(8)..].join("\n")
+    }
+
+    /// Its exit status if it has exited.
+    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.id().expect("the product still runs").to_string();
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {sig} {pid}");
+    }
+
+    /// SIGKILL, and wait until it is gone.
+    pub(crate) async fn sigkill(&mut self) {
+        self.signal("-KILL");
+        self.wait_exit().await;
+    }
+
+    /// SIGTERM, and wait (up to 20 s) until it exits; returns its exit code.
+    pub(crate) async fn sigterm(&mut self) -> Option<i32> {
+        self.signal("-TERM");
+        self.wait_exit().await.code()
+    }
+
+    async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let id = self.id.clone();
+        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{id} did not exit within 20 s"))
+            .expect("wait for the product")
+    }
+}
+
+impl Drop for Product {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Reads `/services/` straight from one etcd member, independent of the library under test.
+#[derive(Clone)]
+pub(crate) struct Observer {
+    endpoint: String,
+    user: Option<(String, String)>,
+    client: Option<Client>,
+}
+
+/// A key's value and lease.
+pub(crate) type Keys = BTreeMap<String, (String, i64)>;
+
+impl Observer {
+    /// An observer of the member at `endpoint`.
+    pub(crate) async fn connect(endpoint: &str) -> Self {
+        let client = Client::connect([endpoint], None)
+            .await
+            .expect("the observer connects");
+        Self {
+            endpoint: endpoint.to_owned(),
+            user: None,
+            client: Some(client),
+        }
+    }
+
+    /// An observer that authenticates as `user` afresh for every read, so an expired token
+    /// never stands in its way.
+    pub(crate) fn with_auth(endpoint: &str, user: &str, password: &str) -> Self {
+        Self {
+            endpoint: endpoint.to_owned(),
+            user: Some((user.to_owned(), password.to_owned())),
+            client: None,
+        }
+    }
+
+    /// A client for one request.
+    pub(crate) async fn client(&self) -> Option<Client> {
+        match (&self.client, &self.user) {
+            (Some(client), _) => Some(client.clone()),
+            (None, Some((user, password))) => {
+                let options = ConnectOptions::new()
+                    .with_user(user.clone(), password.clone())
+                    .with_timeout(Duration::from_secs(2));
+                Client::connect([self.endpoint.as_str()], Some(options))
+                    .await
+                    .ok()
+            }
+            (None, None) => Client::connect([self.endpoint.as_str()], None).await.ok(),
+        }
+    }
+
+    /// Every key under `/services/` with its value and lease, or `None` when the member did
+    /// not answer within a second (no leader, down).
+    pub(crate) async fn keys(&self) -> Option<Keys> {
+        let read = async {
+            let mut client = self.client().await?;
+            let resp = client
+                .get("/services/", Some(GetOptions::new().with_prefix()))
+                .await
+                .ok()?;
+            Some(
+                resp.kvs()
+                    .iter()
+                    .map(|kv| {
+                        let key = String::from_utf8_lossy(kv.key()).into_owned();
+                        let value = String::from_utf8_lossy(kv.value()).into_owned();
+                        (key, (value, kv.lease()))
+                    })
+                    .collect(),
+            )
+        };
+        tokio::time::timeout(Duration::from_secs(1), read)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The keys as `key → value`, comparable with [`view`].
+    pub(crate) async fn values(&self) -> Option<BTreeMap<String, String>> {
+        Some(
+            self.keys()
+                .await?
+                .into_iter()
+                .map(|(k, (v, _))| (k, v))
+                .collect(),
+        )
+    }
+
+    /// True when `key` is present (false also when the member did not answer).
+    pub(crate) async fn has(&self, key: &str) -> bool {
+        self.keys().await.is_some_and(|k| k.contains_key(key))
+    }
+
+    /// True when the member answered and `key` is absent.
+    pub(crate) async fn lacks(&self, key: &str) -> bool {
+        self.keys().await.is_some_and(|k| !k.contains_key(key))
+    }
+}
+
+/// A product request's reply: which instance served it.
+fn decode(resp: http::Response<Bytes>) -> Result<String, String> {
+    if resp.status() != http::StatusCode::OK {
+        return Err(format!("status {}", resp.status()));
+    }
+    if !resp.body().starts_with(b"get product byID:") {
+        return Err(format!("body {:?}", String::from_utf8_lossy(resp.body())));
+    }
+    Ok(resp
+        .headers()
+        .get("x-served-by")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("unknown")
+        .to_owned())
+}
+
+/// The product Endpoint as a client would build it: p2c, 2 s per attempt, at most 3 attempts
+/// within 5 s on other instances (with the default retry budget).
+pub(crate) fn product_endpoint(discovery: &Discovery) -> Endpoint<u64, String> {
+    HttpClient::new()
+        .endpoint(
+            discovery,
+            SERVICE,
+            |id: u64| http::Request::get(format!("/prod/{id}")).body(Bytes::new()),
+            decode,
+        )
+        .picker(Picker::by_name("p2c").expect("the p2c picker"))
+        .timeout(Duration::from_secs(2))
+        .retry(Retry::new(3, Duration::from_secs(5)))
+        .build()
+        .expect("build the product endpoint")
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    calls: AtomicU64,
+    failed: AtomicU64,
+    max_latency_us: AtomicU64,
+    errors: Mutex<Vec<String>>,
+    served: Mutex<BTreeMap<String, u64>>,
+}
+
+/// Paced calls through [`product_endpoint`] from [`WORKERS`] tasks until [`finish`]ed; every
+/// call that does not end in a correct reply counts as failed.
+///
+/// [`finish`]: Load::finish
+#[derive(Debug)]
+pub(crate) struct Load {
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    started: Instant,
+}
+
+/// What a load run counted.
+#[derive(Debug)]
+pub(crate) struct LoadReport {
+    /// Calls made.
+    pub(crate) calls: u64,
+    /// Calls that failed after retries.
+    pub(crate) failed: u64,
+    /// The first few failures.
+    pub(crate) errors: Vec<String>,
+    /// Calls served per instance id.
+    pub(crate) served: BTreeMap<String, u64>,
+    /// The slowest call, retries included.
+    pub(crate) max_latency: Duration,
+    /// How long the load ran.
+    pub(crate) ran: Duration,
+}
+
+impl Load {
+    /// Starts calling `SERVICE` through `discovery`.
+    pub(crate) fn start(discovery: &Discovery) -> Self {
+        let endpoint = product_endpoint(discovery);
+        let stop = Arc::new(AtomicBool::new(false));
+        let tally = Arc::new(Tally::default());
+        let workers = (0..WORKERS as u64)
+            .map(|w| {
+                let (endpoint, stop, tally) = (endpoint.clone(), stop.clone(), tally.clone());
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(PACE);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    let mut n = w;
+                    while !stop.load(Ordering::Relaxed) {
+                        tick.tick().await;
+                        let start = Instant::now();
+                        let result = endpoint.invoke(n % 1000).await;
+                        let took = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        tally.max_latency_us.fetch_max(took, Ordering::Relaxed);
+                        tally.calls.fetch_add(1, Ordering::Relaxed);
+                        match result {
+                            Ok(served_by) => {
+                                let mut served = tally.served.lock().unwrap();
+                                *served.entry(served_by).or_default() += 1;
+                            }
+                            Err(e) => {
+                                tally.failed.fetch_add(1, Ordering::Relaxed);
+                                let mut errors = tally.errors.lock().unwrap();
+                                if errors.len() < 5 {
+                                    errors.push(e.to_string());
+                                }
+                            }
+                        }
+                        n += WORKERS as u64;
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            tally,
+            workers,
+            started: Instant::now(),
+        }
+    }
+
+    /// Calls made so far.
+    pub(crate) fn calls(&self) -> u64 {
+        self.tally.calls.load(Ordering::Relaxed)
+    }
+
+    /// Calls served so far by instance `id`.
+    pub(crate) fn served_by(&self, id: &str) -> u64 {
+        self.tally
+            .served
+            .lock()
+            .unwrap()
+            .get(id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Waits (up to 10 s) until `more` further calls were made.
+    pub(crate) async fn run_for_calls(&self, more: u64) {
+        let target = self.calls() + more;
+        wait_for(
+            "the load to make its calls",
+            Duration::from_secs(10),
+            || self.calls() >= target,
+        )
+        .await;
+    }
+
+    /// Stops the workers, waits for their calls in flight, and returns the counts.
+    pub(crate) async fn finish(mut self) -> LoadReport {
+        self.stop.store(true, Ordering::Relaxed);
+        for worker in std::mem::take(&mut self.workers) {
+            worker.await.expect("a load worker panicked");
+        }
+        let tally = &self.tally;
+        LoadReport {
+            calls: tally.calls.load(Ordering::Relaxed),
+            failed: tally.failed.load(Ordering::Relaxed),
+            errors: tally.errors.lock().unwrap().clone(),
+            served: tally.served.lock().unwrap().clone(),
+            max_latency: Duration::from_micros(tally.max_latency_us.load(Ordering::Relaxed)),
+            ran: self.started.elapsed(),
+        }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl LoadReport {
+    /// The load's fields for [`report`].
+    pub(crate) fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("load", LOAD.to_owned()),
+            ("load_s", format!("{:.1}", self.ran.as_secs_f64())),
+            ("calls", self.calls.to_string()),
+            ("failed", self.failed.to_string()),
+            ("max_call_ms", ms(self.max_latency)),
+        ]
+    }
+
+    /// Asserts that no call failed.
+    pub(crate) fn assert_no_failures(&self, scenario: &str) {
+        assert!(self.calls > 0, "{scenario}: the load made no call");
+        assert_eq!(
+            self.failed, 0,
+            "{scenario}: {} of {} calls failed, first: {:?}",
+            self.failed, self.calls, self.errors
+        );
+    }
+}
