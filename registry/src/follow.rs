@@ -11,9 +11,9 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
+use crate::config::Config;
 use crate::discover::{DiscoveryState, ViewWriter};
 use crate::error::Error;
-use crate::registry::Config;
 use crate::store::{timed, Range, Store, WatchEvent, WatchMessage, WatchStream};
 use crate::task::sleep_or_cancel;
 

@@ -17,9 +17,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
+use crate::config::Config;
 use crate::error::{Chain, Error};
 use crate::instance::Instance;
-use crate::registry::Config;
 use crate::store::{timed, KeepAlive, LeaseId, Range, Store, WatchMessage, WatchStream};
 use crate::task::{sleep_or_cancel, OwnedTask};
 

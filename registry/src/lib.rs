@@ -46,19 +46,20 @@
 //! ```
 
 mod backoff;
+mod config;
 mod discover;
 mod error;
 mod etcd;
+mod follow;
 mod instance;
 mod layer;
 mod lease;
+mod lifecycle;
 mod memory;
 mod registry;
 mod serve;
-mod shutdown;
 mod store;
 mod task;
-mod watcher;
 
 pub use discover::{
     Discovery, DiscoveryState, DiscoveryStats, Instances, ServiceDiscover, ServiceWatch,
@@ -68,7 +69,7 @@ pub use etcd::{EtcdOptions, EtcdRegistry};
 pub use instance::{is_ident, random_id, validate_ident, Instance, DEFAULT_PREFIX};
 pub use layer::{InFlight, InFlightCounter, InFlightFuture, InFlightLayer};
 pub use lease::{Registration, RegistrationState};
+pub use lifecycle::{Lifecycle, LifecycleBuilder, ShutdownSignal, DEFAULT_GRACE};
 pub use memory::{MemoryRegistry, DEFAULT_MEMORY_TTL};
 pub use registry::Registry;
 pub use serve::ServeOptions;
-pub use shutdown::{Lifecycle, LifecycleBuilder, ShutdownSignal, DEFAULT_GRACE};

@@ -2,17 +2,17 @@
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::config::Config;
 use crate::discover::Discovery;
 use crate::error::Error;
+use crate::follow;
 use crate::instance::Instance;
 use crate::lease::Registration;
 use crate::store::Store;
 use crate::task::OwnedTask;
-use crate::watcher;
 
 /// A place where service instances register and are discovered: etcd
 /// ([`EtcdRegistry`](crate::EtcdRegistry)) or in-process ([`MemoryRegistry`](crate::MemoryRegistry)).
@@ -40,40 +40,6 @@ impl<R: Registry + ?Sized> Registry for Arc<R> {
 
     fn discovery(&self) -> Discovery {
         (**self).discovery()
-    }
-}
-
-/// Timings shared by lease supervision and discovery.
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub(crate) prefix: String,
-    pub(crate) ttl: Duration,
-    pub(crate) request_timeout: Duration,
-    pub(crate) deregister_timeout: Duration,
-    pub(crate) reconcile_interval: Duration,
-    /// First retry delay after a failure (re-registration, reconnect).
-    pub(crate) backoff_base: Duration,
-    /// Longest retry delay.
-    pub(crate) backoff_max: Duration,
-}
-
-impl Config {
-    pub(crate) fn new(prefix: &str, ttl: Duration) -> Self {
-        Self {
-            prefix: prefix.trim_end_matches('/').to_owned(),
-            ttl,
-            request_timeout: Duration::from_secs(5),
-            deregister_timeout: Duration::from_secs(2),
-            reconcile_interval: Duration::from_secs(30),
-            backoff_base: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(5),
-        }
-    }
-
-    /// The retry cap used while a registration is lost: short enough to come back well
-    /// within one TTL once the store is reachable again.
-    pub(crate) fn recovery_backoff_max(&self) -> Duration {
-        (self.ttl / 3).clamp(self.backoff_base, self.backoff_max)
     }
 }
 
@@ -121,7 +87,7 @@ impl Core {
                 let store = self.store.clone();
                 let config = self.config.clone();
                 let task = OwnedTask::spawn("discovery watch", span, move |cancel| {
-                    watcher::run(store, writer, config, cancel)
+                    follow::run(store, writer, config, cancel)
                 });
                 discovery.owned_by(Arc::new(task))
             })

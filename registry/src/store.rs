@@ -1,6 +1,6 @@
 //! The small set of etcd primitives the registry is built on.
 //!
-//! Lease supervision ([`crate::lease`]) and discovery watching ([`crate::watcher`]) are written
+//! Lease supervision ([`crate::lease`]) and discovery following ([`crate::follow`]) are written
 //! once against [`Store`]; [`crate::etcd`] implements it over a real etcd and
 //! [`crate::memory`] over an in-process mini etcd, so both backends behave the same.
 

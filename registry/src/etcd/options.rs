@@ -3,9 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::config::{Config, DEFAULT_DIAL_TIMEOUT};
 use crate::error::Error;
-use crate::instance::DEFAULT_PREFIX;
-use crate::registry::Config;
 
 /// Connect options for [`EtcdRegistry`](crate::EtcdRegistry). Every setter documents its
 /// default.
@@ -24,12 +23,10 @@ use crate::registry::Config;
 #[must_use]
 pub struct EtcdOptions {
     pub(crate) endpoints: Vec<String>,
-    pub(crate) prefix: String,
-    pub(crate) ttl: Duration,
+    /// Prefix, TTL and timings, shared with the memory registry (defaults in one place).
+    /// The prefix is kept as given and checked by [`config`](Self::config).
+    pub(crate) shared: Config,
     pub(crate) dial_timeout: Duration,
-    pub(crate) request_timeout: Duration,
-    pub(crate) deregister_timeout: Duration,
-    pub(crate) reconcile_interval: Duration,
     pub(crate) user: Option<(String, String)>,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<Tls>,
@@ -48,12 +45,12 @@ impl fmt::Debug for EtcdOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("EtcdOptions");
         d.field("endpoints", &self.endpoints)
-            .field("prefix", &self.prefix)
-            .field("ttl", &self.ttl)
+            .field("prefix", &self.shared.prefix)
+            .field("ttl", &self.shared.ttl)
             .field("dial_timeout", &self.dial_timeout)
-            .field("request_timeout", &self.request_timeout)
-            .field("deregister_timeout", &self.deregister_timeout)
-            .field("reconcile_interval", &self.reconcile_interval)
+            .field("request_timeout", &self.shared.request_timeout)
+            .field("deregister_timeout", &self.shared.deregister_timeout)
+            .field("reconcile_interval", &self.shared.reconcile_interval)
             // Never print the password.
             .field("user", &self.user.as_ref().map(|(name, _)| name));
         #[cfg(feature = "tls")]
@@ -72,12 +69,8 @@ impl EtcdOptions {
     {
         Self {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
-            prefix: DEFAULT_PREFIX.to_owned(),
-            ttl: Duration::from_secs(10),
-            dial_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(5),
-            deregister_timeout: Duration::from_secs(2),
-            reconcile_interval: Duration::from_secs(30),
+            shared: Config::default(),
+            dial_timeout: DEFAULT_DIAL_TIMEOUT,
             user: None,
             #[cfg(feature = "tls")]
             tls: None,
@@ -87,7 +80,7 @@ impl EtcdOptions {
     /// The key prefix instances live under. Default: `/services`. It must start with `/`;
     /// a trailing `/` is ignored. Keys are `<prefix>/<id>/<name>`.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
+        self.shared.prefix = prefix.into();
         self
     }
 
@@ -95,7 +88,7 @@ impl EtcdOptions {
     /// deregistering. Default: 10 s. Rounded up to whole seconds; etcd may raise very short
     /// TTLs to its minimum (about 2 s with default settings).
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
+        self.shared.ttl = ttl;
         self
     }
 
@@ -109,21 +102,21 @@ impl EtcdOptions {
     /// The bound on every single etcd request (grant, put, get, revoke, opening a watch).
     /// Default: 5 s. Keepalives are additionally bounded by TTL/3.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
+        self.shared.request_timeout = timeout;
         self
     }
 
     /// The bound on [`Registration::deregister`](crate::Registration::deregister), so an
     /// unreachable etcd cannot block a process from exiting. Default: 2 s.
     pub fn deregister_timeout(mut self, timeout: Duration) -> Self {
-        self.deregister_timeout = timeout;
+        self.shared.deregister_timeout = timeout;
         self
     }
 
     /// How often discovery re-lists the whole prefix in case a watch event was lost.
     /// Default: 30 s.
     pub fn reconcile_interval(mut self, interval: Duration) -> Self {
-        self.reconcile_interval = interval;
+        self.shared.reconcile_interval = interval;
         self
     }
 
@@ -158,16 +151,15 @@ impl EtcdOptions {
 
     /// Checks the options and derives the shared configuration.
     pub(crate) fn config(&self) -> Result<Config, Error> {
-        let trimmed = self.prefix.trim_end_matches('/');
+        let trimmed = self.shared.prefix.trim_end_matches('/');
         if !trimmed.starts_with('/') || trimmed.len() < 2 {
             return Err(Error::InvalidPrefix {
-                prefix: self.prefix.clone(),
+                prefix: self.shared.prefix.clone(),
             });
         }
-        let mut config = Config::new(trimmed, self.ttl);
-        config.request_timeout = self.request_timeout;
-        config.deregister_timeout = self.deregister_timeout;
-        config.reconcile_interval = self.reconcile_interval;
-        Ok(config)
+        Ok(Config {
+            prefix: trimmed.to_owned(),
+            ..self.shared.clone()
+        })
     }
 }

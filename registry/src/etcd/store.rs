@@ -215,7 +215,7 @@ impl EtcdStore {
             client,
             endpoints: options.endpoints.clone(),
             user,
-            request_timeout: options.request_timeout,
+            request_timeout: options.shared.request_timeout,
         };
         // The channel connects lazily: make one cheap request so a wrong endpoint fails here.
         let count_only = GetOptions::new().with_prefix().with_count_only();

@@ -8,16 +8,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::config::Config;
 use crate::discover::Discovery;
 use crate::error::Error;
 use crate::instance::{Instance, DEFAULT_PREFIX};
 use crate::lease::Registration;
-use crate::registry::{Config, Core, Registry};
+use crate::registry::{Core, Registry};
 
 pub(crate) use store::MemoryStore;
 
 /// The default lease TTL of a [`MemoryRegistry`], as for etcd.
-pub const DEFAULT_MEMORY_TTL: Duration = Duration::from_secs(10);
+pub const DEFAULT_MEMORY_TTL: Duration = crate::config::DEFAULT_TTL;
 
 /// A registry that lives in process memory: for tests and single-process programs.
 ///
