@@ -130,6 +130,22 @@ pub enum PeerError {
     },
 }
 
+/// An error and its sources on one line (`what failed: why: why`): a getter error's own text
+/// names the group and key, its sources what the getter said.
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
 /// A key cut to at most 128 bytes (on a char boundary), for error messages and logs.
 pub(crate) fn short_key(key: &str) -> String {
     if key.len() <= 128 {

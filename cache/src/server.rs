@@ -15,7 +15,7 @@ use http_body_util::Full;
 use prost::Message;
 use tower::Service;
 
-use crate::error::Error;
+use crate::error::{Chain, Error};
 use crate::peers::SECRET_HEADER;
 use crate::pool::Cache;
 use crate::protocol::{parse_path, GetResponse, PathError, UnescapeError, CONTENT_TYPE};
@@ -79,9 +79,15 @@ impl PeerService {
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
                 resp
             }
-            Err(e @ Error::KeyTooLong { .. }) => text(StatusCode::BAD_REQUEST, e.to_string()),
-            Err(e @ Error::Closed { .. }) => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            Err(e) => {
+                let status = match e {
+                    Error::KeyTooLong { .. } => StatusCode::BAD_REQUEST,
+                    Error::Closed { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                    // Any getter error, as golang/groupcache answers it; the body says why.
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                text(status, Chain(&e).to_string())
+            }
         }
     }
 }
@@ -153,6 +159,34 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{getter_fn, BoxError};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    /// A getter's error with a source of its own, as an application's would be.
+    #[derive(Debug, thiserror::Error)]
+    #[error("key refused")]
+    struct Refused(#[source] std::io::Error);
+
+    #[tokio::test]
+    async fn a_getter_error_is_answered_with_its_reasons() {
+        let cache = Cache::builder("http://127.0.0.1:1").build().unwrap();
+        let getter = getter_fn(|_key: String| async {
+            Err::<Bytes, BoxError>(Box::new(Refused(std::io::Error::other(
+                "it must not contain `..`",
+            ))))
+        });
+        cache.new_group("g", 1 << 20, getter).build().unwrap();
+        let req = Request::get("/_groupcache/g/a%2F..b").body(()).unwrap();
+        let resp = cache.service().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            body,
+            "getter of group \"g\" failed for key \"a/..b\": key refused: \
+             it must not contain `..`"
+        );
+    }
 
     #[test]
     fn secret_comparison() {
