@@ -23,9 +23,10 @@ use clap::Parser;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use image::ImageFormat;
+use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader};
 use svckit::cache::{getter_fn, BoxError, Cache, Error as CacheError, Group};
 use svckit::registry::{Lifecycle, Registry};
+use tokio::sync::Semaphore;
 
 /// Flags of the thumbnail service.
 #[derive(Debug, Parser)]
@@ -45,6 +46,15 @@ struct Args {
     /// Cache budget in MiB.
     #[arg(long, default_value_t = 64)]
     cache_mib: usize,
+    /// Largest original decoded, in megapixels (width × height / 10⁶), read from the image's
+    /// header before any pixel is decoded; larger ones are answered 422.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    max_megapixels: u32,
+    /// Memory all decodes in flight may hold together, in MiB, at least 8 (their pixels,
+    /// decoder buffers and thumbnails, estimated from the headers). A decode waits for its
+    /// share; an image that needs more than all of it is answered 422.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(8..))]
+    decode_mib: u32,
 }
 
 /// Largest width or height a thumbnail may have.
@@ -126,15 +136,212 @@ enum ThumbError {
     Origin(String),
     #[error("the origin's image could not be decoded or encoded: {0}")]
     Image(String),
+    /// A cache key that is no thumbnail request (a peer asked for it).
+    #[error("key refused: {0}")]
+    BadKey(&'static str),
+    #[error(
+        "image is {width}x{height} = {:.1} megapixels, over the limit of {limit} megapixels",
+        f64::from(*width) * f64::from(*height) / 1e6
+    )]
+    TooManyPixels { width: u32, height: u32, limit: u32 },
+    #[error(
+        "image is {width}x{height}: decoding it for a {thumb_width}x{thumb_height} thumbnail \
+         needs {needed_mib} MiB, over the limit of {limit_mib} MiB"
+    )]
+    TooMuchMemory {
+        width: u32,
+        height: u32,
+        thumb_width: u32,
+        thumb_height: u32,
+        needed_mib: u64,
+        limit_mib: u64,
+    },
+    #[error("the image needs more decoder memory than the limit of {limit_mib} MiB: {reason}")]
+    DecoderLimit { limit_mib: u64, reason: String },
 }
 
-/// Resizes `original` to fit in the spec's box, keeping the aspect ratio, and encodes it.
-fn render(original: &[u8], spec: &Spec) -> Result<Vec<u8>, ThumbError> {
-    let img = image::load_from_memory(original).map_err(|e| ThumbError::Image(e.to_string()))?;
+impl ThumbError {
+    /// The answer to a request that failed so.
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::BadKey(_) => StatusCode::BAD_REQUEST,
+            // The request is fine and small; what it names is too large to process.
+            Self::TooManyPixels { .. } | Self::TooMuchMemory { .. } | Self::DecoderLimit { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Self::Origin(_) | Self::Image(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// An `image` error, with its limit when a decoder hit one.
+    fn from_image(e: ImageError, max_alloc: u64) -> Self {
+        match e {
+            ImageError::Limits(e) => Self::DecoderLimit {
+                limit_mib: max_alloc.div_ceil(MIB),
+                reason: e.to_string(),
+            },
+            e => Self::Image(e.to_string()),
+        }
+    }
+}
+
+const MIB: u64 = 1 << 20;
+
+/// What a decoder may allocate beside the pixels while reading a header or an image: PNG text
+/// and ICC profiles, the zune-jpeg and GIF decoders' own buffers.
+const DECODER_BUFFERS: u64 = 4 * MIB;
+
+/// Bounds on decoding: the pixels of one original, and the memory of all decodes in flight,
+/// so that a small file of many pixels (a decompression bomb) costs a header read, not RAM.
+#[derive(Debug, Clone)]
+struct DecodeLimits {
+    max_megapixels: u32,
+    /// One permit per MiB that decodes may hold together.
+    budget: Arc<Semaphore>,
+    budget_mib: u32,
+}
+
+impl DecodeLimits {
+    fn new(max_megapixels: u32, budget_mib: u32) -> Self {
+        Self {
+            max_megapixels,
+            budget: Arc::new(Semaphore::new(budget_mib as usize)),
+            budget_mib,
+        }
+    }
+
+    /// Renders `spec` from `original` once its header shows it within the limits and the
+    /// budget has room for what decoding it takes.
+    async fn render(&self, original: Bytes, spec: Spec) -> Result<Vec<u8>, ThumbError> {
+        let limits = self.clone();
+        let (original, spec, cost_mib) = blocking(move || {
+            let cost = limits.cost_mib(&original, &spec)?;
+            Ok((original, spec, cost))
+        })
+        .await?;
+        let permit = self
+            .budget
+            .clone()
+            .acquire_many_owned(cost_mib)
+            .await
+            .map_err(|_| ThumbError::Image("the decode budget is closed".to_owned()))?;
+        blocking(move || {
+            // The permit goes with the decode, not with the caller: when the caller goes away
+            // the blocking task still runs to its end, and the budget counts it until then.
+            let _permit = permit;
+            render(&original, &spec, u64::from(cost_mib) * MIB)
+        })
+        .await
+    }
+
+    /// What decoding `original` for `spec` holds at its peak, in MiB, estimated from its header
+    /// alone: the pixels; the thumbnail twice (resized, then converted or encoded); the
+    /// decoder's buffers; for a GIF the frame it composes the image from; for a JPEG its copy
+    /// of the input and, unless it is sequential, the coefficients zune-jpeg keeps until the
+    /// last scan (2 bytes per sample, up to 3 samples per pixel).
+    fn cost_mib(&self, original: &[u8], spec: &Spec) -> Result<u32, ThumbError> {
+        let reader = reader(original, DECODER_BUFFERS)?;
+        let format = reader.format();
+        let decoder = reader
+            .into_decoder()
+            .map_err(|e| ThumbError::from_image(e, DECODER_BUFFERS))?;
+        let (width, height) = decoder.dimensions();
+        let pixels = u64::from(width) * u64::from(height);
+        if pixels > u64::from(self.max_megapixels) * 1_000_000 {
+            return Err(ThumbError::TooManyPixels {
+                width,
+                height,
+                limit: self.max_megapixels,
+            });
+        }
+        let decoded = decoder.total_bytes();
+        let (thumb_width, thumb_height) = fit(width, height, spec.width, spec.height);
+        let thumb_pixel = u64::from(decoder.color_type().bytes_per_pixel()).max(4);
+        let thumb = 2 * u64::from(thumb_width) * u64::from(thumb_height) * thumb_pixel;
+        let format_extra = match format {
+            Some(ImageFormat::Gif) => decoded,
+            Some(ImageFormat::Jpeg) if sequential_jpeg(original) => original.len() as u64,
+            Some(ImageFormat::Jpeg) => original.len() as u64 + 6 * pixels,
+            _ => 0,
+        };
+        let needed_mib = (decoded + thumb + DECODER_BUFFERS + format_extra).div_ceil(MIB);
+        match u32::try_from(needed_mib) {
+            Ok(n) if n <= self.budget_mib => Ok(n),
+            _ => Err(ThumbError::TooMuchMemory {
+                width,
+                height,
+                thumb_width,
+                thumb_height,
+                needed_mib,
+                limit_mib: self.budget_mib.into(),
+            }),
+        }
+    }
+}
+
+/// Runs `f` on the blocking pool: decoding is CPU work.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ThumbError> + Send + 'static,
+) -> Result<T, ThumbError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ThumbError::Image(format!("the decode task failed: {e}")))?
+}
+
+/// A reader of `original` in the format its bytes show, whose decoder allocates at most
+/// `max_alloc` bytes.
+fn reader(original: &[u8], max_alloc: u64) -> Result<ImageReader<Cursor<&[u8]>>, ThumbError> {
+    let mut reader = ImageReader::new(Cursor::new(original))
+        .with_guessed_format()
+        .map_err(|e| ThumbError::Image(e.to_string()))?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(max_alloc);
+    reader.limits(limits);
+    Ok(reader)
+}
+
+/// The size `image`'s `thumbnail` gives a `width`x`height` image to fit in the box.
+fn fit(width: u32, height: u32, box_width: u32, box_height: u32) -> (u32, u32) {
+    let ratio = f64::min(
+        f64::from(box_width) / f64::from(width),
+        f64::from(box_height) / f64::from(height),
+    );
+    let side = |n: u32| ((f64::from(n) * ratio).round() as u32).max(1);
+    (side(width), side(height))
+}
+
+/// Whether a JPEG's frame is sequential (SOF0, SOF1), which zune-jpeg decodes row by row.
+/// Walks the header's segments up to the first frame; anything else counts as progressive.
+fn sequential_jpeg(bytes: &[u8]) -> bool {
+    let mut at = 2; // after SOI
+    while let Some(&[0xFF, marker, hi, lo]) = bytes.get(at..at + 4) {
+        match marker {
+            0xFF => {
+                at += 1; // fill byte
+                continue;
+            }
+            0xC0 | 0xC1 => return true,
+            0xC4 | 0xC8 | 0xCC => {}            // DHT, JPG, DAC: not frames
+            0xC2..=0xCF | 0xDA => return false, // another frame, or a scan before any frame
+            _ => {}
+        }
+        at += 2 + usize::from(u16::from_be_bytes([hi, lo]));
+    }
+    false
+}
+
+/// Resizes `original` to fit in the spec's box, keeping the aspect ratio, and encodes it; the
+/// decoder allocates at most `max_alloc` bytes, pixels included.
+fn render(original: &[u8], spec: &Spec, max_alloc: u64) -> Result<Vec<u8>, ThumbError> {
+    let img = reader(original, max_alloc)?
+        .decode()
+        .map_err(|e| ThumbError::from_image(e, max_alloc))?;
     let thumb = img.thumbnail(spec.width, spec.height);
+    drop(img);
     let thumb = match spec.format {
         // JPEG has no alpha channel.
-        ImageFormat::Jpeg => image::DynamicImage::ImageRgb8(thumb.to_rgb8()),
+        ImageFormat::Jpeg => DynamicImage::ImageRgb8(thumb.into_rgb8()),
         _ => thumb,
     };
     let mut out = Cursor::new(Vec::new());
@@ -185,23 +392,23 @@ async fn fetch_origin(client: &HttpClient, origin: &str, name: &str) -> Result<B
         .map_err(|_| ThumbError::Origin(format!("{url} timed out")))?
 }
 
-/// The cache with the thumbnails group; its getter fetches from `origin` and renders.
+/// The cache with the thumbnails group; its getter fetches from `origin` and renders within
+/// `limits`.
 fn thumbnail_cache(
     self_url: &str,
     origin: &str,
     budget: usize,
+    limits: DecodeLimits,
 ) -> Result<(Cache, Group), CacheError> {
     let cache = Cache::builder(self_url).build()?;
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let origin: Arc<str> = Arc::from(origin);
     let getter = getter_fn(move |key: String| {
-        let (client, origin) = (client.clone(), origin.clone());
+        let (client, origin, limits) = (client.clone(), origin.clone(), limits.clone());
         async move {
-            let spec = Spec::from_key(&key).map_err(|e| ThumbError::Image(e.to_owned()))?;
+            let spec = Spec::from_key(&key).map_err(ThumbError::BadKey)?;
             let original = fetch_origin(&client, &origin, &spec.name).await?;
-            let bytes = tokio::task::spawn_blocking(move || render(&original, &spec))
-                .await
-                .map_err(|e| ThumbError::Image(e.to_string()))??;
+            let bytes = limits.render(original, spec).await?;
             Ok::<_, BoxError>(Bytes::from(bytes))
         }
     });
@@ -266,12 +473,11 @@ async fn thumbnail(
     resp
 }
 
-/// Maps a cache error to an answer: the getter's own error says 404 or 502.
+/// Maps a cache error to an answer: the getter's own error says which.
 fn error_response(e: &CacheError) -> Response {
     let (status, text) = match e {
         CacheError::Getter { source, .. } => match source.downcast_ref::<ThumbError>() {
-            Some(ThumbError::NotFound(_)) => (StatusCode::NOT_FOUND, source.to_string()),
-            Some(other) => (StatusCode::BAD_GATEWAY, other.to_string()),
+            Some(thumb) => (thumb.status(), thumb.to_string()),
             None => (StatusCode::BAD_GATEWAY, source.to_string()),
         },
         CacheError::KeyTooLong { .. } => (StatusCode::BAD_REQUEST, e.to_string()),
@@ -311,6 +517,7 @@ async fn main() {
         &format!("http://{bound}"),
         &args.origin,
         args.cache_mib << 20,
+        DecodeLimits::new(args.max_megapixels, args.decode_mib),
     )
     .unwrap_or_else(|e| common::fail(e));
     let options = common::etcd_options(&args.etcd);
@@ -348,25 +555,33 @@ mod tests {
         (parts.status, parts.headers, body.to_vec())
     }
 
-    /// A counting origin on loopback serving one generated 400x200 PNG as `wide.png`.
+    fn png(img: impl Into<image::DynamicImage>) -> Bytes {
+        let mut png = Cursor::new(Vec::new());
+        img.into().write_to(&mut png, ImageFormat::Png).unwrap();
+        Bytes::from(png.into_inner())
+    }
+
+    /// A counting origin on loopback serving two generated PNGs: `wide.png`, 400x200, and
+    /// `bomb.png`, 2000x2000 pixels of one grey in a few KB.
     async fn origin() -> (String, Arc<AtomicUsize>) {
         let hits = Arc::new(AtomicUsize::new(0));
-        let mut png = Cursor::new(Vec::new());
-        image::RgbImage::from_pixel(400, 200, image::Rgb([10, 200, 30]))
-            .write_to(&mut png, ImageFormat::Png)
-            .unwrap();
-        let png = Bytes::from(png.into_inner());
+        let wide = png(image::RgbImage::from_pixel(
+            400,
+            200,
+            image::Rgb([10, 200, 30]),
+        ));
+        let bomb = png(image::GrayImage::new(2000, 2000));
         let counter = hits.clone();
         let origin = Router::new().route(
             "/{name}",
             get(move |Path(name): Path<String>| {
-                let (png, counter) = (png.clone(), counter.clone());
+                let (wide, bomb, counter) = (wide.clone(), bomb.clone(), counter.clone());
                 async move {
                     counter.fetch_add(1, Ordering::SeqCst);
-                    if name == "wide.png" {
-                        png.into_response()
-                    } else {
-                        StatusCode::NOT_FOUND.into_response()
+                    match name.as_str() {
+                        "wide.png" => wide.into_response(),
+                        "bomb.png" => bomb.into_response(),
+                        _ => StatusCode::NOT_FOUND.into_response(),
                     }
                 }
             }),
@@ -378,7 +593,12 @@ mod tests {
     }
 
     fn test_app(origin: &str) -> Router {
-        let (cache, group) = thumbnail_cache("http://127.0.0.1:1", origin, 8 << 20).unwrap();
+        test_app_with(origin, DecodeLimits::new(16, 64))
+    }
+
+    fn test_app_with(origin: &str, limits: DecodeLimits) -> Router {
+        let (cache, group) =
+            thumbnail_cache("http://127.0.0.1:1", origin, 8 << 20, limits).unwrap();
         app(&cache, group)
     }
 
@@ -465,5 +685,79 @@ mod tests {
         let closed = format!("http://127.0.0.1:{}", svckit_testing::free_port());
         let (status, _, _) = call(&test_app(&closed), "/v1/image/10x10/wide.png", None).await;
         assert_eq!(status, StatusCode::BAD_GATEWAY);
+    }
+
+    #[tokio::test]
+    async fn too_many_pixels_is_422_naming_the_size_and_the_limit() {
+        let (origin, _) = origin().await;
+        let app = test_app_with(&origin, DecodeLimits::new(1, 64));
+        let (status, _, body) = call(&app, "/v1/image/100x100/bomb.png", None).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            "image is 2000x2000 = 4.0 megapixels, over the limit of 1 megapixels\n"
+        );
+        // Under the limit, the same image is served.
+        let app = test_app_with(&origin, DecodeLimits::new(4, 64));
+        let (status, _, _) = call(&app, "/v1/image/100x100/bomb.png", None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_decode_needing_more_than_the_budget_is_422_naming_it() {
+        let (origin, _) = origin().await;
+        let app = test_app_with(&origin, DecodeLimits::new(16, 8));
+        // 400x200 fitted in 4096x4096 is 4096x2048: 32 MiB of RGBA thumbnail, counted twice.
+        let (status, _, body) = call(&app, "/v1/image/4096x4096/wide.png", None).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            "image is 400x200: decoding it for a 4096x2048 thumbnail needs 69 MiB, \
+             over the limit of 8 MiB\n"
+        );
+        let (status, _, _) = call(&app, "/v1/image/100x100/wide.png", None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_peer_asking_for_a_bad_key_is_told_why() {
+        let (origin, hits) = origin().await;
+        let app = test_app(&origin);
+        let (status, _, body) = call(&app, "/_groupcache/thumbnails/10x10%2F..png", None).await;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+        assert!(
+            body.contains("key refused: bad image name: it must not contain"),
+            "{body}"
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn fit_is_the_size_thumbnail_makes() {
+        for (w, h, bw, bh) in [
+            (400, 200, 100, 100),
+            (400, 200, 40, 40),
+            (3, 1000, 64, 64),
+            (10, 7, 4096, 4096),
+            (333, 777, 120, 90),
+        ] {
+            let made = image::DynamicImage::new_rgb8(w, h).thumbnail(bw, bh);
+            assert_eq!(fit(w, h, bw, bh), (made.width(), made.height()), "{w}x{h}");
+        }
+    }
+
+    #[test]
+    fn sequential_jpeg_tells_a_progressive_frame() {
+        let mut jpeg = Cursor::new(Vec::new());
+        image::RgbImage::new(16, 16)
+            .write_to(&mut jpeg, ImageFormat::Jpeg)
+            .unwrap();
+        let mut jpeg = jpeg.into_inner();
+        assert!(sequential_jpeg(&jpeg));
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        jpeg[sof + 1] = 0xC2;
+        assert!(!sequential_jpeg(&jpeg));
+        assert!(!sequential_jpeg(b"not a jpeg"));
     }
 }
