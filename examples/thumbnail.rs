@@ -2,7 +2,9 @@
 //! resized to fit in w×h (aspect ratio kept), in the format its extension names. The resized
 //! bytes live in a group cache shared by every running instance: the instances find each other
 //! in etcd, each thumbnail is produced once across the cluster, and any instance answers with
-//! the same bytes.
+//! the same bytes. Originals are bounded in pixels, read from their headers before decoding
+//! (`--max-megapixels`), and decodes in flight in memory (`--decode-mib`); an image over
+//! either limit is answered 422 with the limit named.
 //!
 //! Run with: `cargo run --example thumbnail -- --listen 127.0.0.1:8000 --origin http://127.0.0.1:9300`
 //! (start the `origin` example first; `--etcd 127.0.0.1:2379` by default).
