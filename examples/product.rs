@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use clap::Parser;
-use svckit::registry::{validate_ident, Lifecycle};
+use svckit::registry::Lifecycle;
 
 /// Flags of the product service.
 #[derive(Debug, Parser)]
@@ -74,14 +74,6 @@ async fn product(State(served_by): State<Arc<str>>, Path(id): Path<String>) -> R
 async fn main() {
     common::init_tracing();
     let args = Args::parse();
-    if let Err(e) = validate_ident("name", &args.name) {
-        common::fail(e);
-    }
-    if let Some(id) = &args.id {
-        if let Err(e) = validate_ident("id", id) {
-            common::fail(e);
-        }
-    }
     let listen = format!("{}:{}", args.bind, args.port);
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

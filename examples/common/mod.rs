@@ -111,10 +111,16 @@ pub(crate) async fn register(
     bound: std::net::SocketAddr,
     endpoints: &str,
 ) -> svckit::registry::Lifecycle {
-    builder.register(registry, bound).await.unwrap_or_else(|e| {
-        fail(format_args!(
-            "cannot register in etcd at {endpoints}: {}",
-            chain(&e)
-        ))
-    })
+    use svckit::registry::Error;
+    builder
+        .register(registry, bound)
+        .await
+        .unwrap_or_else(|e| match e {
+            // Refused before anything was sent: the flag, not etcd, is at fault.
+            Error::InvalidIdent { .. } | Error::InvalidAddress { .. } => fail(e),
+            _ => fail(format_args!(
+                "cannot register in etcd at {endpoints}: {}",
+                chain(&e)
+            )),
+        })
 }

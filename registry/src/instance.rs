@@ -106,17 +106,17 @@ impl fmt::Display for Instance {
 }
 
 /// A fresh random instance id: a UUID v4 in its 32-hex simple form.
-pub fn random_id() -> String {
+pub(crate) fn random_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// True when `s` is a non-empty run of ASCII word characters (`[A-Za-z0-9_]+`).
-pub fn is_ident(s: &str) -> bool {
+pub(crate) fn is_ident(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// Checks a service name or id, naming the bad value and what is allowed when it fails.
-pub fn validate_ident(what: &'static str, value: &str) -> Result<(), Error> {
+pub(crate) fn validate_ident(what: &'static str, value: &str) -> Result<(), Error> {
     if is_ident(value) {
         Ok(())
     } else {

@@ -66,7 +66,7 @@ pub use discover::{
 };
 pub use error::{Error, MalformedEntry};
 pub use etcd::{EtcdOptions, EtcdRegistry};
-pub use instance::{is_ident, random_id, validate_ident, Instance, DEFAULT_PREFIX};
+pub use instance::{Instance, DEFAULT_PREFIX};
 pub use layer::{InFlight, InFlightCounter, InFlightFuture, InFlightLayer};
 pub use lease::{Registration, RegistrationState};
 pub use lifecycle::{Lifecycle, LifecycleBuilder, ShutdownSignal, DEFAULT_GRACE};

@@ -95,22 +95,26 @@ impl MemoryRegistry {
 
     /// Writes a raw key and value without a lease, bypassing validation: for tests of how
     /// discovery treats foreign or malformed entries. Returns the revision.
+    #[cfg(feature = "test-util")]
     pub fn put_raw(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> i64 {
         self.store.put_raw(key.as_ref(), value.as_ref())
     }
 
     /// Deletes a raw key.
+    #[cfg(feature = "test-util")]
     pub fn delete_raw(&self, key: impl AsRef<[u8]>) {
         self.store.delete_raw(key.as_ref());
     }
 
     /// Drops watch history up to `revision`, as etcd's compaction does. A watcher that has
     /// to resume from before it re-lists.
+    #[cfg(feature = "test-util")]
     pub fn compact(&self, revision: i64) {
         self.store.compact(revision);
     }
 
     /// The current revision of the data.
+    #[cfg(feature = "test-util")]
     pub fn revision(&self) -> i64 {
         self.store.revision()
     }

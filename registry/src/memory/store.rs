@@ -172,17 +172,20 @@ impl MemoryStore {
         }
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     /// Puts a raw key without a lease (tests: foreign or malformed entries).
     pub(crate) fn put_raw(&self, key: &[u8], value: &[u8]) -> i64 {
         let mut state = self.inner.lock();
         put_locked(&mut state, key, value, 0)
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     /// Deletes a raw key.
     pub(crate) fn delete_raw(&self, key: &[u8]) {
         self.inner.lock().delete_keys([key.to_vec()]);
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     /// Drops watch history up to and including `revision`.
     pub(crate) fn compact(&self, revision: i64) {
         let mut state = self.inner.lock();
@@ -197,6 +200,7 @@ impl MemoryStore {
         state.compacted = state.compacted.max(revision);
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     /// The current revision.
     pub(crate) fn revision(&self) -> i64 {
         self.inner.lock().revision
