@@ -4,8 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::etcd::START_TIMEOUT;
-use crate::member::Member;
+use crate::member::{Member, START_TIMEOUT};
 
 /// A real etcd cluster on loopback: members `m0`, `m1`, … with their own ports and data
 /// directories, started together with `--initial-cluster`. Every member is killed when the

@@ -8,10 +8,7 @@ use std::time::Duration;
 
 use crate::cluster::EtcdCluster;
 use crate::free_ports;
-use crate::member::{Member, ServerConfig, TlsFiles};
-
-/// How long starting waits for a healthy server.
-pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(20);
+use crate::member::{Member, ServerConfig, TlsFiles, START_TIMEOUT};
 
 /// A real etcd server on loopback, killed when dropped.
 #[derive(Debug)]

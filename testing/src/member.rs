@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use crate::{etcd_binary, INSTALL_HINT};
 
+/// How long starting waits for a healthy server.
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Where the server's TLS material was written (inside the temporary directory).
 #[derive(Debug)]
 pub(crate) struct TlsFiles {
