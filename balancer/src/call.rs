@@ -10,10 +10,10 @@ use http::{Method, Request, Response, StatusCode, Uri};
 use tokio::time::Instant;
 
 use crate::balance::Balancer;
-use crate::client::{HttpClient, SendError};
-use crate::error::{chain_message, Attempt, BoxError, Error};
+use crate::error::{chain_message, Attempt, BoxError, Error, TransportError};
 use crate::retry::{Failure, RetryState};
 use crate::ring::HashFn;
+use crate::transport::{HttpClient, Limits};
 
 pub(crate) type Encode<Req> = Arc<dyn Fn(Req) -> Result<Request<Bytes>, BoxError> + Send + Sync>;
 pub(crate) type Decode<Resp> = Arc<dyn Fn(Response<Bytes>) -> Result<Resp, BoxError> + Send + Sync>;
@@ -207,28 +207,47 @@ impl<Req: Send + 'static, Resp: Send + 'static> Inner<Req, Resp> {
                 })
             }
         };
-        match tokio::time::timeout(limit, self.client.send(req, self.max_body)).await {
-            Ok(Ok(resp)) => Outcome::Done(resp),
-            Ok(Err(SendError::TooLarge)) => Outcome::Failed(Error::BodyTooLarge {
+        let addr = addr.to_owned();
+        match self
+            .client
+            .send(req, Limits::new(limit, self.max_body))
+            .await
+        {
+            Ok(resp) => Outcome::Done(resp),
+            Err(TransportError::BodyTooLarge { limit, .. }) => {
+                Outcome::Failed(Error::BodyTooLarge {
+                    service: service.clone(),
+                    addr,
+                    limit,
+                })
+            }
+            Err(TransportError::Timeout { after }) => Outcome::Failed(Error::Timeout {
                 service: service.clone(),
-                addr: addr.to_owned(),
-                limit: self.max_body,
+                addr,
+                after: match deadline {
+                    Some((_, total)) if limit_is_deadline => total,
+                    _ => after,
+                },
             }),
-            Ok(Err(SendError::Transport { connect, source })) => {
+            Err(TransportError::Connect { source }) => Outcome::Failed(Error::Transport {
+                service: service.clone(),
+                addr,
+                connect: true,
+                source,
+            }),
+            Err(TransportError::Request { source } | TransportError::Body { source, .. }) => {
                 Outcome::Failed(Error::Transport {
                     service: service.clone(),
-                    addr: addr.to_owned(),
-                    connect,
+                    addr,
+                    connect: false,
                     source,
                 })
             }
-            Err(_) => Outcome::Failed(Error::Timeout {
+            Err(other) => Outcome::Failed(Error::Transport {
                 service: service.clone(),
-                addr: addr.to_owned(),
-                after: match deadline {
-                    Some((_, total)) if limit_is_deadline => total,
-                    _ => limit,
-                },
+                addr,
+                connect: false,
+                source: Box::new(other),
             }),
         }
     }

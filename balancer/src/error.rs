@@ -129,6 +129,77 @@ impl Error {
     }
 }
 
+/// Why [`HttpClient::send`](crate::HttpClient::send) (or `get`) failed: the transport's
+/// typed errors. A status is never an error here; every answer is a response.
+///
+/// The messages do not repeat the URL (the caller knows what it sent and says so in its own
+/// error, as an Endpoint's [`Error`] does with the service and address); the source is
+/// hyper's error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The URL given to [`HttpClient::get`](crate::HttpClient::get) is not an absolute
+    /// `http://` URL. Nothing was sent.
+    #[error("invalid URL `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Connecting failed (refused, unreachable, the connect timeout elapsed): the request
+    /// was never sent, so it is safe to send again whatever its method.
+    #[error("connect failed")]
+    Connect {
+        /// hyper's error.
+        #[source]
+        source: BoxError,
+    },
+    /// Sending the request or receiving the response head failed after connecting (reset,
+    /// closed, malformed answer): the peer may have processed the request.
+    #[error("request failed")]
+    Request {
+        /// hyper's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The head arrived but reading the body failed.
+    #[error("reading the body of a {status} answer failed")]
+    Body {
+        /// The status of the answer.
+        status: http::StatusCode,
+        /// hyper's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The body (declared or read so far) is larger than the limit; the rest was not read.
+    #[error("the body of a {status} answer exceeds the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The status of the answer.
+        status: http::StatusCode,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The whole exchange did not finish within the request's timeout.
+    #[error("no complete answer within {after:?}")]
+    Timeout {
+        /// The timeout that elapsed.
+        after: Duration,
+    },
+}
+
+impl TransportError {
+    /// True for [`TransportError::Connect`]: the request was never sent.
+    pub fn is_connect(&self) -> bool {
+        matches!(self, Self::Connect { .. })
+    }
+
+    /// True for [`TransportError::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout { .. })
+    }
+}
+
 /// One failed attempt of a call, as listed by [`Error::RetriesExhausted`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {

@@ -11,16 +11,12 @@ use svckit_registry::Discovery;
 
 use crate::balance::Balancer;
 use crate::call::{Decode, Encode, Inner, KeyFn};
-use crate::client::HttpClient;
 use crate::endpoint::Endpoint;
 use crate::error::{BoxError, Error};
 use crate::pick::Picker;
 use crate::retry::{Retry, RetryState};
+use crate::transport::{HttpClient, DEFAULT_MAX_BODY, DEFAULT_TIMEOUT};
 
-/// Default per-call timeout of an HTTP endpoint.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default limit on a response body.
-pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
 /// Default time an instance is avoided after a connect to it failed.
 pub const DEFAULT_EJECTION: Duration = Duration::from_secs(1);
 

@@ -33,7 +33,6 @@
 
 mod balance;
 mod call;
-mod client;
 mod endpoint;
 mod error;
 mod http;
@@ -43,14 +42,18 @@ mod random;
 mod retry;
 mod ring;
 mod round_robin;
+mod transport;
 
-pub use crate::http::{EndpointBuilder, DEFAULT_EJECTION, DEFAULT_MAX_BODY, DEFAULT_TIMEOUT};
-pub use client::{HttpClient, SendError, DEFAULT_CONNECT_TIMEOUT};
+pub use crate::http::{EndpointBuilder, DEFAULT_EJECTION};
 pub use endpoint::{chain, Chain, Endpoint, Middleware};
-pub use error::{Attempt, BoxError, Error};
+pub use error::{Attempt, BoxError, Error, TransportError};
 pub use p2c::P2c;
 pub use pick::{ConsistentHash, Picker};
 pub use random::Random;
 pub use retry::{is_idempotent, is_safe_to_retry, Failure, Predicate, Retry};
 pub use ring::{xxh3, HashFn, Ring, DEFAULT_VNODES, MAX_VNODES};
 pub use round_robin::RoundRobin;
+pub use transport::{
+    HttpClient, HttpClientBuilder, Limits, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BODY,
+    DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_TIMEOUT,
+};
