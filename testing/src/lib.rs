@@ -24,6 +24,9 @@
 //! # }
 //! ```
 //!
+//! [`process`] starts the example binaries and signals them; [`load`] drives calls from several
+//! tasks and counts their outcomes.
+//!
 //! [`EtcdCluster`] starts several members forming one cluster (`--initial-cluster`), each of
 //! which can be SIGKILLed and restarted on its own, and finds the current leader; the builder
 //! also passes further server flags, such as a short `--auth-token-ttl`:
@@ -51,7 +54,9 @@ pub mod tls;
 
 mod cluster;
 mod etcd;
+pub mod load;
 mod member;
+pub mod process;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
