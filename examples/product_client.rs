@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
-use svckit::balancer::{Endpoint, Error as CallError, HttpClient, Picker, Retry};
+use svckit::balancer::{Endpoint, Error as CallError, HttpClient, Picker, RetryPolicy};
 use svckit::registry::{Discovery, Registry};
 
 /// Flags of the client.
@@ -94,7 +94,7 @@ fn product_endpoint(
         .picker(Picker::by_name(balance)?)
         .hash_key(|req: &ProductRequest| req.id.to_be_bytes())
         .timeout(Duration::from_secs(2))
-        .retry(Retry::new(3, Duration::from_secs(5)))
+        .retry(RetryPolicy::new(3, Duration::from_secs(5)))
         .build()
 }
 

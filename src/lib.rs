@@ -16,7 +16,7 @@
 //! use std::time::Duration;
 //! use axum::{routing::get, Router};
 //! use bytes::Bytes;
-//! use svckit::balancer::{HttpClient, Picker, Retry};
+//! use svckit::balancer::{HttpClient, Picker, RetryPolicy};
 //! use svckit::cache::{getter_fn, BoxError, Cache};
 //! use svckit::registry::{EtcdOptions, EtcdRegistry, Lifecycle, Registry};
 //! # async fn tour() -> Result<(), Box<dyn std::error::Error>> {
@@ -36,7 +36,7 @@
 //!         |resp: http::Response<Bytes>| String::from_utf8(resp.into_body().to_vec()))
 //!     .picker(Picker::by_name("hash")?)              // random | round_robin | hash | p2c
 //!     .hash_key(|id: &u64| id.to_be_bytes())
-//!     .retry(Retry::new(3, Duration::from_secs(5)))
+//!     .retry(RetryPolicy::new(3, Duration::from_secs(5)))
 //!     .build()?;
 //! let product: String = get_product.invoke(42).await?;
 //!

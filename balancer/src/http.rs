@@ -14,7 +14,7 @@ use crate::call::{Decode, Encode, Inner, KeyFn};
 use crate::endpoint::Endpoint;
 use crate::error::{BoxError, Error};
 use crate::pick::Picker;
-use crate::retry::{Retry, RetryState};
+use crate::retry::{RetryPolicy, RetryState};
 use crate::transport::{HttpClient, DEFAULT_MAX_BODY, DEFAULT_TIMEOUT};
 
 /// Default time an instance is avoided after a connect to it failed.
@@ -68,7 +68,7 @@ pub struct EndpointBuilder<Req, Resp> {
     picker: Picker,
     timeout: Duration,
     max_body: usize,
-    retry: Option<Retry>,
+    retry: Option<RetryPolicy>,
     ejection: Duration,
 }
 
@@ -121,7 +121,7 @@ where
     }
 
     /// Retries failed calls on other instances. Default: no retry (one attempt).
-    pub fn retry(mut self, retry: Retry) -> Self {
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = Some(retry);
         self
     }

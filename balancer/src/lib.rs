@@ -9,7 +9,7 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use bytes::Bytes;
-//! use svckit_balancer::{HttpClient, Picker, Retry};
+//! use svckit_balancer::{HttpClient, Picker, RetryPolicy};
 //! use svckit_registry::{Discovery, Instance};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,7 +25,7 @@
 //!     .picker(Picker::by_name("hash")?)
 //!     .hash_key(|id: &u64| id.to_be_bytes())
 //!     .timeout(Duration::from_secs(2))
-//!     .retry(Retry::new(3, Duration::from_secs(5)))
+//!     .retry(RetryPolicy::new(3, Duration::from_secs(5)))
 //!     .build()?;
 //! let name: String = get_product.invoke(42).await?;
 //! # Ok(()) }
@@ -50,7 +50,7 @@ pub use error::{Attempt, BoxError, Error, TransportError};
 pub use p2c::P2c;
 pub use pick::{ConsistentHash, Picker};
 pub use random::Random;
-pub use retry::{is_idempotent, is_safe_to_retry, Failure, Predicate, Retry};
+pub use retry::{is_idempotent, is_safe_to_retry, Failure, Predicate, RetryPolicy};
 pub use ring::{xxh3, HashFn, Ring, DEFAULT_VNODES, MAX_VNODES};
 pub use round_robin::RoundRobin;
 pub use transport::{

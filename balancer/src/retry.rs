@@ -1,5 +1,9 @@
-//! Retry (go-kit `lb.Retry`): bounded attempts, one overall deadline, another instance per
-//! attempt, only what is safe to retry, within a retry budget.
+//! The retry policy (go-kit `lb.Retry`): bounded attempts, one overall deadline, another
+//! instance per attempt, only what is safe to retry, within a retry budget.
+//!
+//! [`RetryPolicy`] is settings an Endpoint follows, not a middleware: the Endpoint's call
+//! applies it across its attempts (`call.rs`), because another attempt means another pick
+//! from the same set of instances.
 
 use std::fmt;
 use std::sync::Arc;
@@ -53,19 +57,20 @@ pub fn is_safe_to_retry(method: &Method, failure: &Failure<'_>) -> bool {
     }
 }
 
-/// Retry settings for an HTTP endpoint (go-kit `lb.Retry(max, timeout, balancer)`).
+/// When an HTTP endpoint tries again (go-kit `lb.Retry(max, timeout, balancer)`); given to
+/// [`EndpointBuilder::retry`](crate::EndpointBuilder::retry).
 #[derive(Clone)]
 #[must_use]
-pub struct Retry {
+pub struct RetryPolicy {
     pub(crate) max_attempts: usize,
     pub(crate) deadline: Duration,
     pub(crate) predicate: Predicate,
     pub(crate) budget: Option<(f32, u32)>,
 }
 
-impl fmt::Debug for Retry {
+impl fmt::Debug for RetryPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Retry")
+        f.debug_struct("RetryPolicy")
             .field("max_attempts", &self.max_attempts)
             .field("deadline", &self.deadline)
             .field("budget", &self.budget)
@@ -73,7 +78,7 @@ impl fmt::Debug for Retry {
     }
 }
 
-impl Retry {
+impl RetryPolicy {
     /// At most `max_attempts` attempts in all (at least 1), all within `deadline` from the
     /// start of the call. Defaults: predicate [`is_safe_to_retry`], budget 20% of calls plus
     /// 10 retries per second.
@@ -117,7 +122,7 @@ impl Retry {
 
 /// The live retry policy of one endpoint: settings plus the budget's counters.
 pub(crate) struct RetryState {
-    pub(crate) settings: Retry,
+    pub(crate) settings: RetryPolicy,
     budget: Option<TpsBudget>,
 }
 
@@ -130,7 +135,7 @@ impl fmt::Debug for RetryState {
 }
 
 impl RetryState {
-    pub(crate) fn new(settings: Retry) -> Self {
+    pub(crate) fn new(settings: RetryPolicy) -> Self {
         let budget = settings
             .budget
             .map(|(ratio, min)| TpsBudget::new(Duration::from_secs(10), min, ratio));
@@ -192,13 +197,13 @@ mod tests {
 
     #[test]
     fn budget_limits_retries() {
-        let state = RetryState::new(Retry::new(3, Duration::from_secs(1)).budget(0.2, 0));
+        let state = RetryState::new(RetryPolicy::new(3, Duration::from_secs(1)).budget(0.2, 0));
         for _ in 0..100 {
             state.deposit();
         }
         let granted = (0..100).filter(|_| state.withdraw()).count();
         assert!((15..=25).contains(&granted), "granted {granted}");
-        let unlimited = RetryState::new(Retry::new(3, Duration::from_secs(1)).no_budget());
+        let unlimited = RetryState::new(RetryPolicy::new(3, Duration::from_secs(1)).no_budget());
         assert!((0..100).all(|_| unlimited.withdraw()));
     }
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use support::*;
-use svckit_balancer::{ConsistentHash, Error, HttpClient, P2c, Picker, Random, Retry};
+use svckit_balancer::{ConsistentHash, Error, HttpClient, P2c, Picker, Random, RetryPolicy};
 use svckit_registry::{Discovery, EtcdOptions, EtcdRegistry, Registration, Registry};
 use svckit_testing::Etcd;
 
@@ -146,7 +146,7 @@ async fn retry_loses_no_call_when_a_server_is_killed_mid_run() {
     let c = Cluster::start(servers(3, Duration::from_millis(1)).await).await;
     let ep = builder(&HttpClient::new(), &c.discovery)
         .picker(Picker::Random(Random::from_seed(3)))
-        .retry(Retry::new(3, Duration::from_secs(5)))
+        .retry(RetryPolicy::new(3, Duration::from_secs(5)))
         .build()
         .unwrap();
     let victim = &c.servers[0];
@@ -178,7 +178,7 @@ async fn no_instances_comes_back_within_the_deadline() {
     let c = Cluster::start(servers(1, Duration::ZERO).await).await;
     let ep = HttpClient::new()
         .endpoint(&c.discovery, "ghost", encode, decode)
-        .retry(Retry::new(3, Duration::from_secs(2)))
+        .retry(RetryPolicy::new(3, Duration::from_secs(2)))
         .build()
         .unwrap();
     let start = Instant::now();

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use support::*;
-use svckit_balancer::{ConsistentHash, Error, HttpClient, P2c, Picker, Random, Retry, RoundRobin};
+use svckit_balancer::{
+    ConsistentHash, Error, HttpClient, P2c, Picker, Random, RetryPolicy, RoundRobin,
+};
 use svckit_registry::Discovery;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,7 +116,7 @@ async fn retry_survives_a_server_killed_mid_run() {
     let servers = servers(3, Duration::from_millis(1)).await;
     let ep = builder(&HttpClient::new(), &static_discovery(&servers))
         .picker(Picker::RoundRobin(RoundRobin::new()))
-        .retry(Retry::new(3, Duration::from_secs(5)))
+        .retry(RetryPolicy::new(3, Duration::from_secs(5)))
         .build()
         .unwrap();
     let first = run(&ep, 300, 16, |_| Call::get("/id")).await;
@@ -144,7 +146,7 @@ async fn retry_lists_attempts_and_post_is_not_retried_after_a_timeout() {
     let slow = servers(2, Duration::from_millis(500)).await;
     let ep = builder(&HttpClient::new(), &static_discovery(&slow))
         .timeout(Duration::from_millis(50))
-        .retry(Retry::new(2, Duration::from_secs(5)))
+        .retry(RetryPolicy::new(2, Duration::from_secs(5)))
         .build()
         .unwrap();
     let err = ep.invoke(Call::get("/id")).await.unwrap_err();
@@ -179,7 +181,7 @@ async fn gateway_status_is_retried_on_another_instance() {
     ];
     let ep = builder(&HttpClient::new(), &static_discovery(&servers))
         .picker(Picker::RoundRobin(RoundRobin::new()))
-        .retry(Retry::new(2, Duration::from_secs(5)))
+        .retry(RetryPolicy::new(2, Duration::from_secs(5)))
         .build()
         .unwrap();
     for _ in 0..10 {
@@ -190,7 +192,7 @@ async fn gateway_status_is_retried_on_another_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_instances_is_typed_and_immediate() {
     let ep = builder(&HttpClient::new(), &Discovery::from_static([]))
-        .retry(Retry::new(3, Duration::from_secs(2)))
+        .retry(RetryPolicy::new(3, Duration::from_secs(2)))
         .build()
         .unwrap();
     let start = Instant::now();
@@ -271,7 +273,7 @@ async fn an_unbounded_retry_deadline_does_not_panic() {
     // Duration::MAX means "no overall deadline"; now + MAX must not overflow.
     let ep = builder(&HttpClient::new(), &static_discovery(&servers))
         .picker(Picker::RoundRobin(RoundRobin::new()))
-        .retry(Retry::new(2, Duration::MAX))
+        .retry(RetryPolicy::new(2, Duration::MAX))
         .build()
         .unwrap();
     for _ in 0..4 {

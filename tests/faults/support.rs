@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use etcd_client::{Client, ConnectOptions, GetOptions};
-use svckit::balancer::{Endpoint, HttpClient, Picker, Retry};
+use svckit::balancer::{Endpoint, HttpClient, Picker, RetryPolicy};
 use svckit::registry::{Discovery, EtcdOptions, EtcdRegistry, Registry};
 use tokio::process::{Child, Command};
 
@@ -388,7 +388,7 @@ pub(crate) fn product_endpoint(discovery: &Discovery) -> Endpoint<u64, String> {
         )
         .picker(Picker::by_name("p2c").expect("the p2c picker"))
         .timeout(Duration::from_secs(2))
-        .retry(Retry::new(3, Duration::from_secs(5)))
+        .retry(RetryPolicy::new(3, Duration::from_secs(5)))
         .build()
         .expect("build the product endpoint")
 }
