@@ -1,12 +1,17 @@
 //! Cache benchmarks: a local hit (one thread at 1k/10k/100k keys, and two threads' total
 //! throughput at 10k keys, then a summary of both from interleaved rounds; each for `get`
-//! and, at 10k keys, for `get_with`), a peer fetch over loopback with 1 KiB values (latency
+//! and, at 10k keys, for `get_with`), the hit path against golang/groupcache's `Group.Get`
+//! in the same run (`hit_vs_go`), a peer fetch over loopback with 1 KiB values (latency
 //! percentiles printed, and fetches per second with 16 in flight), and singleflight with
 //! 1,000 waiters on one cold key.
 //!
 //! Run with: `cargo bench --bench cache -- --warm-up-time 1 --measurement-time 3`
+//! The comparison with Go alone: `cargo bench --bench cache -- hit_vs_go` (needs `go` and
+//! golang/groupcache's source, Debian's golang-go and golang-github-golang-groupcache-dev).
 
 use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -108,13 +113,17 @@ fn on_threads(groups: &[&Group], ks: &[String], iters: u64, how: Hit) -> Duratio
 }
 
 /// Whether the command line's filter (criterion's positional argument, if any) asks for
-/// `name`: unfiltered runs and filters that are a part of `name` (`local_hit`, `summary`) do.
+/// `name`: unfiltered runs and filters with a `|`-separated part that is a part of `name`
+/// (`local_hit`, `summary`, `peer_fetch|singleflight`) do.
 fn wanted(name: &str) -> bool {
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-') && a.parse::<f64>().is_err())
         .collect();
-    filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+    filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| f.split('|').any(|f| name.contains(f)))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -150,6 +159,12 @@ fn scaling_summary(group: &Group, other: &Group, ks: &[String], how: Hit, name: 
 }
 
 fn local_hit(c: &mut Criterion) {
+    if !["1_thread", "2_threads", "summary"]
+        .iter()
+        .any(|b| wanted(&format!("cache/local_hit/{b}")))
+    {
+        return;
+    }
     let rt = current_thread();
     let mut g = c.benchmark_group("cache/local_hit");
     g.throughput(Throughput::Elements(1));
@@ -243,6 +258,9 @@ fn two_nodes(rt: &tokio::runtime::Runtime) -> (Cache, Cache, Group, Vec<String>)
 }
 
 fn peer_fetch(c: &mut Criterion) {
+    if !wanted("cache/peer_fetch/1KiB/sequential/16_in_flight") {
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -311,6 +329,9 @@ fn peer_fetch(c: &mut Criterion) {
 }
 
 fn singleflight(c: &mut Criterion) {
+    if !wanted("cache/singleflight/1000_waiters_one_cold_key") {
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -368,5 +389,112 @@ fn singleflight(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, local_hit, peer_fetch, singleflight);
+const GOPATH: &str = "/usr/share/gocode";
+
+/// Builds `benches/go/groupcache_get.go` in GOPATH mode against Debian's golang/groupcache.
+fn build_go_bench() -> PathBuf {
+    let gopath = std::env::var("SVCKIT_GO_GOPATH").unwrap_or_else(|_| GOPATH.into());
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join("groupcache_get");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/go/groupcache_get.go");
+    let out = Command::new("go")
+        .arg("build")
+        .arg("-o")
+        .arg(&bin)
+        .arg(&source)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", &gopath)
+        .env("GOCACHE", dir.join("gocache"))
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "")
+        .env("GOENV", "off")
+        .env("CGO_ENABLED", "0")
+        .output()
+        .expect("run `go build` (install Debian's golang-go)");
+    assert!(
+        out.status.success(),
+        "go build {} (GOPATH={gopath}) failed; install golang-go and \
+         golang-github-golang-groupcache-dev:\n{}",
+        source.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}
+
+/// One run of the Go program: nanoseconds per `Group.Get` hit.
+fn go_ns_per_hit(bin: &Path, iters: u64) -> f64 {
+    let out = Command::new(bin)
+        .arg("-iters")
+        .arg(iters.to_string())
+        .output()
+        .expect("run the Go bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// golang/groupcache's `Group.Get` (1,000 keys, `AllocatingByteSliceSink`) and ours, in
+/// alternating rounds of one process: per round, the Go program's time per hit, then ours
+/// for `get` and `get_with` on one thread, two threads on one group and two on separate
+/// groups (the control). Prints each round and the medians of the per-round ratios.
+fn hit_vs_go(_c: &mut Criterion) {
+    // Not in unfiltered runs: it needs Go.
+    if !std::env::args().skip(1).any(|a| a.contains("vs_go")) {
+        return;
+    }
+    const ROUNDS: usize = 7;
+    const ITERS: u64 = 1_000_000;
+    let go = build_go_bench();
+    let rt = current_thread();
+    let ks = scrambled(keys(1_000));
+    let (_cache, group) = warm_group(&rt, &ks);
+    let (_cache2, other) = warm_group(&rt, &ks);
+    let ns = |t: Duration| t.as_secs_f64() * 1e9 / ITERS as f64;
+    let mut cols: [Vec<f64>; 7] = Default::default();
+    println!(
+        "cache/hit_vs_go: 1,000 keys, 100-byte values, {ITERS} hits per thread and round\n\
+         round  go ns  get ns  with ns  get/go  with/go  get 2t/1t (control)  with 2t/1t (control)"
+    );
+    for round in 1..=ROUNDS {
+        let go_ns = go_ns_per_hit(&go, ITERS);
+        let mut row = vec![go_ns];
+        let mut scale = Vec::new();
+        for how in [Hit::Get, Hit::GetWith] {
+            let t1 = on_threads(&[&group], &ks, ITERS, how);
+            let t2 = on_threads(&[&group, &group], &ks, ITERS, how);
+            let tc = on_threads(&[&group, &other], &ks, ITERS, how);
+            row.push(ns(t1));
+            scale.push(2.0 * t1.as_secs_f64() / t2.as_secs_f64());
+            scale.push(2.0 * t1.as_secs_f64() / tc.as_secs_f64());
+        }
+        let vals = [
+            row[1] / go_ns,
+            row[2] / go_ns,
+            scale[0],
+            scale[1],
+            scale[2],
+            scale[3],
+            go_ns,
+        ];
+        println!(
+            "{round:>5}  {go_ns:>5.1}  {:>6.1}  {:>7.1}  {:>6.3}  {:>7.3}  {:>8.2}x ({:.2}x)  {:>9.2}x ({:.2}x)",
+            row[1], row[2], vals[0], vals[1], vals[2], vals[3], vals[4], vals[5]
+        );
+        for (col, v) in cols.iter_mut().zip(vals) {
+            col.push(v);
+        }
+    }
+    let [get, with, get2, getc, with2, withc, go_ns] = cols.map(median);
+    println!(
+        "cache/hit_vs_go medians of {ROUNDS} rounds: go {go_ns:.1} ns/hit; get {get:.3}x go \
+         (limit 0.45); get_with {with:.3}x go (limit 0.35); two threads on one group: get \
+         {get2:.2}x, get_with {with2:.2}x one thread (limit 1.5; control {getc:.2}x, {withc:.2}x)"
+    );
+}
+
+criterion_group!(benches, local_hit, hit_vs_go, peer_fetch, singleflight);
 criterion_main!(benches);

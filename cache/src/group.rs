@@ -166,9 +166,10 @@ impl<'a> GroupBuilder<'a> {
         self
     }
 
-    /// The number of lock shards (rounded up to a power of two). Each shard gets
-    /// `budget / shards` bytes, and a value larger than that is not cached; one shard gives
-    /// one exact LRU. Default: one per MiB of budget, 1 to 16.
+    /// The number of lock shards (rounded up to a power of two). Keys are spread over them
+    /// by hash; each shard gets `budget / shards` bytes and evicts its own least recently
+    /// used entries, and a value larger than that is not cached; one shard gives one exact
+    /// LRU. Default: one per MiB of budget, 1 to 16.
     pub fn shards(mut self, n: usize) -> Self {
         self.shards = Some(n.max(1));
         self
@@ -224,10 +225,11 @@ impl Group {
     ///
     /// A hit then takes no reference to the value: `f` runs on the cached bytes in place,
     /// which saves the two atomic reference-count operations that a returned [`Bytes`] costs
-    /// (its clone and its drop), about a third of a hit's time (see `BENCHMARKS.md`). Use it
-    /// when the value is only read: parsed, hashed, or copied into a buffer of the caller's.
-    /// `f` runs once, after the load on a miss; it should be quick, since on a hit it runs
-    /// while the cache's read index is pinned. `f` may clone the `Bytes` to keep it.
+    /// (its clone and its drop; see `BENCHMARKS.md`). Use it when the value is only read:
+    /// parsed, hashed, or copied into a buffer of the caller's. `f` runs once, after the load
+    /// on a miss. On a hit it runs while the key's shard of the cache is locked, so it should
+    /// be quick and must not use this group (a call of [`stats`](Self::stats) from `f` would
+    /// wait for that lock forever). `f` may clone the `Bytes` to keep it.
     ///
     /// ```
     /// # async fn demo(group: svckit_cache::Group) -> Result<(), svckit_cache::Error> {

@@ -43,8 +43,6 @@
 mod discovery;
 mod error;
 mod group;
-mod hash;
-mod local;
 mod lru;
 mod peers;
 mod pool;
@@ -52,7 +50,6 @@ mod protocol;
 pub mod ring;
 mod server;
 mod singleflight;
-mod stamps;
 mod stats;
 mod store;
 

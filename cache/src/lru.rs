@@ -1,61 +1,84 @@
-//! An exact least-recently-used order by bytes (golang/groupcache's `lru`), kept by last-use
-//! stamps instead of a linked list.
+//! A least-recently-used cache of values by bytes, for one tier of one shard (golang/groupcache's
+//! `lru`, counting bytes as its `cache` does).
 //!
-//! A hit does not touch this structure: it records a stamp ([`crate::local`]) in its
-//! thread's lane of [`crate::stamps`], so hits write nothing that another thread's hits
-//! write and need no lock. Eviction finds the least recently used entry lazily: a min-heap holds
-//! every entry under the stamp it had when it was last queued, which is never more than its
-//! last use. If the heap's top is still current, no entry was used less recently and it
-//! goes; if it was used since, it goes back into the heap under its latest stamp. Each
-//! requeue follows at least one hit, so eviction costs O(log n) per hit since the entry was
-//! queued, and the order of eviction is exactly the order of last use.
+//! The entries live in a slab, linked from the most to the least recently used by slab
+//! index; a hash table of slab indices finds a key's entry. A hit moves its entry to the
+//! front, an eviction takes the back. The caller locks it and supplies the key's hash.
 //!
-//! Entries live in a slab; a [`NodeRef`] (slab index and generation) names one for as long
-//! as it stays. An entry's size is its key's length plus its value's length, as in
-//! groupcache; the caller keeps the values and looks up last uses by key.
+//! An entry is charged what it really costs ([`charge`]): its key's and its value's heap
+//! blocks, the `Bytes` header shared by the value's clones, its slab node and its share of
+//! the hash table. So a budget of N bytes holds entries whose memory is about N bytes.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::hash::BuildHasher;
+use std::mem::size_of;
 
 use bytes::Bytes;
+use hashbrown::{DefaultHashBuilder, HashTable};
 
-/// Names one entry for as long as it stays: its slab index and the slot's generation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct NodeRef {
-    pub(crate) index: u32,
-    pub(crate) generation: u32,
-}
+/// No entry: the end of the list, or of the free list.
+const NIL: u32 = u32::MAX;
 
+/// One slot of the slab: an entry, or a free slot (empty key and value, `next` in the free
+/// list).
 struct Node {
     key: Box<str>,
-    size: usize,
-    /// The stamp this entry is queued under in the heap.
-    queued: u64,
-    /// Odd while the slot holds an entry, even while it is free: bumped when the slot is
-    /// freed and again when it is reused, so a [`NodeRef`] or heap item taken earlier matches
-    /// neither a free slot nor a later entry reusing it.
-    generation: u32,
+    value: Bytes,
+    /// Towards the front (more recently used).
+    prev: u32,
+    /// Towards the back (less recently used).
+    next: u32,
 }
 
-/// A heap item: ordered by stamp, then slab index (ties only between threads' concurrent
-/// uses).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Queued {
-    stamp: u64,
-    index: u32,
-    generation: u32,
+/// The heap block glibc's malloc gives a request of `n` bytes: `n` plus an 8-byte header,
+/// rounded up to 16 bytes, at least 32 (`MINSIZE`); nothing for 0 bytes, which `Box<str>` and
+/// `Bytes` do not allocate.
+const fn heap_block(n: usize) -> usize {
+    if n == 0 {
+        return 0;
+    }
+    let block = (n + 8 + 15) & !15;
+    if block < 32 {
+        32
+    } else {
+        block
+    }
 }
 
-/// A byte-counted set of keys in exact least-recently-used order, for one tier of one shard.
-/// The owner enforces the budget by calling [`evict_oldest`](Self::evict_oldest).
+/// The hash table's bytes per entry, at most: a bucket is a `u32` index and a control byte,
+/// and the table grows to twice its buckets when it is 7/8 full, so it has at most 16/7
+/// buckets per entry (5 × 16/7 = 11.4).
+const TABLE_BYTES: usize = 12;
+
+/// The header a `Bytes` value's clones share (`bytes`' `Shared`: buffer, capacity and
+/// reference count, 24 bytes), allocated when a value made from a `Vec` is first cloned.
+const SHARED_HEADER: usize = heap_block(24);
+
+/// What an entry costs besides its key's and its value's heap blocks: its slab node, its
+/// share of the hash table and its value's shared header (56 + 12 + 32 = 100 bytes on 64-bit
+/// targets).
+pub(crate) const ENTRY_OVERHEAD: usize = size_of::<Node>() + TABLE_BYTES + SHARED_HEADER;
+
+/// The bytes an entry of `key` and `value` is charged against the budget.
+///
+/// The value's heap block is taken from its length: a `Bytes` does not tell its capacity, so
+/// a value kept in a larger buffer (a `Vec` with spare capacity, a slice of a bigger `Bytes`)
+/// costs more than it is charged.
+pub(crate) fn charge(key: &str, value: &Bytes) -> usize {
+    heap_block(key.len()) + heap_block(value.len()) + ENTRY_OVERHEAD
+}
+
+/// A byte-counted least-recently-used map from keys to values. The owner enforces the budget
+/// by calling [`evict_oldest`](Self::evict_oldest).
 pub(crate) struct Lru {
+    table: HashTable<u32>,
     nodes: Vec<Node>,
-    free: Vec<u32>,
-    heap: BinaryHeap<Reverse<Queued>>,
-    /// Heap items whose entry has been removed (skipped when they come to the top).
-    stale: usize,
+    hasher: DefaultHashBuilder,
+    head: u32,
+    tail: u32,
+    free: u32,
     len: usize,
     bytes: usize,
+    hits: u64,
     evictions: u64,
 }
 
@@ -68,26 +91,24 @@ impl std::fmt::Debug for Lru {
     }
 }
 
-/// The size an entry is charged: key bytes plus value bytes.
-pub(crate) fn entry_size(key: &str, value: &Bytes) -> usize {
-    key.len() + value.len()
-}
-
 impl Lru {
-    /// An empty set.
-    pub(crate) fn new() -> Self {
+    /// An empty map whose keys hash with `hasher` (the one the caller's hashes come from).
+    pub(crate) fn new(hasher: DefaultHashBuilder) -> Self {
         Self {
+            table: HashTable::new(),
             nodes: Vec::new(),
-            free: Vec::new(),
-            heap: BinaryHeap::new(),
-            stale: 0,
+            hasher,
+            head: NIL,
+            tail: NIL,
+            free: NIL,
             len: 0,
             bytes: 0,
+            hits: 0,
             evictions: 0,
         }
     }
 
-    /// Bytes held (keys plus values).
+    /// Bytes charged for the entries held (see [`charge`]).
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
@@ -97,140 +118,148 @@ impl Lru {
         self.len
     }
 
+    /// Hits so far ([`get`](Self::get) calls that found their key).
+    pub(crate) fn hits(&self) -> u64 {
+        self.hits
+    }
+
     /// Entries evicted so far.
     pub(crate) fn evictions(&self) -> u64 {
         self.evictions
     }
 
-    /// Adds `key`, charged `size` bytes and last used at `stamp`. The caller has removed any
-    /// earlier entry of the same key.
-    pub(crate) fn insert(&mut self, key: &str, size: usize, stamp: u64) -> NodeRef {
-        let index = match self.free.pop() {
-            Some(index) => {
-                let node = &mut self.nodes[index as usize];
-                node.key = key.into();
-                node.size = size;
-                node.queued = stamp;
-                node.generation = node.generation.wrapping_add(1);
-                index
-            }
-            None => {
-                self.nodes.push(Node {
-                    key: key.into(),
-                    size,
-                    queued: stamp,
-                    generation: 1,
-                });
-                (self.nodes.len() - 1) as u32
-            }
-        };
-        let generation = self.nodes[index as usize].generation;
-        self.heap.push(Reverse(Queued {
-            stamp,
-            index,
-            generation,
-        }));
+    fn find(&self, hash: u64, key: &str) -> Option<u32> {
+        let nodes = &self.nodes;
+        self.table
+            .find(hash, |&i| *nodes[i as usize].key == *key)
+            .copied()
+    }
+
+    /// The value of `key` (whose hash is `hash`), made the most recently used and counted as
+    /// a hit.
+    pub(crate) fn get(&mut self, hash: u64, key: &str) -> Option<&Bytes> {
+        let i = self.find(hash, key)?;
+        self.hits += 1;
+        self.unlink(i);
+        self.push_front(i);
+        Some(&self.nodes[i as usize].value)
+    }
+
+    /// The value of `key`, without counting or reordering anything.
+    pub(crate) fn peek(&self, hash: u64, key: &str) -> Option<&Bytes> {
+        self.find(hash, key).map(|i| &self.nodes[i as usize].value)
+    }
+
+    /// Whether `key` is held.
+    pub(crate) fn contains(&self, hash: u64, key: &str) -> bool {
+        self.find(hash, key).is_some()
+    }
+
+    /// Adds `key` (whose hash is `hash`) as the most recently used entry, replacing any
+    /// entry of the same key.
+    pub(crate) fn insert(&mut self, hash: u64, key: &str, value: Bytes) {
+        self.remove(hash, key);
+        self.bytes += charge(key, &value);
         self.len += 1;
-        self.bytes += size;
-        NodeRef { index, generation }
+        let node = Node {
+            key: key.into(),
+            value,
+            prev: NIL,
+            next: NIL,
+        };
+        let i = if self.free == NIL {
+            self.nodes.push(node);
+            (self.nodes.len() - 1) as u32
+        } else {
+            let i = self.free;
+            self.free = self.nodes[i as usize].next;
+            self.nodes[i as usize] = node;
+            i
+        };
+        let (nodes, hasher) = (&self.nodes, &self.hasher);
+        self.table.insert_unique(hash, i, |&j| {
+            hasher.hash_one(&*nodes[j as usize].key)
+        });
+        self.push_front(i);
     }
 
-    /// Removes the entry `node` names and returns its key; `None` (and nothing changes) when
-    /// it has been removed already.
-    pub(crate) fn remove(&mut self, node: NodeRef) -> Option<Box<str>> {
-        let key = self.free_slot(node)?;
-        // Its heap item stays behind until it comes to the top or the heap is rebuilt.
-        self.stale += 1;
-        if self.stale > self.len + 64 {
-            self.compact();
-        }
-        Some(key)
+    /// Removes `key`'s entry, if held.
+    pub(crate) fn remove(&mut self, hash: u64, key: &str) -> bool {
+        let nodes = &self.nodes;
+        let Ok(entry) = self
+            .table
+            .find_entry(hash, |&i| *nodes[i as usize].key == *key)
+        else {
+            return false;
+        };
+        let (i, _) = entry.remove();
+        self.release(i);
+        true
     }
 
-    /// Frees the slot of the entry `node` names, if it is still there; returns its key.
-    fn free_slot(&mut self, node: NodeRef) -> Option<Box<str>> {
-        let n = self.nodes.get_mut(node.index as usize)?;
-        if n.generation != node.generation {
-            return None;
+    /// Removes the least recently used entry; `false` when there is none.
+    pub(crate) fn evict_oldest(&mut self) -> bool {
+        let i = self.tail;
+        if i == NIL {
+            return false;
         }
-        n.generation = n.generation.wrapping_add(1);
-        let key = std::mem::take(&mut n.key);
-        self.bytes -= n.size;
+        let hash = self.hasher.hash_one(&*self.nodes[i as usize].key);
+        let found = self.table.find_entry(hash, |&j| j == i);
+        if let Ok(entry) = found {
+            entry.remove();
+        }
+        self.release(i);
+        self.evictions += 1;
+        true
+    }
+
+    /// Unlinks slot `i` (no longer in the table), frees its key and value and puts it on the
+    /// free list.
+    fn release(&mut self, i: u32) {
+        self.unlink(i);
+        let node = &mut self.nodes[i as usize];
+        let key = std::mem::take(&mut node.key);
+        let value = std::mem::take(&mut node.value);
+        node.next = self.free;
+        self.free = i;
+        self.bytes -= charge(&key, &value);
         self.len -= 1;
-        self.free.push(node.index);
-        Some(key)
     }
 
-    /// Rebuilds the heap from the live entries, dropping stale items.
-    fn compact(&mut self) {
-        let live = self
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| n.generation % 2 == 1);
-        let items: Vec<_> = live
-            .map(|(i, n)| {
-                Reverse(Queued {
-                    stamp: n.queued,
-                    index: i as u32,
-                    generation: n.generation,
-                })
-            })
-            .collect();
-        self.heap = BinaryHeap::from(items);
-        self.stale = 0;
-    }
-
-    /// Removes the least recently used entry and returns its key, or `None` when empty.
-    /// `last_use` gives an entry's latest stamp by key.
-    ///
-    /// Entries used since they were queued go back under their latest stamp first. If
-    /// other threads keep using entries faster than they can be requeued, after as many
-    /// requeues as there are entries the top entry goes anyway (concurrent uses have no
-    /// exact order to keep).
-    pub(crate) fn evict_oldest(
-        &mut self,
-        mut last_use: impl FnMut(&str) -> u64,
-    ) -> Option<Box<str>> {
-        let mut requeues = 0;
-        while let Some(Reverse(item)) = self.heap.pop() {
-            let node = &mut self.nodes[item.index as usize];
-            if node.generation != item.generation {
-                self.stale -= 1;
-                continue;
-            }
-            let used = last_use(&node.key);
-            if used > item.stamp && requeues < self.len {
-                requeues += 1;
-                node.queued = used;
-                self.heap.push(Reverse(Queued {
-                    stamp: used,
-                    ..item
-                }));
-                continue;
-            }
-            // Its heap item is the one just popped: nothing stale is left behind.
-            let key = self.free_slot(NodeRef {
-                index: item.index,
-                generation: item.generation,
-            });
-            self.evictions += 1;
-            return key;
+    fn unlink(&mut self, i: u32) {
+        let Node { prev, next, .. } = self.nodes[i as usize];
+        match prev {
+            NIL => self.head = next,
+            p => self.nodes[p as usize].next = next,
         }
-        None
+        match next {
+            NIL => self.tail = prev,
+            n => self.nodes[n as usize].prev = prev,
+        }
     }
 
-    /// Keys from most to least recently used (tests).
+    fn push_front(&mut self, i: u32) {
+        let old = self.head;
+        let node = &mut self.nodes[i as usize];
+        node.prev = NIL;
+        node.next = old;
+        match old {
+            NIL => self.tail = i,
+            o => self.nodes[o as usize].prev = i,
+        }
+        self.head = i;
+    }
+
+    /// Keys from the most to the least recently used (tests).
     #[cfg(test)]
-    pub(crate) fn keys_by_recency(&self, mut last_use: impl FnMut(&str) -> u64) -> Vec<String> {
-        let mut live: Vec<(u64, &str)> = self
-            .nodes
-            .iter()
-            .filter(|n| n.generation % 2 == 1)
-            .map(|n| (last_use(&n.key), &*n.key))
-            .collect();
-        live.sort_by(|a, b| b.cmp(a));
-        live.into_iter().map(|(_, k)| k.to_owned()).collect()
+    pub(crate) fn keys(&self) -> Vec<String> {
+        let mut out = Vec::with_capacity(self.len);
+        let mut i = self.head;
+        while i != NIL {
+            out.push(self.nodes[i as usize].key.to_string());
+            i = self.nodes[i as usize].next;
+        }
+        out
     }
 }
 
@@ -238,176 +267,86 @@ impl Lru {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::collections::HashMap;
 
-    /// An `Lru` with its stamps kept in a map, as the store keeps them in its index.
-    struct Model {
-        lru: Lru,
-        used: HashMap<String, (u64, NodeRef)>,
-        clock: u64,
-    }
-
-    impl Model {
-        fn new() -> Self {
-            Self {
-                lru: Lru::new(),
-                used: HashMap::new(),
-                clock: 0,
-            }
-        }
-
-        fn insert(&mut self, key: &str, size: usize) {
-            self.remove(key);
-            self.clock += 1;
-            let node = self.lru.insert(key, size, self.clock);
-            self.used.insert(key.to_owned(), (self.clock, node));
-        }
-
-        fn touch(&mut self, key: &str) -> bool {
-            self.clock += 1;
-            match self.used.get_mut(key) {
-                Some(e) => {
-                    e.0 = self.clock;
-                    true
-                }
-                None => false,
-            }
-        }
-
-        fn remove(&mut self, key: &str) -> bool {
-            match self.used.remove(key) {
-                Some((_, node)) => self.lru.remove(node).is_some(),
-                None => false,
-            }
-        }
-
-        fn evict(&mut self) -> Option<String> {
-            let used = &self.used;
-            let key = self.lru.evict_oldest(|k| used[k].0)?;
-            self.used.remove(&*key);
-            Some(key.into())
-        }
-
-        fn keys(&self) -> Vec<String> {
-            self.lru.keys_by_recency(|k| self.used[k].0)
-        }
+    fn lru() -> (Lru, impl Fn(&str) -> u64) {
+        let hasher = DefaultHashBuilder::default();
+        (Lru::new(hasher.clone()), move |k: &str| hasher.hash_one(k))
     }
 
     #[test]
-    fn evicts_least_recently_used_first() {
-        let mut m = Model::new();
-        m.insert("a", 10);
-        m.insert("b", 10);
-        m.insert("c", 10);
-        assert!(m.touch("a")); // a is now most recent
-        assert_eq!(m.evict().as_deref(), Some("b"));
-        assert_eq!(m.keys(), ["a", "c"]);
-        assert_eq!((m.lru.bytes(), m.lru.len(), m.lru.evictions()), (20, 2, 1));
-        assert!(m.remove("a"));
-        assert_eq!(m.keys(), ["c"]);
-        assert_eq!(m.lru.bytes(), 10);
-        assert_eq!(m.evict().as_deref(), Some("c"));
-        assert_eq!(m.evict(), None);
+    fn the_charge_counts_blocks_and_overhead() {
+        assert_eq!(size_of::<Node>(), 56);
+        assert_eq!(ENTRY_OVERHEAD, 100);
+        assert_eq!((heap_block(1), heap_block(24), heap_block(25)), (32, 32, 48));
+        // The memory test's entry: a 12-byte key and a 10-byte value.
+        let v = Bytes::from_static(b"0123456789");
+        assert_eq!(charge("000000000001", &v), 32 + 32 + 100);
+        assert_eq!(charge("", &Bytes::new()), 100);
     }
 
     #[test]
-    fn a_reference_outlives_neither_removal_nor_reuse() {
-        let mut l = Lru::new();
-        let a = l.insert("a", 1, 1);
-        let b = l.insert("b", 1, 2);
-        assert_eq!(l.remove(a).as_deref(), Some("a"));
-        assert_eq!(l.remove(a), None, "a freed slot");
-        let c = l.insert("c", 1, 3);
-        assert_eq!(c.index, a.index, "c reuses a's slot");
-        assert_eq!(l.remove(a), None, "a reused slot");
-        assert_eq!(l.remove(b).as_deref(), Some("b"));
-        assert_eq!((l.len(), l.bytes()), (1, 1));
-    }
-
-    #[test]
-    fn removals_leave_the_heap_bounded() {
-        let mut m = Model::new();
-        for i in 0..10_000 {
-            m.insert("same", 1); // each insert removes the previous entry
-            m.insert(&format!("k{}", i % 3), 1);
+    fn hits_reorder_and_the_oldest_goes() {
+        let (mut l, h) = lru();
+        for k in ["a", "b", "c"] {
+            l.insert(h(k), k, Bytes::from_static(b"v"));
         }
-        assert_eq!(m.lru.len(), 4);
-        assert!(m.lru.heap.len() <= 2 * 4 + 64 + 1, "{}", m.lru.heap.len());
-        assert_eq!(m.keys(), ["k0", "same", "k2", "k1"]);
-    }
-
-    #[test]
-    fn uses_faster_than_requeues_cannot_stall_an_eviction() {
-        let mut l = Lru::new();
-        for i in 0..100 {
-            l.insert(&format!("k{i}"), 1, i);
-        }
-        // Every look finds a newer use, as if other threads hit every entry meanwhile.
-        let mut now = 1000;
-        let key = l.evict_oldest(|_| {
-            now += 1;
-            now
-        });
-        assert!(key.is_some());
-        assert_eq!(l.len(), 99);
-    }
-
-    #[derive(Debug, Clone)]
-    enum Op {
-        Insert(u8, usize),
-        Touch(u8),
-        Remove(u8),
-        Evict,
-    }
-
-    fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            (0u8..24, 0usize..40).prop_map(|(k, n)| Op::Insert(k, n)),
-            (0u8..24).prop_map(Op::Touch),
-            (0u8..24).prop_map(Op::Remove),
-            Just(Op::Evict),
-        ]
+        assert_eq!(l.keys(), ["c", "b", "a"]);
+        assert_eq!(l.get(h("a"), "a").map(|v| v.len()), Some(1));
+        assert!(l.get(h("x"), "x").is_none());
+        assert_eq!(l.keys(), ["a", "c", "b"]);
+        assert!(l.evict_oldest());
+        assert_eq!(l.keys(), ["a", "c"]);
+        assert!(l.peek(h("b"), "b").is_none());
+        // Replacing a key charges the new value only; a freed slot is reused.
+        l.insert(h("c"), "c", Bytes::from_static(b"longer"));
+        assert_eq!(l.keys(), ["c", "a"]);
+        let want = charge("a", &Bytes::from_static(b"v")) + charge("c", &Bytes::from_static(b"longer"));
+        assert_eq!((l.len(), l.bytes(), l.hits(), l.evictions()), (2, want, 1, 1));
+        assert!(l.remove(h("a"), "a") && !l.remove(h("a"), "a"));
+        assert!(l.evict_oldest() && !l.evict_oldest());
+        assert_eq!((l.len(), l.bytes(), l.nodes.len()), (0, 0, 3));
     }
 
     proptest! {
-        /// Against a model (a Vec ordered by recency): same contents, same order, same bytes,
-        /// and evictions always take the least recently used entry.
+        /// Against a model list: same keys in the same order, same bytes, after every step.
         #[test]
-        fn behaves_like_the_model(ops in proptest::collection::vec(op(), 1..300)) {
-            let mut m = Model::new();
+        fn behaves_like_a_list(ops in proptest::collection::vec((0u8..12, 0usize..20, 0u8..4), 1..300)) {
+            let (mut l, h) = lru();
             let mut model: Vec<(String, usize)> = Vec::new(); // most recent first
-            for op in ops {
+            for (k, len, op) in ops {
+                let key = format!("k{k}");
+                let pos = model.iter().position(|e| e.0 == key);
                 match op {
-                    Op::Insert(k, size) => {
-                        let key = format!("k{k}");
-                        m.insert(&key, size);
-                        model.retain(|(mk, _)| *mk != key);
-                        model.insert(0, (key, size));
-                    }
-                    Op::Touch(k) => {
-                        let key = format!("k{k}");
-                        let pos = model.iter().position(|(mk, _)| *mk == key);
-                        prop_assert_eq!(m.touch(&key), pos.is_some());
+                    0 => {
+                        prop_assert_eq!(l.get(h(&key), &key).is_some(), pos.is_some());
                         if let Some(p) = pos {
                             let e = model.remove(p);
                             model.insert(0, e);
                         }
                     }
-                    Op::Remove(k) => {
-                        let key = format!("k{k}");
-                        let before = model.len();
-                        model.retain(|(mk, _)| *mk != key);
-                        prop_assert_eq!(m.remove(&key), model.len() < before);
+                    1 => {
+                        prop_assert_eq!(l.remove(h(&key), &key), pos.is_some());
+                        if let Some(p) = pos {
+                            model.remove(p);
+                        }
                     }
-                    Op::Evict => {
-                        let expected = model.pop().map(|e| e.0);
-                        prop_assert_eq!(m.evict(), expected);
+                    2 => {
+                        prop_assert_eq!(l.evict_oldest(), !model.is_empty());
+                        model.pop();
+                    }
+                    _ => {
+                        let v = Bytes::from(vec![k; len]);
+                        if let Some(p) = pos {
+                            model.remove(p);
+                        }
+                        model.insert(0, (key.clone(), charge(&key, &v)));
+                        l.insert(h(&key), &key, v);
                     }
                 }
-                prop_assert_eq!(m.lru.bytes(), model.iter().map(|e| e.1).sum::<usize>());
-                prop_assert_eq!(m.lru.len(), model.len());
-                let keys: Vec<String> = model.iter().map(|e| e.0.clone()).collect();
-                prop_assert_eq!(m.keys(), keys);
+                let keys: Vec<&str> = model.iter().map(|e| e.0.as_str()).collect();
+                prop_assert_eq!(l.keys(), keys);
+                prop_assert_eq!(l.bytes(), model.iter().map(|e| e.1).sum::<usize>());
+                prop_assert_eq!(l.len(), model.len());
             }
         }
     }

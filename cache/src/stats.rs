@@ -34,7 +34,9 @@ pub struct Stats {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CacheStats {
-    /// Bytes held (keys plus values).
+    /// Bytes held, as the budget counts them: keys, values and what each entry costs
+    /// besides (its table slot, list node and heap block rounding; about 100 bytes, see
+    /// `BENCHMARKS.md`).
     pub bytes: u64,
     /// Entries held.
     pub items: u64,
@@ -44,7 +46,7 @@ pub struct CacheStats {
     pub evictions: u64,
 }
 
-/// The counters of the miss path (hits and gets are counted in the store's per-thread stripes).
+/// The counters of the miss path (hits and gets are counted by the store's shards).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) peer_loads: AtomicU64,
