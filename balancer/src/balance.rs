@@ -1,6 +1,6 @@
 //! Per-endpoint picker state over the registry's shared view: the current table of
-//! instances (with their in-flight counters and the hash ring), rebuilt only when the set
-//! changes and without blocking callers.
+//! instances (with their in-flight counters and the picker's state for that set), rebuilt
+//! only when the set changes and without blocking callers.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -10,51 +10,41 @@ use std::time::{Duration, Instant};
 
 use svckit_registry::{Instances, ServiceWatch};
 
-use crate::pick::Picker;
-use crate::ring::Ring;
+use crate::pick::{Candidates, Pick};
+use crate::ring::HashFn;
+use crate::slot::Slot;
 
-/// Per-instance state that survives table rebuilds (carried over by instance id).
-#[derive(Debug, Default)]
-pub(crate) struct Slot {
-    in_flight: AtomicUsize,
-    /// Milliseconds since `Balancer::epoch` until which the instance is avoided; 0 = never.
-    ejected_until: AtomicU64,
-}
-
-/// One immutable view of the instances, with their slots and ring.
-pub(crate) struct Table {
+/// One immutable view of the instances, with their slots and the picker's state.
+pub(crate) struct Table<S> {
     pub(crate) instances: Instances,
     /// Each instance's address parsed once per rebuild (`None` if it is not a URI authority).
     pub(crate) authorities: Box<[Option<http::uri::Authority>]>,
     slots: Box<[Arc<Slot>]>,
-    ring: Option<Ring>,
+    state: S,
 }
 
-impl Table {
-    fn build(instances: Instances, prev: &Table, picker: &Picker) -> Self {
+impl<S> Table<S> {
+    fn build<P: Pick<State = S>>(
+        instances: Instances,
+        prev: Option<&Table<S>>,
+        picker: &P,
+    ) -> Self {
         let old: HashMap<&str, &Arc<Slot>> = prev
-            .instances
-            .iter()
-            .zip(prev.slots.iter())
+            .into_iter()
+            .flat_map(|p| p.instances.iter().zip(p.slots.iter()))
             .map(|(i, s)| (i.id(), s))
             .collect();
         let slots = instances
             .iter()
             .map(|i| old.get(i.id()).map_or_else(Arc::default, |s| Arc::clone(s)))
             .collect();
-        let ring = match picker {
-            Picker::ConsistentHash(c) => {
-                let ids: Vec<&str> = instances.iter().map(|i| i.id()).collect();
-                Some(Ring::with_hash(&ids, c.vnodes, c.hash))
-            }
-            _ => None,
-        };
+        let state = picker.build(&instances);
         let authorities = instances.iter().map(|i| i.addr().parse().ok()).collect();
         Self {
             instances,
             authorities,
             slots,
-            ring,
+            state,
         }
     }
 
@@ -62,6 +52,7 @@ impl Table {
         self.instances.len()
     }
 
+    #[cfg(test)]
     fn load(&self, i: usize) -> usize {
         self.slots[i].in_flight.load(Ordering::Relaxed)
     }
@@ -82,10 +73,11 @@ impl Drop for InFlight {
 }
 
 /// The picker state of one endpoint, shared by its clones.
-pub(crate) struct Balancer {
+pub(crate) struct Balancer<P: Pick> {
     watch: ServiceWatch,
-    picker: Picker,
-    current: Mutex<Arc<Table>>,
+    picker: P,
+    key_hash: Option<HashFn>,
+    current: Mutex<Arc<Table<P::State>>>,
     rebuilding: AtomicBool,
     total: Arc<AtomicUsize>,
     epoch: Instant,
@@ -95,11 +87,11 @@ pub(crate) struct Balancer {
     ejections_until: AtomicU64,
 }
 
-impl fmt::Debug for Balancer {
+impl<P: Pick> fmt::Debug for Balancer<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Balancer")
             .field("service", &self.watch.name())
-            .field("picker", &self.picker)
+            .field("picker", &std::any::type_name::<P>())
             .field("in_flight", &self.total.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -114,17 +106,12 @@ impl Drop for Rebuilding<'_> {
     }
 }
 
-impl Balancer {
-    pub(crate) fn new(watch: ServiceWatch, picker: Picker, eject_for: Duration) -> Self {
-        let empty = Table {
-            instances: Arc::from(Vec::new()),
-            authorities: Box::new([]),
-            slots: Box::new([]),
-            ring: None,
-        };
-        let first = Table::build(watch.snapshot(), &empty, &picker);
+impl<P: Pick> Balancer<P> {
+    pub(crate) fn new(watch: ServiceWatch, picker: P, eject_for: Duration) -> Self {
+        let first = Table::build(watch.snapshot(), None, &picker);
         Self {
             watch,
+            key_hash: picker.key_hash(),
             picker,
             current: Mutex::new(Arc::new(first)),
             rebuilding: AtomicBool::new(false),
@@ -135,20 +122,14 @@ impl Balancer {
         }
     }
 
-    pub(crate) fn uses_keys(&self) -> bool {
-        matches!(self.picker, Picker::ConsistentHash(_))
-    }
-
-    pub(crate) fn hash_fn(&self) -> crate::ring::HashFn {
-        match &self.picker {
-            Picker::ConsistentHash(c) => c.hash,
-            _ => crate::ring::xxh3,
-        }
+    /// The hash of request keys when the picker uses them.
+    pub(crate) fn key_hash(&self) -> Option<HashFn> {
+        self.key_hash
     }
 
     /// The table for the current snapshot. The lock is held only to clone or swap an `Arc`;
     /// a rebuild happens outside it, by one caller, while the others keep the previous table.
-    pub(crate) fn table(&self) -> Arc<Table> {
+    pub(crate) fn table(&self) -> Arc<Table<P::State>> {
         let snapshot = self.watch.snapshot();
         let cur = self.lock().clone();
         if Arc::ptr_eq(&cur.instances, &snapshot) {
@@ -162,7 +143,7 @@ impl Balancer {
             return cur;
         }
         let _guard = (!someone_else).then(|| Rebuilding(&self.rebuilding));
-        let next = Arc::new(Table::build(snapshot, &cur, &self.picker));
+        let next = Arc::new(Table::build(snapshot, Some(&cur), &self.picker));
         tracing::debug!(
             service = %self.watch.name(),
             instances = next.len(),
@@ -172,7 +153,7 @@ impl Balancer {
         next
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Arc<Table>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Arc<Table<P::State>>> {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -180,12 +161,8 @@ impl Balancer {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn is_ejected(&self, table: &Table, i: usize, now: u64) -> bool {
-        table.slots[i].ejected_until.load(Ordering::Relaxed) > now
-    }
-
     /// Avoid instance `i` for the ejection period (after a failed connect).
-    pub(crate) fn eject(&self, table: &Table, i: usize) {
+    pub(crate) fn eject(&self, table: &Table<P::State>, i: usize) {
         if self.eject_for.is_zero() {
             return;
         }
@@ -202,32 +179,18 @@ impl Balancer {
         );
     }
 
-    /// The picker's raw choice, `None` on an empty table.
-    fn raw(&self, table: &Table, key: Option<u64>) -> Option<usize> {
-        let n = table.len();
-        match &self.picker {
-            Picker::Random(r) => r.pick(n),
-            Picker::RoundRobin(r) => r.pick(n),
-            Picker::P2c(p) => p.pick_by(n, |i| table.load(i)),
-            Picker::ConsistentHash(c) => {
-                let ring = table.ring.as_ref()?;
-                let h = key.unwrap_or(0);
-                match c.epsilon {
-                    None => ring.owner_of_hash(h),
-                    Some(eps) => {
-                        ring.owner_bounded(h, eps, self.total.load(Ordering::Relaxed), |i| {
-                            table.load(i)
-                        })
-                    }
-                }
-            }
-        }
-    }
-
     /// Picks an instance, avoiding those in `tried` (instance ids of earlier attempts) and
-    /// ejected ones while others are left. Falls back to tried ones rather than failing.
-    pub(crate) fn pick(&self, table: &Table, key: Option<u64>, tried: &[String]) -> Option<usize> {
-        let first = self.raw(table, key)?;
+    /// ejected ones while others are left: the picker's choice, else up to two more of its
+    /// choices, else its [`alternatives`](Pick::alternatives); when every instance is tried
+    /// or ejected, an untried one, else the first choice: an answer rather than a failure.
+    pub(crate) fn pick(
+        &self,
+        table: &Table<P::State>,
+        key: Option<u64>,
+        tried: &[String],
+    ) -> Option<usize> {
+        let set = Candidates::new(&table.instances, &table.slots, &self.total, key);
+        let first = self.picker.pick(&table.state, &set)?;
         // No ejection pending: skip the clock (ejected_until > u64::MAX never holds).
         let until = self.ejections_until.load(Ordering::Relaxed);
         let now = if until == 0 {
@@ -246,33 +209,25 @@ impl Balancer {
             now
         };
         let fresh = |i: usize| !tried.iter().any(|t| t == table.instances[i].id());
-        let good = |i: usize| fresh(i) && !self.is_ejected(table, i, now);
+        let good =
+            |i: usize| fresh(i) && table.slots[i].ejected_until.load(Ordering::Relaxed) <= now;
         if good(first) {
             return Some(first);
         }
-        let n = table.len();
-        if let (Some(ring), Some(h)) = (&table.ring, key) {
-            // Keep consistent hashing's order: the next instances clockwise.
-            let mut walk = ring.walk(h);
-            if let Some(i) = walk.find(|&i| good(i)) {
-                return Some(i);
-            }
-            return Some(ring.walk(h).find(|&i| fresh(i)).unwrap_or(first));
-        }
         for _ in 0..2 {
-            if let Some(i) = self.raw(table, key).filter(|&i| good(i)) {
+            if let Some(i) = self.picker.pick(&table.state, &set).filter(|&i| good(i)) {
                 return Some(i);
             }
         }
-        let scan = (1..n).map(|d| (first + d) % n);
-        if let Some(i) = scan.clone().find(|&i| good(i)) {
+        let alternatives = || self.picker.alternatives(&table.state, &set, first);
+        if let Some(i) = alternatives().find(|&i| good(i)) {
             return Some(i);
         }
-        Some(scan.into_iter().find(|&i| fresh(i)).unwrap_or(first))
+        Some(alternatives().find(|&i| fresh(i)).unwrap_or(first))
     }
 
     /// Counts a call to instance `i` as in flight until the guard drops.
-    pub(crate) fn start(&self, table: &Table, i: usize) -> InFlight {
+    pub(crate) fn start(&self, table: &Table<P::State>, i: usize) -> InFlight {
         let slot = table.slots[i].clone();
         slot.in_flight.fetch_add(1, Ordering::Relaxed);
         self.total.fetch_add(1, Ordering::Relaxed);
@@ -286,6 +241,7 @@ impl Balancer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::picker::Picker;
     use crate::round_robin::RoundRobin;
     use svckit_registry::{Discovery, Instance};
 
@@ -339,6 +295,7 @@ mod tests {
 mod p2c_tests {
     use super::*;
     use crate::p2c::P2c;
+    use crate::picker::Picker;
     use svckit_registry::{Discovery, Instance};
 
     #[test]

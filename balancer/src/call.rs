@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::balance::Balancer;
 use crate::error::{chain_message, Attempt, BoxError, Error, TransportError};
+use crate::pick::Pick;
 use crate::retry::{Failure, RetryState};
 use crate::ring::HashFn;
 use crate::transport::{HttpClient, Limits};
@@ -20,10 +21,10 @@ pub(crate) type Decode<Resp> = Arc<dyn Fn(Response<Bytes>) -> Result<Resp, BoxEr
 pub(crate) type KeyFn<Req> = Arc<dyn Fn(&Req, HashFn) -> u64 + Send + Sync>;
 
 /// Everything an HTTP Endpoint's calls share.
-pub(crate) struct Inner<Req, Resp> {
+pub(crate) struct Inner<Req, Resp, P: Pick> {
     pub(crate) client: HttpClient,
     pub(crate) service: String,
-    pub(crate) balancer: Balancer,
+    pub(crate) balancer: Balancer<P>,
     pub(crate) encode: Encode<Req>,
     pub(crate) decode: Decode<Resp>,
     pub(crate) key: Option<KeyFn<Req>>,
@@ -91,14 +92,13 @@ enum Outcome {
     Failed(Error),
 }
 
-impl<Req: Send + 'static, Resp: Send + 'static> Inner<Req, Resp> {
+impl<Req: Send + 'static, Resp: Send + 'static, P: Pick> Inner<Req, Resp, P> {
     pub(crate) async fn call(self: Arc<Self>, req: Req) -> Result<Resp, Error> {
         let service = &self.service;
-        let key = self
-            .key
-            .as_ref()
-            .filter(|_| self.balancer.uses_keys())
-            .map(|k| k(&req, self.balancer.hash_fn()));
+        let key = match (&self.key, self.balancer.key_hash()) {
+            (Some(key), Some(hash)) => Some(key(&req, hash)),
+            _ => None,
+        };
         let encoded = (self.encode)(req).map_err(|source| Error::Encode {
             service: service.clone(),
             source,

@@ -13,7 +13,8 @@ use crate::balance::Balancer;
 use crate::call::{Decode, Encode, Inner, KeyFn};
 use crate::endpoint::Endpoint;
 use crate::error::{BoxError, Error};
-use crate::pick::Picker;
+use crate::pick::Pick;
+use crate::picker::Picker;
 use crate::retry::{RetryPolicy, RetryState};
 use crate::transport::{HttpClient, DEFAULT_MAX_BODY, DEFAULT_TIMEOUT};
 
@@ -56,23 +57,24 @@ impl HttpClient {
     }
 }
 
-/// Builds an HTTP [`Endpoint`] for one service. Made by [`HttpClient::endpoint`].
+/// Builds an HTTP [`Endpoint`] for one service. Made by [`HttpClient::endpoint`]; `P` is the
+/// picker ([`Picker`] unless [`picker`](Self::picker) sets another [`Pick`]).
 #[must_use]
-pub struct EndpointBuilder<Req, Resp> {
+pub struct EndpointBuilder<Req, Resp, P = Picker> {
     client: HttpClient,
     discovery: Discovery,
     service: String,
     encode: Encode<Req>,
     decode: Decode<Resp>,
     key: Option<KeyFn<Req>>,
-    picker: Picker,
+    picker: P,
     timeout: Duration,
     max_body: usize,
     retry: Option<RetryPolicy>,
     ejection: Duration,
 }
 
-impl<Req, Resp> fmt::Debug for EndpointBuilder<Req, Resp> {
+impl<Req, Resp, P: fmt::Debug> fmt::Debug for EndpointBuilder<Req, Resp, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EndpointBuilder")
             .field("service", &self.service)
@@ -85,19 +87,34 @@ impl<Req, Resp> fmt::Debug for EndpointBuilder<Req, Resp> {
     }
 }
 
-impl<Req, Resp> EndpointBuilder<Req, Resp>
+impl<Req, Resp, P> EndpointBuilder<Req, Resp, P>
 where
     Req: Send + 'static,
     Resp: Send + 'static,
+    P: Pick,
 {
-    /// How instances are picked. Default [`Picker::P2c`].
-    pub fn picker(mut self, picker: Picker) -> Self {
-        self.picker = picker;
-        self
+    /// How instances are picked: a built-in picker ([`P2c`](crate::P2c),
+    /// [`RoundRobin`](crate::RoundRobin), ...), one chosen by name ([`Picker::by_name`]), or
+    /// any other [`Pick`]. Default [`Picker::P2c`].
+    pub fn picker<Q: Pick>(self, picker: Q) -> EndpointBuilder<Req, Resp, Q> {
+        EndpointBuilder {
+            client: self.client,
+            discovery: self.discovery,
+            service: self.service,
+            encode: self.encode,
+            decode: self.decode,
+            key: self.key,
+            picker,
+            timeout: self.timeout,
+            max_body: self.max_body,
+            retry: self.retry,
+            ejection: self.ejection,
+        }
     }
 
-    /// The key of a request for [`Picker::ConsistentHash`]: the bytes hashed onto the ring.
-    /// Required with that picker, ignored by the others.
+    /// The key of a request for a picker that hashes keys ([`ConsistentHash`](crate::ConsistentHash),
+    /// or any [`Pick`] whose [`key_hash`](Pick::key_hash) is `Some`): the bytes hashed onto
+    /// the ring. Required with such a picker, ignored by the others.
     pub fn hash_key<K, F>(mut self, f: F) -> Self
     where
         K: AsRef<[u8]>,
@@ -133,8 +150,8 @@ where
         self
     }
 
-    /// The Endpoint. Fails when the service name is not a valid identifier, or the consistent
-    /// hash picker has no [`hash_key`](Self::hash_key).
+    /// The Endpoint. Fails when the service name is not a valid identifier, or the picker
+    /// hashes keys and there is no [`hash_key`](Self::hash_key).
     pub fn build(self) -> Result<Endpoint<Req, Resp>, Error> {
         let watch = self
             .discovery
@@ -144,10 +161,10 @@ where
                 source,
             })?;
         let balancer = Balancer::new(watch, self.picker, self.ejection);
-        if balancer.uses_keys() && self.key.is_none() {
+        if balancer.key_hash().is_some() && self.key.is_none() {
             return Err(Error::Config {
                 reason: format!(
-                    "the consistent hash picker for `{}` needs a hash_key function",
+                    "the picker for `{}` hashes request keys and needs a hash_key function",
                     self.service
                 ),
             });

@@ -6,6 +6,13 @@
 //! request, takes the current instances from the registry's shared view (no etcd round trip),
 //! picks one, sends over one pooled hyper client, and decodes the answer.
 //!
+//! - [`HttpClient`] is svckit's one HTTP transport (pooled hyper-util client, connect timeout,
+//!   bounded body, typed [`TransportError`]); the cache's peer client and the examples use it
+//!   too, through [`HttpClient::send`] and [`HttpClient::get`].
+//! - A picker is any [`Pick`]: the built-in [`Random`], [`RoundRobin`], [`ConsistentHash`]
+//!   and [`P2c`], [`Picker`] to choose one of them by name, or your own.
+//! - [`RetryPolicy`] says when a call is tried again on another instance.
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use bytes::Bytes;
@@ -33,22 +40,27 @@
 
 mod balance;
 mod call;
+mod consistent_hash;
 mod endpoint;
 mod error;
 mod http;
 mod p2c;
 mod pick;
+mod picker;
 mod random;
 mod retry;
 mod ring;
 mod round_robin;
+mod slot;
 mod transport;
 
 pub use crate::http::{EndpointBuilder, DEFAULT_EJECTION};
+pub use consistent_hash::ConsistentHash;
 pub use endpoint::{chain, Chain, Endpoint, Middleware};
 pub use error::{Attempt, BoxError, Error, TransportError};
 pub use p2c::P2c;
-pub use pick::{ConsistentHash, Picker};
+pub use pick::{Candidates, Pick};
+pub use picker::Picker;
 pub use random::Random;
 pub use retry::{is_idempotent, is_safe_to_retry, Failure, Predicate, RetryPolicy};
 pub use ring::{xxh3, HashFn, Ring, DEFAULT_VNODES, MAX_VNODES};

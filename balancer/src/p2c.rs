@@ -4,7 +4,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rand::RngCore;
+use svckit_registry::Instance;
 
+use crate::pick::{Candidates, Pick};
 use crate::random::SplitMix;
 
 /// Power of two choices (Mitzenmacher) over requests in flight. One random draw and two
@@ -75,6 +77,17 @@ impl P2c {
     #[inline]
     pub fn pick(&self, in_flight: &[AtomicUsize]) -> Option<usize> {
         self.pick_by(in_flight.len(), |i| in_flight[i].load(Ordering::Relaxed))
+    }
+}
+
+impl Pick for P2c {
+    type State = ();
+
+    fn build(&self, _instances: &[Instance]) {}
+
+    #[inline]
+    fn pick(&self, _state: &(), set: &Candidates<'_>) -> Option<usize> {
+        self.pick_by(set.len(), |i| set.in_flight(i))
     }
 }
 

@@ -1,132 +1,151 @@
-//! Choosing a picker: [`Picker`] names the four strategies and carries their state.
+//! The [`Pick`] trait: how an Endpoint chooses one instance of the current set for a request.
+//!
+//! The four built-in pickers ([`Random`](crate::Random), [`RoundRobin`](crate::RoundRobin),
+//! [`ConsistentHash`](crate::ConsistentHash), [`P2c`](crate::P2c)) implement it, and so does
+//! [`Picker`](crate::Picker), which names them for a command-line flag. Any other type that
+//! implements it can be given to
+//! [`EndpointBuilder::picker`](crate::EndpointBuilder::picker).
 
-use std::fmt;
-use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
-use crate::error::Error;
-use crate::p2c::P2c;
-use crate::random::Random;
-use crate::ring::{xxh3, HashFn, DEFAULT_VNODES};
-use crate::round_robin::RoundRobin;
+use svckit_registry::Instance;
 
-/// How an HTTP endpoint picks an instance for each call.
+use crate::ring::HashFn;
+use crate::slot::Slot;
+
+/// Picks one instance of the current set for a request.
 ///
-/// Parse one by name with [`Picker::by_name`] (`random`, `round_robin`, `hash`, `p2c`) or build
-/// one with its injectable state (`Picker::Random(Random::from_seed(7))`).
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Picker {
-    /// Uniform at random.
-    Random(Random),
-    /// An exact cycle.
-    RoundRobin(RoundRobin),
-    /// Consistent hash of a key taken from the request (set the key function with
-    /// [`EndpointBuilder::hash_key`](crate::EndpointBuilder::hash_key)).
-    ConsistentHash(ConsistentHash),
-    /// Power of two choices over requests in flight.
-    P2c(P2c),
-}
+/// # How a change of the set reaches a picker
+///
+/// An Endpoint keeps a table: the instances of one discovery snapshot, their counters, and
+/// the picker's [`State`](Pick::State) for that set. When discovery publishes a new snapshot,
+/// the first call that sees it builds the next table, calling [`Pick::build`] once; calls
+/// running at the same time keep picking from the previous table meanwhile, so no call waits
+/// for a rebuild and a set change costs one `build`, never one per call (the exception: while
+/// the previous set was empty, concurrent first calls each build rather than fail). Between
+/// changes a pick reads the table without a lock.
+///
+/// ```
+/// use svckit_balancer::{Candidates, Pick};
+/// use svckit_registry::Instance;
+///
+/// /// Always the instance with the fewest requests in flight (ties: the first).
+/// #[derive(Debug)]
+/// struct LeastLoaded;
+///
+/// impl Pick for LeastLoaded {
+///     type State = ();
+///     fn build(&self, _instances: &[Instance]) {}
+///     fn pick(&self, _state: &(), set: &Candidates<'_>) -> Option<usize> {
+///         (0..set.len()).min_by_key(|&i| set.in_flight(i))
+///     }
+/// }
+/// ```
+pub trait Pick: Send + Sync + 'static {
+    /// What the picker derives from one set of instances (the consistent-hash ring, for
+    /// example); `()` when it needs nothing.
+    type State: Send + Sync + 'static;
 
-impl Default for Picker {
-    /// Power of two choices.
-    fn default() -> Self {
-        Self::P2c(P2c::new())
+    /// The state for a new set of instances (sorted by id, possibly empty). Called once per
+    /// change of the set, off the path of other calls (see [how a change of the set reaches a picker](Pick#how-a-change-of-the-set-reaches-a-picker)).
+    fn build(&self, instances: &[Instance]) -> Self::State;
+
+    /// An index into `set.instances()`, or `None` when the set is empty.
+    ///
+    /// Called once per attempt; must not block. The Endpoint avoids instances that an earlier
+    /// attempt of the same call tried or that refused a connect lately: when the choice is
+    /// one of those it calls `pick` up to twice more, then follows
+    /// [`alternatives`](Self::alternatives).
+    fn pick(&self, state: &Self::State, set: &Candidates<'_>) -> Option<usize>;
+
+    /// The instances to consider, in order of preference, when `first` (this picker's
+    /// choice) is to be avoided. The default is every instance after `first`, wrapping
+    /// around; the consistent-hash picker walks its ring clockwise from the key, so that a
+    /// key's second choice is the same on every client.
+    fn alternatives<'a>(
+        &'a self,
+        state: &'a Self::State,
+        set: &Candidates<'_>,
+        first: usize,
+    ) -> impl Iterator<Item = usize> + 'a {
+        let _ = state;
+        scan_after(first, set.len())
+    }
+
+    /// The hash of request keys when this picker uses them ([`Candidates::key`]); `None`
+    /// (the default) when it ignores keys, and then the Endpoint computes none. An Endpoint
+    /// whose picker returns `Some` needs
+    /// [`hash_key`](crate::EndpointBuilder::hash_key).
+    fn key_hash(&self) -> Option<HashFn> {
+        None
     }
 }
 
-impl Picker {
-    /// The picker named `name`: `random`, `round_robin` (or `roundrobin`, `rr`), `hash` (or
-    /// `consistent_hash`, `ring`) or `p2c`, with default settings.
-    pub fn by_name(name: &str) -> Result<Self, Error> {
-        Ok(match name.to_ascii_lowercase().replace('-', "_").as_str() {
-            "random" => Self::Random(Random::new()),
-            "round_robin" | "roundrobin" | "rr" => Self::RoundRobin(RoundRobin::new()),
-            "hash" | "consistent_hash" | "ring" => Self::ConsistentHash(ConsistentHash::new()),
-            "p2c" => Self::P2c(P2c::new()),
-            _ => {
-                return Err(Error::Config {
-                    reason: format!(
-                        "unknown picker `{name}`: expected random, round_robin, hash or p2c"
-                    ),
-                })
-            }
-        })
-    }
-
-    /// The picker's name as [`by_name`](Self::by_name) accepts it.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Random(_) => "random",
-            Self::RoundRobin(_) => "round_robin",
-            Self::ConsistentHash(_) => "hash",
-            Self::P2c(_) => "p2c",
-        }
-    }
+/// The current instances as a picker sees them for one request: the set, the requests in
+/// flight to each (this Endpoint's), and the request's key hash.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidates<'a> {
+    instances: &'a [Instance],
+    slots: &'a [Arc<Slot>],
+    total: &'a AtomicUsize,
+    key: Option<u64>,
 }
 
-impl FromStr for Picker {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        Self::by_name(s)
-    }
-}
-
-/// Settings of the consistent-hash picker.
-#[derive(Clone, Copy)]
-#[must_use]
-pub struct ConsistentHash {
-    pub(crate) vnodes: usize,
-    pub(crate) hash: HashFn,
-    pub(crate) epsilon: Option<f64>,
-}
-
-impl fmt::Debug for ConsistentHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConsistentHash")
-            .field("vnodes", &self.vnodes)
-            .field("bounded_load_epsilon", &self.epsilon)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for ConsistentHash {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl ConsistentHash {
-    /// 160 virtual nodes, XXH3-64 ([`xxh3`]), no load bound.
-    pub fn new() -> Self {
+impl<'a> Candidates<'a> {
+    pub(crate) fn new(
+        instances: &'a [Instance],
+        slots: &'a [Arc<Slot>],
+        total: &'a AtomicUsize,
+        key: Option<u64>,
+    ) -> Self {
         Self {
-            vnodes: DEFAULT_VNODES,
-            hash: xxh3,
-            epsilon: None,
+            instances,
+            slots,
+            total,
+            key,
         }
     }
 
-    /// Virtual nodes per instance. Default 160.
-    pub fn vnodes(mut self, vnodes: usize) -> Self {
-        self.vnodes = vnodes.max(1);
-        self
+    /// The instances, sorted by id.
+    #[inline]
+    pub fn instances(&self) -> &'a [Instance] {
+        self.instances
     }
 
-    /// The hash for ring points and keys. Default [`xxh3`].
-    pub fn hash(mut self, hash: HashFn) -> Self {
-        self.hash = hash;
-        self
+    /// The number of instances.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.instances.len()
     }
 
-    /// Bounded-load mode (Mirrokni et al. 2016): no instance takes more than
-    /// `⌈(1 + epsilon) · average⌉` requests in flight; a key whose owner is full goes to the
-    /// next instance clockwise. Default off. Negative values count as 0.
-    pub fn bounded_load(mut self, epsilon: f64) -> Self {
-        self.epsilon = Some(if epsilon.is_finite() {
-            epsilon.max(0.0)
-        } else {
-            0.0
-        });
-        self
+    /// True when there is no instance.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.instances.is_empty()
     }
+
+    /// Requests of this Endpoint in flight to instance `i`.
+    #[inline]
+    pub fn in_flight(&self, i: usize) -> usize {
+        self.slots[i].in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Requests of this Endpoint in flight to all instances.
+    #[inline]
+    pub fn total_in_flight(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// The hash of the request's key ([`Pick::key_hash`] over the bytes of
+    /// [`hash_key`](crate::EndpointBuilder::hash_key)); `None` when the picker uses no keys.
+    #[inline]
+    pub fn key(&self) -> Option<u64> {
+        self.key
+    }
+}
+
+/// Every index of `0..n` after `first`, wrapping around (`first` itself excluded).
+pub(crate) fn scan_after(first: usize, n: usize) -> impl Iterator<Item = usize> {
+    (1..n).map(move |d| (first + d) % n)
 }

@@ -7,6 +7,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rand::RngCore;
+use svckit_registry::Instance;
+
+use crate::pick::{Candidates, Pick};
 
 /// The SplitMix64 increment (the golden ratio in 64-bit fixed point).
 const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -99,6 +102,17 @@ impl Random {
     #[inline]
     pub fn pick(&self, len: usize) -> Option<usize> {
         (len > 0).then(|| below(self.rng.next_u64(), len))
+    }
+}
+
+impl Pick for Random {
+    type State = ();
+
+    fn build(&self, _instances: &[Instance]) {}
+
+    #[inline]
+    fn pick(&self, _state: &(), set: &Candidates<'_>) -> Option<usize> {
+        Random::pick(self, set.len())
     }
 }
 

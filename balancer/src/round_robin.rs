@@ -2,6 +2,10 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use svckit_registry::Instance;
+
+use crate::pick::{Candidates, Pick};
+
 /// Cycles through the instances in order: 0, 1, ..., len-1, 0, ... One atomic add per pick.
 /// When the set changes the cycle continues from the same counter over the new set.
 #[derive(Debug, Default)]
@@ -26,6 +30,17 @@ impl RoundRobin {
     #[inline]
     pub fn pick(&self, len: usize) -> Option<usize> {
         (len > 0).then(|| self.next.fetch_add(1, Ordering::Relaxed) % len)
+    }
+}
+
+impl Pick for RoundRobin {
+    type State = ();
+
+    fn build(&self, _instances: &[Instance]) {}
+
+    #[inline]
+    fn pick(&self, _state: &(), set: &Candidates<'_>) -> Option<usize> {
+        RoundRobin::pick(self, set.len())
     }
 }
 
