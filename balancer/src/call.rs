@@ -1,5 +1,5 @@
-//! One call of an HTTP Endpoint: pick, send with a timeout, retry on another instance,
-//! decode.
+//! One call of an HTTP Endpoint: encode, then attempts (each one pick, send and classify)
+//! while the state across them ([`Attempts`]) allows another, then decode.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,10 +7,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri};
-use tokio::time::Instant;
 
-use crate::balance::Balancer;
-use crate::error::{chain_message, Attempt, BoxError, Error, TransportError};
+use crate::attempts::{Attempts, TimeLimit};
+use crate::balance::{Balancer, Table};
+use crate::error::{chain_message, BoxError, Error, TransportError};
 use crate::pick::Pick;
 use crate::retry::{Failure, RetryState};
 use crate::ring::HashFn;
@@ -86,13 +86,8 @@ impl Prepared {
     }
 }
 
-/// How one attempt ended.
-enum Outcome {
-    Done(Response<Bytes>),
-    Failed(Error),
-}
-
 impl<Req: Send + 'static, Resp: Send + 'static, P: Pick> Inner<Req, Resp, P> {
+    /// One call: encode, then attempts until one answers or the retry policy stops.
     pub(crate) async fn call(self: Arc<Self>, req: Req) -> Result<Resp, Error> {
         let service = &self.service;
         let key = match (&self.key, self.balancer.key_hash()) {
@@ -104,164 +99,118 @@ impl<Req: Send + 'static, Resp: Send + 'static, P: Pick> Inner<Req, Resp, P> {
             source,
         })?;
         let mut prepared = Prepared::new(encoded);
-        let (max_attempts, deadline) = match &self.retry {
-            Some(r) => {
-                r.deposit();
-                (
-                    r.settings.max_attempts,
-                    Some((deadline_from_now(r.settings.deadline), r.settings.deadline)),
-                )
-            }
-            None => (1, None),
-        };
-        let mut tried: Vec<String> = Vec::new();
-        let mut attempts: Vec<Attempt> = Vec::new();
+        let mut attempts = Attempts::start(self.retry.as_ref());
         loop {
             let table = self.balancer.table();
-            let Some(idx) = self.balancer.pick(&table, key, &tried) else {
+            let Some(idx) = self.balancer.pick(&table, key, attempts.tried()) else {
                 let err = Error::NoInstances {
                     service: service.clone(),
                 };
-                return Err(self.finish(attempts, String::new(), err));
+                return Err(attempts.finish(service, String::new(), err));
             };
             let instance = &table.instances[idx];
             let addr = instance.addr();
-            let mut limit = self.timeout;
-            let mut limit_is_deadline = false;
-            if let Some((at, _)) = deadline {
-                let left = at.saturating_duration_since(Instant::now());
-                if left < limit {
-                    limit = left;
-                    limit_is_deadline = true;
-                }
-            }
-            let outcome = {
-                let _in_flight = self.balancer.start(&table, idx);
-                let last = attempts.len() + 1 >= max_attempts;
-                let req = prepared.to(table.authorities[idx].as_ref(), last);
-                self.attempt(req, addr, limit, limit_is_deadline, deadline)
-                    .await
-            };
-            let err = match outcome {
-                Outcome::Done(resp) => {
+            match self.attempt(&table, idx, &mut prepared, &attempts).await {
+                Ok(resp) => {
                     let status = resp.status();
-                    let retryable = attempts.len() + 1 < max_attempts
-                        && is_gateway_status(status)
-                        && self.retry.as_ref().is_some_and(|r| {
-                            (r.settings.predicate)(&prepared.method, &Failure::Status(status))
-                        });
-                    if !retryable || !self.may_retry(deadline) {
+                    let again = is_gateway_status(status)
+                        && attempts.again(
+                            &prepared.method,
+                            &Failure::Status(status),
+                            instance,
+                            || format!("answered {status}"),
+                        );
+                    if !again {
                         return (self.decode)(resp).map_err(|source| Error::Decode {
                             service: service.clone(),
                             addr: addr.to_owned(),
                             source,
                         });
                     }
-                    attempts.push(Attempt::new(addr, format!("answered {status}")));
                     tracing::debug!(service = %service, addr = %addr, %status, attempt = attempts.len(), "retrying after a gateway status");
-                    tried.push(instance.id().to_owned());
-                    continue;
                 }
-                Outcome::Failed(err) => err,
-            };
-            if matches!(err, Error::Transport { connect: true, .. }) {
-                self.balancer.eject(&table, idx);
+                Err(err) => {
+                    let again =
+                        attempts.again(&prepared.method, &Failure::Error(&err), instance, || {
+                            chain_message(&err)
+                        });
+                    if !again {
+                        return Err(attempts.finish(service, addr.to_owned(), err));
+                    }
+                    tracing::debug!(service = %service, addr = %addr, error = %chain_message(&err), attempt = attempts.len(), "retrying on another instance");
+                }
             }
-            let retry = attempts.len() + 1 < max_attempts
-                && self.retry.as_ref().is_some_and(|r| {
-                    (r.settings.predicate)(&prepared.method, &Failure::Error(&err))
-                })
-                && self.may_retry(deadline);
-            if !retry {
-                return Err(self.finish(attempts, addr.to_owned(), err));
-            }
-            tracing::debug!(service = %service, addr = %addr, error = %chain_message(&err), attempt = attempts.len() + 1, "retrying on another instance");
-            attempts.push(Attempt::new(addr, chain_message(&err)));
-            tried.push(instance.id().to_owned());
         }
     }
 
-    /// True when time is left and the budget grants a retry.
-    fn may_retry(&self, deadline: Option<(Instant, Duration)>) -> bool {
-        deadline.is_some_and(|(at, _)| Instant::now() < at)
-            && self.retry.as_ref().is_some_and(RetryState::withdraw)
-    }
-
+    /// One attempt: sends the prepared request to instance `idx` of `table` within the
+    /// attempt's time limit, counted in flight meanwhile, and classifies how it ended. A
+    /// failed connect ejects the instance.
     async fn attempt(
         &self,
-        req: Result<Request<Bytes>, BoxError>,
-        addr: &str,
-        limit: Duration,
-        limit_is_deadline: bool,
-        deadline: Option<(Instant, Duration)>,
-    ) -> Outcome {
-        let service = &self.service;
-        let req = match req {
-            Ok(r) => r,
-            Err(source) => {
-                return Outcome::Failed(Error::Transport {
-                    service: service.clone(),
+        table: &Table<P::State>,
+        idx: usize,
+        prepared: &mut Prepared,
+        attempts: &Attempts<'_>,
+    ) -> Result<Response<Bytes>, Error> {
+        let addr = table.instances[idx].addr();
+        let limit = attempts.limit(self.timeout);
+        let result = {
+            let _in_flight = self.balancer.start(table, idx);
+            match prepared.to(table.authorities[idx].as_ref(), attempts.is_last()) {
+                Ok(req) => self
+                    .client
+                    .send(req, Limits::new(limit.timeout, self.max_body))
+                    .await
+                    .map_err(|e| self.classify(e, addr, limit)),
+                Err(source) => Err(Error::Transport {
+                    service: self.service.clone(),
                     addr: addr.to_owned(),
                     connect: true,
                     source,
-                })
+                }),
             }
         };
-        let addr = addr.to_owned();
-        match self
-            .client
-            .send(req, Limits::new(limit, self.max_body))
-            .await
-        {
-            Ok(resp) => Outcome::Done(resp),
-            Err(TransportError::BodyTooLarge { limit, .. }) => {
-                Outcome::Failed(Error::BodyTooLarge {
-                    service: service.clone(),
-                    addr,
-                    limit,
-                })
-            }
-            Err(TransportError::Timeout { after }) => Outcome::Failed(Error::Timeout {
-                service: service.clone(),
+        if matches!(result, Err(Error::Transport { connect: true, .. })) {
+            self.balancer.eject(table, idx);
+        }
+        result
+    }
+
+    /// The Endpoint's error for a transport failure at `addr`.
+    fn classify(&self, err: TransportError, addr: &str, limit: TimeLimit) -> Error {
+        let (service, addr) = (self.service.clone(), addr.to_owned());
+        match err {
+            TransportError::BodyTooLarge { limit, .. } => Error::BodyTooLarge {
+                service,
                 addr,
-                after: match deadline {
-                    Some((_, total)) if limit_is_deadline => total,
-                    _ => after,
-                },
-            }),
-            Err(TransportError::Connect { source }) => Outcome::Failed(Error::Transport {
-                service: service.clone(),
+                limit,
+            },
+            TransportError::Timeout { .. } => Error::Timeout {
+                service,
+                addr,
+                after: limit.reported,
+            },
+            TransportError::Connect { source } => Error::Transport {
+                service,
                 addr,
                 connect: true,
                 source,
-            }),
-            Err(TransportError::Request { source } | TransportError::Body { source, .. }) => {
-                Outcome::Failed(Error::Transport {
-                    service: service.clone(),
+            },
+            TransportError::Request { source } | TransportError::Body { source, .. } => {
+                Error::Transport {
+                    service,
                     addr,
                     connect: false,
                     source,
-                })
+                }
             }
-            Err(other) => Outcome::Failed(Error::Transport {
-                service: service.clone(),
+            other => Error::Transport {
+                service,
                 addr,
                 connect: false,
                 source: Box::new(other),
-            }),
-        }
-    }
-
-    /// The final error: `err` alone after one attempt, or all attempts listed.
-    fn finish(&self, mut attempts: Vec<Attempt>, addr: String, err: Error) -> Error {
-        if attempts.is_empty() {
-            return err;
-        }
-        attempts.push(Attempt::new(addr, chain_message(&err)));
-        Error::RetriesExhausted {
-            service: self.service.clone(),
-            attempts,
-            last: Box::new(err),
+            },
         }
     }
 }
@@ -271,12 +220,4 @@ fn is_gateway_status(s: StatusCode) -> bool {
         s,
         StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
     )
-}
-
-/// `now + after`, saturating far in the future for huge durations such as `Duration::MAX`
-/// ("no overall deadline") instead of panicking on overflow.
-fn deadline_from_now(after: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(after)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }

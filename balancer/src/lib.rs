@@ -38,6 +38,7 @@
 //! # Ok(()) }
 //! ```
 
+mod attempts;
 mod balance;
 mod call;
 mod consistent_hash;
