@@ -40,11 +40,11 @@
 
 mod attempts;
 mod balance;
+mod builder;
 mod call;
 mod consistent_hash;
 mod endpoint;
 mod error;
-mod http;
 mod p2c;
 mod pick;
 mod picker;
@@ -55,7 +55,7 @@ mod round_robin;
 mod slot;
 mod transport;
 
-pub use crate::http::{EndpointBuilder, DEFAULT_EJECTION};
+pub use builder::{EndpointBuilder, DEFAULT_EJECTION};
 pub use consistent_hash::ConsistentHash;
 pub use endpoint::{chain, Chain, Endpoint, Middleware};
 pub use error::{Attempt, BoxError, Error, TransportError};

@@ -59,6 +59,10 @@ pub fn is_safe_to_retry(method: &Method, failure: &Failure<'_>) -> bool {
 
 /// When an HTTP endpoint tries again (go-kit `lb.Retry(max, timeout, balancer)`); given to
 /// [`EndpointBuilder::retry`](crate::EndpointBuilder::retry).
+///
+/// A policy the Endpoint follows, not a middleware around it: another attempt means another
+/// pick from the same set of instances, avoiding those already tried, so the Endpoint's call
+/// applies it between its attempts.
 #[derive(Clone)]
 #[must_use]
 pub struct RetryPolicy {

@@ -1,20 +1,9 @@
-//! Consistent hashing: a ring of virtual nodes, with an optional bounded-load mode.
-//!
-//! # The hash
-//!
-//! The default hash is **XXH3-64 with seed 0** ([`xxh3`]), a fixed, specified function
-//! (<https://github.com/Cyan4973/xxHash/blob/dev/doc/xxhash_spec.md>) whose output does not
-//! depend on the process, the platform or the version of this crate, so every client maps a
-//! key to the same instance. It is also fast for short keys (a few ns for 32 bytes).
-//!
-//! Virtual node `i` (0-based) of node `name` sits at `hash("{name}#{i}")`; a key sits at
-//! `hash(key)` and belongs to the first virtual node at or after it, wrapping around. Points
-//! that collide keep the node whose name sorts first, so ownership does not depend on the order
-//! nodes were given in. The hash is injectable ([`Ring::with_hash`]) for exact tests.
+//! The balancer's consistent-hash ring (see [`Ring`]).
 
 use std::fmt;
 
-/// A hash function from bytes to a ring position.
+/// A hash function from bytes to a position on the balancer's [`Ring`] (64 bits; the cache's
+/// ring has its own 32-bit hash type).
 pub type HashFn = fn(&[u8]) -> u64;
 
 /// Virtual nodes per instance unless configured otherwise.
@@ -29,7 +18,28 @@ pub fn xxh3(bytes: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(bytes)
 }
 
-/// A consistent-hash ring over nodes `0..len`, each with the same number of virtual nodes.
+/// The balancer's consistent-hash ring over nodes `0..len` (instance ids), each with the same
+/// number of virtual nodes, 64-bit positions, and an optional bounded-load mode;
+/// [`ConsistentHash`](crate::ConsistentHash) picks with it.
+///
+/// It is not the cache's ring. svckit has two, for two jobs: this one spreads requests over
+/// the instances of a service among svckit clients (XXH3-64, `{id}#{i}` points, 160 per
+/// instance, a bucket index for speed); the cache's `GroupcacheRing` decides which peer owns
+/// a key and must agree with golang/groupcache nodes (crc32 IEEE of `{i}{peer_url}`, 32-bit
+/// positions, 50 per peer). They share no code on purpose: each is fixed by a different
+/// contract.
+///
+/// # The hash
+///
+/// The default hash is **XXH3-64 with seed 0** ([`xxh3`]), a fixed, specified function
+/// (<https://github.com/Cyan4973/xxHash/blob/dev/doc/xxhash_spec.md>) whose output does not
+/// depend on the process, the platform or the version of this crate, so every client maps a
+/// key to the same instance. It is also fast for short keys (a few ns for 32 bytes).
+///
+/// Virtual node `i` (0-based) of node `name` sits at `hash("{name}#{i}")`; a key sits at
+/// `hash(key)` and belongs to the first virtual node at or after it, wrapping around. Points
+/// that collide keep the node whose name sorts first, so ownership does not depend on the order
+/// nodes were given in. The hash is injectable ([`Ring::with_hash`]) for exact tests.
 ///
 /// The points are sorted ring positions with their owners. A lookup reads a bucket index (the
 /// top bits of the key's hash give the range of points in that slice of the ring, about one

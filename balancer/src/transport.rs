@@ -31,6 +31,10 @@ pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
 /// svckit's HTTP transport: a pooled HTTP/1 client over plain TCP (hyper-util's legacy
 /// client, `TCP_NODELAY` on, a connect timeout, idle connections closed after a while).
 ///
+/// It is the one HTTP client of svckit: Endpoints send through it after picking an instance,
+/// the cache fetches from its peers through it, and programs that only need `GET url` call
+/// [`get`](Self::get).
+///
 /// Cheap to clone: clones, and every Endpoint built from them with
 /// [`endpoint`](Self::endpoint), share one connection pool. Build one per process (or per
 /// kind of peer) and pass it around.

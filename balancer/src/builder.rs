@@ -1,5 +1,5 @@
-//! The HTTP transport: a pooled hyper client, and Endpoints that encode a request, pick an
-//! instance of a service from discovery, send, and decode the answer.
+//! Building an HTTP Endpoint: [`HttpClient::endpoint`] and [`EndpointBuilder`] (encode,
+//! decode, picker, key, timeout, body limit, retry policy, ejection).
 
 use std::fmt;
 use std::sync::Arc;
