@@ -1,17 +1,18 @@
 //! A group: a named, byte-bounded cache of immutable values filled by a getter on a miss
 //! (golang/groupcache's `Group`).
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio_util::sync::DropGuard;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::error::{short_key, BoxError, Error};
-use crate::pool::Net;
+use crate::peers::Cluster;
 use crate::singleflight::{FlightError, SingleFlight};
-use crate::stats::{Counters, Stats};
+use crate::stats::{LoadCounters, Stats};
 use crate::store::{default_shards, Store, Tier};
 
 /// The default limit on key length: 1 KiB.
@@ -85,8 +86,8 @@ pub(crate) struct GroupInner {
     /// never the flights above, so two nodes that disagree about an owner cannot wait on
     /// each other.
     local_flights: SingleFlight<Loaded>,
-    counters: Counters,
-    net: Arc<Net>,
+    counters: LoadCounters,
+    cluster: Arc<Cluster>,
 }
 
 /// A named cache of immutable values with a byte budget, filled by a [`Getter`] on a miss.
@@ -110,10 +111,54 @@ impl std::fmt::Debug for Group {
     }
 }
 
+/// The groups of a cache by name (golang/groupcache's global group registry, per cache).
+#[derive(Debug, Default)]
+pub(crate) struct Groups(RwLock<HashMap<String, Group>>);
+
+impl Groups {
+    /// The group named `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<Group> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// The names of all groups, sorted.
+    pub(crate) fn names(&self) -> Vec<String> {
+        let groups = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        let mut names: Vec<String> = groups.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    fn insert(&self, group: Group) -> Result<(), Error> {
+        let mut groups = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if groups.contains_key(group.name()) {
+            return Err(Error::DuplicateGroup {
+                name: group.name().to_owned(),
+            });
+        }
+        groups.insert(group.name().to_owned(), group);
+        Ok(())
+    }
+}
+
+/// What a new group takes from its cache: where to register, the cluster, and the owner
+/// token that stops its loads when the cache and all groups are dropped.
+#[derive(Debug)]
+pub(crate) struct GroupParts<'a> {
+    pub(crate) groups: &'a Groups,
+    pub(crate) cluster: Arc<Cluster>,
+    pub(crate) owner: Arc<DropGuard>,
+    pub(crate) cancel: CancellationToken,
+}
+
 /// Builds a [`Group`]; from [`Cache::new_group`](crate::Cache::new_group).
 #[must_use = "a GroupBuilder does nothing until `build` is called"]
 pub struct GroupBuilder<'a> {
-    cache: &'a crate::Cache,
+    parts: GroupParts<'a>,
     name: String,
     budget: usize,
     getter: Arc<dyn Getter>,
@@ -136,13 +181,13 @@ impl std::fmt::Debug for GroupBuilder<'_> {
 
 impl<'a> GroupBuilder<'a> {
     pub(crate) fn new(
-        cache: &'a crate::Cache,
+        parts: GroupParts<'a>,
         name: String,
         budget: usize,
         getter: Arc<dyn Getter>,
     ) -> Self {
         Self {
-            cache,
+            parts,
             name,
             budget,
             getter,
@@ -181,7 +226,12 @@ impl<'a> GroupBuilder<'a> {
         if self.name.is_empty() {
             return Err(Error::EmptyGroupName);
         }
-        let (net, owner, cancel) = self.cache.parts();
+        let GroupParts {
+            groups,
+            cluster,
+            owner,
+            cancel,
+        } = self.parts;
         let shards = self.shards.unwrap_or_else(|| default_shards(self.budget));
         let inner = GroupInner {
             store: Store::new(self.budget, shards),
@@ -191,14 +241,14 @@ impl<'a> GroupBuilder<'a> {
             getter: self.getter,
             max_key_len: self.max_key_len,
             hot_one_in: self.hot_one_in,
-            counters: Counters::default(),
-            net,
+            counters: LoadCounters::default(),
+            cluster,
         };
         let group = Group {
             inner: Arc::new(inner),
             _owner: owner,
         };
-        self.cache.insert_group(group.clone())?;
+        groups.insert(group.clone())?;
         Ok(group)
     }
 }
@@ -251,12 +301,12 @@ impl Group {
     /// A get on behalf of a peer: served from memory or the getter on this node, never
     /// forwarded to another peer.
     pub(crate) async fn get_for_peer(&self, key: &str) -> Result<Bytes, Error> {
-        Counters::inc(&self.inner.counters.server_requests);
+        LoadCounters::inc(&self.inner.counters.server_requests);
         self.inner.check_key(key)?;
         if let Some(v) = self.inner.store.get(key) {
             return Ok(v);
         }
-        Counters::inc(&self.inner.counters.loads);
+        LoadCounters::inc(&self.inner.counters.loads);
         self.inner.load_local(key).await
     }
 
@@ -267,13 +317,13 @@ impl Group {
         Stats {
             gets: s.gets,
             cache_hits: s.main.hits + s.hot.hits,
-            peer_loads: Counters::get(&c.peer_loads),
-            peer_errors: Counters::get(&c.peer_errors),
-            loads: Counters::get(&c.loads),
-            loads_deduped: Counters::get(&c.loads_deduped),
-            local_loads: Counters::get(&c.local_loads),
-            local_load_errors: Counters::get(&c.local_load_errors),
-            server_requests: Counters::get(&c.server_requests),
+            peer_loads: LoadCounters::get(&c.peer_loads),
+            peer_errors: LoadCounters::get(&c.peer_errors),
+            loads: LoadCounters::get(&c.loads),
+            loads_deduped: LoadCounters::get(&c.loads_deduped),
+            local_loads: LoadCounters::get(&c.local_loads),
+            local_load_errors: LoadCounters::get(&c.local_load_errors),
+            server_requests: LoadCounters::get(&c.server_requests),
             main_cache: s.main,
             hot_cache: s.hot,
         }
@@ -320,7 +370,7 @@ impl GroupInner {
 
     /// A miss from a caller on this node: fetch from the owner, or load locally.
     async fn load(self: &Arc<Self>, key: &str) -> Result<Bytes, Error> {
-        Counters::inc(&self.counters.loads);
+        LoadCounters::inc(&self.counters.loads);
         let this = self.clone();
         let k = key.to_owned();
         let (out, _led) = self
@@ -333,18 +383,18 @@ impl GroupInner {
                 if let Some(v) = this.store.peek(&k) {
                     return Ok(v);
                 }
-                Counters::inc(&this.counters.loads_deduped);
-                if let Some(peer) = this.net.peers.pick(&k) {
-                    match this.net.client.fetch(&peer, &this.name, &k).await {
+                LoadCounters::inc(&this.counters.loads_deduped);
+                if let Some(peer) = this.cluster.peers.pick(&k) {
+                    match this.cluster.client.fetch(&peer, &this.name, &k).await {
                         Ok(v) => {
-                            Counters::inc(&this.counters.peer_loads);
+                            LoadCounters::inc(&this.counters.peer_loads);
                             if this.keep_hot() {
                                 this.store.populate(&k, v.clone(), Tier::Hot);
                             }
                             return Ok(v);
                         }
                         Err(e) => {
-                            Counters::inc(&this.counters.peer_errors);
+                            LoadCounters::inc(&this.counters.peer_errors);
                             tracing::warn!(
                                 group = %this.name,
                                 peer = %peer,
@@ -374,12 +424,12 @@ impl GroupInner {
                 }
                 match this.getter.get(&k).await {
                     Ok(v) => {
-                        Counters::inc(&this.counters.local_loads);
+                        LoadCounters::inc(&this.counters.local_loads);
                         this.store.populate(&k, v.clone(), Tier::Main);
                         Ok(v)
                     }
                     Err(e) => {
-                        Counters::inc(&this.counters.local_load_errors);
+                        LoadCounters::inc(&this.counters.local_load_errors);
                         tracing::debug!(group = %this.name, key = %short_key(&k), error = %e, "getter failed");
                         Err(Error::Getter {
                             group: this.name.clone(),
@@ -392,7 +442,7 @@ impl GroupInner {
             .await;
         out.unwrap_or_else(|e| {
             if led && e == FlightError::Panicked {
-                Counters::inc(&self.counters.local_load_errors);
+                LoadCounters::inc(&self.counters.local_load_errors);
             }
             Err(self.flight_error(key, e))
         })

@@ -4,7 +4,7 @@
 //!   [`Getter`] on a miss; [`Group::get`] returns a value, [`Group::get_with`] lends it. Concurrent misses of one key cause one load (singleflight), also
 //!   when the caller that started it is cancelled; errors are not cached.
 //! - Each key has one owner among the peers, chosen on golang/groupcache's consistent-hash
-//!   [`Ring`] (crc32 IEEE, 50 points per peer). A node fetches keys it does not own from
+//!   [`GroupcacheRing`] (crc32 IEEE, 50 points per peer). A node fetches keys it does not own from
 //!   their owner and keeps popular ones in a hot cache (at most 1/8 of the budget).
 //! - Peers speak golang/groupcache's HTTP protocol ([`Cache::router`]), so Rust and Go nodes
 //!   can share a cluster. A failed fetch falls back to a local load; a request from a peer
@@ -40,28 +40,28 @@
 //! # }
 //! ```
 
-mod discovery;
+mod cache;
 mod error;
+mod follower;
 mod group;
 mod lru;
 mod peers;
-mod pool;
 mod protocol;
-pub mod ring;
+mod ring;
 mod server;
 mod singleflight;
 mod stats;
 mod store;
 
-pub use discovery::PeerFollower;
+pub use cache::{
+    Cache, CacheBuilder, DEFAULT_BASE_PATH, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_PEER_TIMEOUT,
+};
 pub use error::{BoxError, Error, PeerError};
+pub use follower::PeerFollower;
 pub use group::{
     getter_fn, Getter, GetterFn, Group, GroupBuilder, DEFAULT_HOT_ONE_IN, DEFAULT_MAX_KEY_LEN,
 };
 pub use peers::SECRET_HEADER;
-pub use pool::{
-    Cache, CacheBuilder, DEFAULT_BASE_PATH, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_PEER_TIMEOUT,
-};
-pub use ring::Ring;
+pub use ring::{crc32_ieee, GroupcacheHashFn, GroupcacheRing, DEFAULT_REPLICAS};
 pub use server::{PeerFuture, PeerService};
 pub use stats::{CacheStats, Stats};

@@ -14,7 +14,7 @@ use prost::Message;
 
 use crate::error::{Error, PeerError};
 use crate::protocol::{peer_url, GetResponse};
-use crate::ring::{HashFn, Ring};
+use crate::ring::{GroupcacheHashFn, GroupcacheRing};
 
 /// The header carrying the optional shared secret between svckit peers.
 pub const SECRET_HEADER: &str = "x-svckit-cache-secret";
@@ -42,22 +42,32 @@ pub(crate) fn validate_peer_url(url: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// What every group of a cache shares to reach the other nodes: who they are, the client
+/// that fetches from them and the protocol's settings (base path, optional secret).
+#[derive(Debug)]
+pub(crate) struct Cluster {
+    pub(crate) peers: Peers,
+    pub(crate) client: PeerClient,
+    pub(crate) base_path: String,
+    pub(crate) secret: Option<HeaderValue>,
+}
+
 /// The ring of peer base URLs and this node's own URL.
 #[derive(Debug)]
 pub(crate) struct Peers {
     self_url: String,
     replicas: usize,
-    hash: HashFn,
-    ring: RwLock<Arc<Ring>>,
+    hash: GroupcacheHashFn,
+    ring: RwLock<Arc<GroupcacheRing>>,
 }
 
 impl Peers {
-    pub(crate) fn new(self_url: String, replicas: usize, hash: HashFn) -> Self {
+    pub(crate) fn new(self_url: String, replicas: usize, hash: GroupcacheHashFn) -> Self {
         Self {
             self_url,
             replicas,
             hash,
-            ring: RwLock::new(Arc::new(Ring::with_hash(replicas, hash))),
+            ring: RwLock::new(Arc::new(GroupcacheRing::with_hash(replicas, hash))),
         }
     }
 
@@ -76,7 +86,7 @@ impl Peers {
         for u in &urls {
             validate_peer_url(u)?;
         }
-        let mut ring = Ring::with_hash(self.replicas, self.hash);
+        let mut ring = GroupcacheRing::with_hash(self.replicas, self.hash);
         ring.add(&urls);
         *self.ring.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(ring);
         tracing::debug!(peers = ?urls, "peer list set");
@@ -84,7 +94,7 @@ impl Peers {
     }
 
     /// The current ring.
-    pub(crate) fn ring(&self) -> Arc<Ring> {
+    pub(crate) fn ring(&self) -> Arc<GroupcacheRing> {
         self.ring
             .read()
             .unwrap_or_else(PoisonError::into_inner)

@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// A hash function from bytes to a ring position.
-pub type HashFn = fn(&[u8]) -> u32;
+/// A hash function from bytes to a position on a [`GroupcacheRing`].
+pub type GroupcacheHashFn = fn(&[u8]) -> u32;
 
 /// crc32 IEEE, golang/groupcache's default (`crc32.ChecksumIEEE`).
 pub fn crc32_ieee(data: &[u8]) -> u32 {
@@ -20,19 +20,20 @@ pub fn crc32_ieee(data: &[u8]) -> u32 {
 /// golang/groupcache's default number of points per peer.
 pub const DEFAULT_REPLICAS: usize = 50;
 
-/// A consistent-hash ring over peer names (base URLs).
+/// golang/groupcache's consistent-hash ring over peer names (base URLs): which peer owns a
+/// key. Not the balancer's `Ring`, whose points and hash differ.
 #[derive(Clone)]
-pub struct Ring {
+pub struct GroupcacheRing {
     replicas: usize,
-    hash: HashFn,
+    hash: GroupcacheHashFn,
     peers: Vec<Arc<str>>,
     /// Sorted positions and the index of the peer owning each.
     points: Vec<(u32, u32)>,
 }
 
-impl std::fmt::Debug for Ring {
+impl std::fmt::Debug for GroupcacheRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ring")
+        f.debug_struct("GroupcacheRing")
             .field("replicas", &self.replicas)
             .field("peers", &self.peers)
             .field("points", &self.points.len())
@@ -40,14 +41,14 @@ impl std::fmt::Debug for Ring {
     }
 }
 
-impl Ring {
+impl GroupcacheRing {
     /// An empty ring with `replicas` points per peer and crc32 IEEE.
     pub fn new(replicas: usize) -> Self {
         Self::with_hash(replicas, crc32_ieee)
     }
 
     /// An empty ring with an injected hash (tests that want exact owners).
-    pub fn with_hash(replicas: usize, hash: HashFn) -> Self {
+    pub fn with_hash(replicas: usize, hash: GroupcacheHashFn) -> Self {
         Self {
             replicas,
             hash,
@@ -204,7 +205,7 @@ mod tests {
 
     #[test]
     fn owners_match_go_consistenthash_three_peers() {
-        let mut ring = Ring::new(DEFAULT_REPLICAS);
+        let mut ring = GroupcacheRing::new(DEFAULT_REPLICAS);
         ring.add(PEERS);
         assert_eq!(ring.positions().len(), 150);
         assert_eq!(&ring.positions()[..5], FIRST_POINTS);
@@ -216,7 +217,7 @@ mod tests {
     #[test]
     fn owners_match_go_consistenthash_five_peers_three_replicas_with_wrap() {
         let peers: Vec<String> = (1..=5).map(|i| format!("http://10.0.0.{i}:8080")).collect();
-        let mut ring = Ring::new(3);
+        let mut ring = GroupcacheRing::new(3);
         ring.add(&peers);
         let last = *ring.positions().last().unwrap();
         let mut wrapped = 0;
@@ -235,13 +236,13 @@ mod tests {
         fn atoi(b: &[u8]) -> u32 {
             std::str::from_utf8(b).unwrap().parse().unwrap()
         }
-        let mut ring = Ring::with_hash(3, atoi);
+        let mut ring = GroupcacheRing::with_hash(3, atoi);
         ring.add(["6", "4", "2"]); // points 2,4,6,12,14,16,22,24,26
         for (key, owner) in [("2", "2"), ("11", "2"), ("23", "4"), ("27", "2")] {
             assert_eq!(&**ring.get(key).unwrap(), owner, "key {key}");
         }
         ring.add(["8"]); // 8, 18, 28
         assert_eq!(&**ring.get("27").unwrap(), "8");
-        assert!(Ring::new(50).get("x").is_none());
+        assert!(GroupcacheRing::new(50).get("x").is_none());
     }
 }

@@ -7,6 +7,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -16,17 +17,19 @@ use prost::Message;
 use tower::Service;
 
 use crate::error::{Chain, Error};
-use crate::peers::SECRET_HEADER;
-use crate::pool::Cache;
+use crate::group::Groups;
+use crate::peers::{Cluster, SECRET_HEADER};
 use crate::protocol::{parse_path, GetResponse, PathError, UnescapeError, CONTENT_TYPE};
 
-/// Serves golang/groupcache's peer protocol for every group of a [`Cache`].
+/// Serves golang/groupcache's peer protocol for every group of a [`Cache`](crate::Cache).
 ///
-/// A tower `Service` over any request body (the body is not read). Mount it with
-/// [`Cache::router`] or wrap it in layers of your own.
+/// A tower `Service` over any request body (the body is not read); from
+/// [`Cache::service`](crate::Cache::service). Mount it with
+/// [`Cache::router`](crate::Cache::router) or wrap it in layers of your own.
 #[derive(Clone, Debug)]
 pub struct PeerService {
-    cache: Cache,
+    groups: Arc<Groups>,
+    cluster: Arc<Cluster>,
 }
 
 /// The future of [`PeerService`].
@@ -52,18 +55,18 @@ fn secret_matches(got: &[u8], want: &[u8]) -> bool {
 }
 
 impl PeerService {
-    /// The peer protocol of `cache`.
-    pub fn new(cache: Cache) -> Self {
-        Self { cache }
+    /// The peer protocol for `groups`, reached through `cluster`'s base path and secret.
+    pub(crate) fn new(groups: Arc<Groups>, cluster: Arc<Cluster>) -> Self {
+        Self { groups, cluster }
     }
 
     async fn serve(
-        cache: Cache,
+        groups: Arc<Groups>,
         path: String,
         group: String,
         key: String,
     ) -> Response<Full<Bytes>> {
-        let Some(g) = cache.group(&group) else {
+        let Some(g) = groups.get(&group) else {
             tracing::debug!(%path, %group, "peer asked for an unknown group");
             return text(StatusCode::NOT_FOUND, format!("no such group: {group}"));
         };
@@ -102,8 +105,8 @@ impl<B> Service<Request<B>> for PeerService {
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let net = self.cache.net();
-        if let Some(secret) = &net.secret {
+        let cluster = &self.cluster;
+        if let Some(secret) = &cluster.secret {
             let ok = req
                 .headers()
                 .get(SECRET_HEADER)
@@ -122,7 +125,7 @@ impl<B> Service<Request<B>> for PeerService {
         }
         // The raw path, still escaped: `%2F` inside a key must not become a separator.
         let path = req.uri().path().to_owned();
-        let (group, key) = match parse_path(&path, &net.base_path) {
+        let (group, key) = match parse_path(&path, &cluster.base_path) {
             Ok(parts) => parts,
             Err(e) => {
                 let msg = match e {
@@ -135,31 +138,15 @@ impl<B> Service<Request<B>> for PeerService {
                 return Box::pin(async move { Ok(text(StatusCode::BAD_REQUEST, msg)) });
             }
         };
-        let cache = self.cache.clone();
-        Box::pin(async move { Ok(Self::serve(cache, path, group, key).await) })
-    }
-}
-
-impl Cache {
-    /// The peer protocol as a tower service.
-    pub fn service(&self) -> PeerService {
-        PeerService::new(self.clone())
-    }
-
-    /// An axum router serving the peer protocol under the base path; merge it into an
-    /// application's router or serve it alone.
-    pub fn router(&self) -> axum::Router {
-        let base = self.base_path();
-        axum::Router::new()
-            .route_service(&format!("{base}{{*rest}}"), self.service())
-            .route_service(base, self.service())
+        let groups = self.groups.clone();
+        Box::pin(async move { Ok(Self::serve(groups, path, group, key).await) })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{getter_fn, BoxError};
+    use crate::{getter_fn, BoxError, Cache};
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 

@@ -48,7 +48,7 @@ pub struct CacheStats {
 
 /// The counters of the miss path (hits and gets are counted by the store's shards).
 #[derive(Debug, Default)]
-pub(crate) struct Counters {
+pub(crate) struct LoadCounters {
     pub(crate) peer_loads: AtomicU64,
     pub(crate) peer_errors: AtomicU64,
     pub(crate) loads: AtomicU64,
@@ -58,7 +58,7 @@ pub(crate) struct Counters {
     pub(crate) server_requests: AtomicU64,
 }
 
-impl Counters {
+impl LoadCounters {
     pub(crate) fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }

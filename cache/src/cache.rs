@@ -1,17 +1,19 @@
-//! The owner of a node's groups and its view of the peers (golang/groupcache's `HTTPPool`,
-//! without process globals).
+//! The cache: the owner of a node's groups and its view of the peers (golang/groupcache's
+//! `HTTPPool` and its group registry, without process globals).
 
-use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
+use svckit_registry::Discovery;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::error::Error;
-use crate::group::{Getter, Group, GroupBuilder};
-use crate::peers::{validate_peer_url, PeerClient, Peers};
-use crate::ring::{crc32_ieee, HashFn, DEFAULT_REPLICAS};
+use crate::follower::PeerFollower;
+use crate::group::{Getter, Group, GroupBuilder, GroupParts, Groups};
+use crate::peers::{validate_peer_url, Cluster, PeerClient, Peers};
+use crate::ring::{crc32_ieee, GroupcacheHashFn, DEFAULT_REPLICAS};
+use crate::server::PeerService;
 
 /// golang/groupcache's default base path of the peer protocol.
 pub const DEFAULT_BASE_PATH: &str = "/_groupcache/";
@@ -22,18 +24,9 @@ pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(5);
 /// The default limit on the body of a peer's answer: 64 MiB.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 << 20;
 
-/// What every group of a cache shares: the peers, the client and the protocol settings.
-#[derive(Debug)]
-pub(crate) struct Net {
-    pub(crate) peers: Peers,
-    pub(crate) client: PeerClient,
-    pub(crate) base_path: String,
-    pub(crate) secret: Option<HeaderValue>,
-}
-
 struct CacheInner {
-    net: Arc<Net>,
-    groups: RwLock<HashMap<String, Group>>,
+    cluster: Arc<Cluster>,
+    groups: Arc<Groups>,
     cancel: CancellationToken,
     owner: Arc<DropGuard>,
 }
@@ -69,10 +62,10 @@ pub struct Cache {
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let groups: Vec<String> = self.read_groups().keys().cloned().collect();
+        let groups = self.group_names();
         f.debug_struct("Cache")
-            .field("self_url", &self.inner.net.peers.self_url())
-            .field("base_path", &self.inner.net.base_path)
+            .field("self_url", &self.inner.cluster.peers.self_url())
+            .field("base_path", &self.inner.cluster.base_path)
             .field("groups", &groups)
             .finish_non_exhaustive()
     }
@@ -85,7 +78,7 @@ pub struct CacheBuilder {
     self_url: String,
     base_path: String,
     replicas: usize,
-    hash: HashFn,
+    hash: GroupcacheHashFn,
     peer_timeout: Duration,
     max_response_bytes: usize,
     secret: Option<String>,
@@ -108,7 +101,7 @@ impl CacheBuilder {
 
     /// The ring's hash. Default: crc32 IEEE, as golang/groupcache. Only for tests that want
     /// exact owners: every node of a cluster must use the same hash.
-    pub fn hash_fn(mut self, hash: HashFn) -> Self {
+    pub fn hash_fn(mut self, hash: GroupcacheHashFn) -> Self {
         self.hash = hash;
         self
     }
@@ -148,7 +141,7 @@ impl CacheBuilder {
             Some(s) => Some(HeaderValue::from_str(&s).map_err(|_| Error::InvalidSecret)?),
             None => None,
         };
-        let net = Net {
+        let cluster = Cluster {
             peers: Peers::new(self.self_url, self.replicas, self.hash),
             client: PeerClient::new(
                 self.base_path.clone(),
@@ -162,8 +155,8 @@ impl CacheBuilder {
         let cancel = CancellationToken::new();
         Ok(Cache {
             inner: Arc::new(CacheInner {
-                net: Arc::new(net),
-                groups: RwLock::default(),
+                cluster: Arc::new(cluster),
+                groups: Arc::default(),
                 owner: Arc::new(cancel.clone().drop_guard()),
                 cancel,
             }),
@@ -194,29 +187,33 @@ impl Cache {
         budget: usize,
         getter: impl Getter,
     ) -> GroupBuilder<'_> {
-        GroupBuilder::new(self, name.into(), budget, Arc::new(getter))
+        let parts = GroupParts {
+            groups: &self.inner.groups,
+            cluster: self.inner.cluster.clone(),
+            owner: self.inner.owner.clone(),
+            cancel: self.inner.cancel.clone(),
+        };
+        GroupBuilder::new(parts, name.into(), budget, Arc::new(getter))
     }
 
     /// The group named `name`.
     pub fn group(&self, name: &str) -> Option<Group> {
-        self.read_groups().get(name).cloned()
+        self.inner.groups.get(name)
     }
 
     /// The names of all groups.
     pub fn group_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.read_groups().keys().cloned().collect();
-        names.sort();
-        names
+        self.inner.groups.names()
     }
 
     /// This node's own base URL.
     pub fn self_url(&self) -> &str {
-        self.inner.net.peers.self_url()
+        self.inner.cluster.peers.self_url()
     }
 
     /// The base path of the peer protocol.
     pub fn base_path(&self) -> &str {
-        &self.inner.net.base_path
+        &self.inner.cluster.base_path
     }
 
     /// Replaces the peer list with base URLs such as `http://10.0.0.1:8080`, normally
@@ -228,13 +225,13 @@ impl Cache {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        self.inner.net.peers.set(urls)
+        self.inner.cluster.peers.set(urls)
     }
 
     /// The current peer list.
     pub fn peers(&self) -> Vec<String> {
         self.inner
-            .net
+            .cluster
             .peers
             .ring()
             .peers()
@@ -245,44 +242,36 @@ impl Cache {
 
     /// The base URL of the peer that owns `key`; `None` while the peer list is empty.
     pub fn owner(&self, key: &str) -> Option<String> {
-        self.inner.net.peers.ring().get(key).map(|p| p.to_string())
-    }
-
-    pub(crate) fn net(&self) -> &Arc<Net> {
-        &self.inner.net
-    }
-
-    pub(crate) fn cancel_token(&self) -> &CancellationToken {
-        &self.inner.cancel
-    }
-
-    pub(crate) fn parts(&self) -> (Arc<Net>, Arc<DropGuard>, CancellationToken) {
-        (
-            self.inner.net.clone(),
-            self.inner.owner.clone(),
-            self.inner.cancel.clone(),
-        )
-    }
-
-    pub(crate) fn insert_group(&self, group: Group) -> Result<(), Error> {
-        let mut groups = self
-            .inner
-            .groups
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if groups.contains_key(group.name()) {
-            return Err(Error::DuplicateGroup {
-                name: group.name().to_owned(),
-            });
-        }
-        groups.insert(group.name().to_owned(), group);
-        Ok(())
-    }
-
-    fn read_groups(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Group>> {
         self.inner
-            .groups
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
+            .cluster
+            .peers
+            .ring()
+            .get(key)
+            .map(|p| p.to_string())
+    }
+
+    /// The peer protocol as a tower service.
+    pub fn service(&self) -> PeerService {
+        PeerService::new(self.inner.groups.clone(), self.inner.cluster.clone())
+    }
+
+    /// An axum router serving the peer protocol under the base path; merge it into an
+    /// application's router or serve it alone.
+    pub fn router(&self) -> axum::Router {
+        let base = self.base_path();
+        axum::Router::new()
+            .route_service(&format!("{base}{{*rest}}"), self.service())
+            .route_service(base, self.service())
+    }
+
+    /// Takes the peer list from `discovery`'s instances of `service` now, and keeps following
+    /// them in a task owned by the returned handle. Must be called within a tokio runtime.
+    pub fn follow(&self, discovery: &Discovery, service: &str) -> Result<PeerFollower, Error> {
+        PeerFollower::start(
+            discovery,
+            service,
+            self.inner.cluster.clone(),
+            self.inner.cancel.child_token(),
+        )
     }
 }

@@ -1,13 +1,14 @@
 //! Peers from the registry: the ring follows the instances of one service name.
 
+use std::sync::Arc;
+
 use svckit_registry::{Discovery, Instances};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::error::Error;
-use crate::peers::validate_peer_url;
-use crate::pool::Cache;
+use crate::peers::{validate_peer_url, Cluster};
 
 /// Follows a service in the registry and keeps the cache's peer list equal to its instances
 /// (`http://{addr}` each). Stops when dropped, when [`stop`](Self::stop) is called, or when
@@ -41,18 +42,21 @@ fn urls(service: &str, instances: &Instances) -> Vec<String> {
     urls
 }
 
-impl Cache {
-    /// Takes the peer list from `discovery`'s instances of `service` now, and keeps following
-    /// them in a task owned by the returned handle. Must be called within a tokio runtime.
-    pub fn follow(&self, discovery: &Discovery, service: &str) -> Result<PeerFollower, Error> {
+impl PeerFollower {
+    /// Sets `cluster`'s peers from `discovery`'s instances of `service` now, and keeps
+    /// following them until `cancel` (a child of the cache's token) or the handle's drop.
+    pub(crate) fn start(
+        discovery: &Discovery,
+        service: &str,
+        cluster: Arc<Cluster>,
+        cancel: CancellationToken,
+    ) -> Result<Self, Error> {
         let mut watch = discovery.watch(service).map_err(|e| Error::Discovery {
             service: service.to_owned(),
             source: e.into(),
         })?;
         let service_name = service.to_owned();
-        self.set_peers(urls(service, &watch.mark_seen()))?;
-        let cancel = self.cancel_token().child_token();
-        let net = self.net().clone();
+        cluster.peers.set(urls(service, &watch.mark_seen()))?;
         let stop = cancel.clone();
         let span = tracing::info_span!("cache_peers", service = %service);
         let task = tokio::spawn(
@@ -66,7 +70,7 @@ impl Cache {
                         Ok(instances) => {
                             let list = urls(&service_name, &instances);
                             tracing::info!(peers = ?list, "peer list follows discovery");
-                            if let Err(e) = net.peers.set(list) {
+                            if let Err(e) = cluster.peers.set(list) {
                                 tracing::warn!(error = %e, "peer list refused");
                             }
                         }
@@ -85,9 +89,7 @@ impl Cache {
             task: Some(task),
         })
     }
-}
 
-impl PeerFollower {
     /// The service name followed.
     pub fn service(&self) -> &str {
         &self.service
