@@ -58,14 +58,15 @@ impl<S> Table<S> {
     }
 }
 
-/// Decrements the in-flight counters when the call ends or its future is dropped.
+/// Decrements the in-flight counters when the attempt ends or its future is dropped. It
+/// borrows the table the attempt picked from, which the call holds meanwhile.
 #[derive(Debug)]
-pub(crate) struct InFlight {
-    slot: Arc<Slot>,
-    total: Arc<AtomicUsize>,
+pub(crate) struct InFlight<'a> {
+    slot: &'a Slot,
+    total: &'a AtomicUsize,
 }
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.slot.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.total.fetch_sub(1, Ordering::Relaxed);
@@ -79,7 +80,7 @@ pub(crate) struct Balancer<P: Pick> {
     key_hash: Option<HashFn>,
     current: Mutex<Arc<Table<P::State>>>,
     rebuilding: AtomicBool,
-    total: Arc<AtomicUsize>,
+    total: AtomicUsize,
     epoch: Instant,
     eject_for: Duration,
     /// The latest ejection deadline of any instance (ms since `epoch`); picks read the clock
@@ -115,7 +116,7 @@ impl<P: Pick> Balancer<P> {
             picker,
             current: Mutex::new(Arc::new(first)),
             rebuilding: AtomicBool::new(false),
-            total: Arc::default(),
+            total: AtomicUsize::new(0),
             epoch: Instant::now(),
             eject_for,
             ejections_until: AtomicU64::new(0),
@@ -227,13 +228,13 @@ impl<P: Pick> Balancer<P> {
     }
 
     /// Counts a call to instance `i` as in flight until the guard drops.
-    pub(crate) fn start(&self, table: &Table<P::State>, i: usize) -> InFlight {
-        let slot = table.slots[i].clone();
+    pub(crate) fn start<'a>(&'a self, table: &'a Table<P::State>, i: usize) -> InFlight<'a> {
+        let slot = &*table.slots[i];
         slot.in_flight.fetch_add(1, Ordering::Relaxed);
         self.total.fetch_add(1, Ordering::Relaxed);
         InFlight {
             slot,
-            total: self.total.clone(),
+            total: &self.total,
         }
     }
 }

@@ -151,17 +151,22 @@ impl HttpClient {
             return Err(too_large());
         }
         let (parts, body) = resp.into_parts();
-        let body = Limited::new(body, max_body)
-            .collect()
-            .await
-            .map_err(|e| {
+        let body = if declared.is_some() {
+            // hyper reads exactly the declared length, checked above, and fails on less.
+            body.collect().await.map_err(|e| TransportError::Body {
+                status,
+                source: Box::new(e),
+            })?
+        } else {
+            Limited::new(body, max_body).collect().await.map_err(|e| {
                 if e.downcast_ref::<LengthLimitError>().is_some() {
                     too_large()
                 } else {
                     TransportError::Body { status, source: e }
                 }
             })?
-            .to_bytes();
+        }
+        .to_bytes();
         Ok(Response::from_parts(parts, body))
     }
 }

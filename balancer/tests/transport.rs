@@ -9,8 +9,8 @@ use axum::Router;
 use bytes::Bytes;
 use svckit_balancer::{HttpClient, Limits, TransportError};
 
-/// `/secret` echoes the `x-secret` header, `/big` answers 100 kB, `/teapot` a 418 with a
-/// 2 kB body, `/slow` answers after 2 s.
+/// `/secret` echoes the `x-secret` header, `/big` answers 100 kB, `/stream` 100 kB chunked
+/// (no length declared), `/teapot` a 418 with a 2 kB body, `/slow` answers after 2 s.
 async fn server() -> String {
     let app = Router::new()
         .route(
@@ -22,6 +22,13 @@ async fn server() -> String {
             }),
         )
         .route("/big", get(|| async { vec![b'x'; 100_000] }))
+        .route(
+            "/stream",
+            get(|| async {
+                let chunks = (0..100).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 1_000]));
+                axum::body::Body::from_stream(futures_util::stream::iter(chunks))
+            }),
+        )
         .route(
             "/teapot",
             get(|| async { (http::StatusCode::IM_A_TEAPOT, vec![b't'; 2_000]) }),
@@ -74,6 +81,20 @@ async fn over_the_limit_names_the_status_and_limit() {
         matches!(err, TransportError::BodyTooLarge { status, limit: 1_000 } if status == 200),
         "{err:?}"
     );
+    let err = client
+        .get(&format!("{base}/stream"), limits)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TransportError::BodyTooLarge { status, limit: 1_000 } if status == 200),
+        "chunked: {err:?}"
+    );
+    let whole = client
+        .get(&format!("{base}/stream"), Limits::default())
+        .await
+        .unwrap();
+    assert!(whole.headers().get("content-length").is_none());
+    assert_eq!(whole.body().len(), 100_000);
     let err = client
         .get(&format!("{base}/teapot"), limits)
         .await
