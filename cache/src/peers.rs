@@ -1,18 +1,16 @@
 //! The peers of a cache: who owns which key (the ring), and fetching a value from its owner
-//! over golang/groupcache's HTTP protocol with a pooled hyper client.
+//! over golang/groupcache's HTTP protocol through svckit's one HTTP transport
+//! ([`svckit_balancer::HttpClient`]).
 
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, StatusCode};
-use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use prost::Message;
+use svckit_balancer::{HttpClient, Limits, TransportError};
 
-use crate::error::{Error, PeerError};
+use crate::error::{BoxError, Error, PeerError};
 use crate::protocol::{peer_url, GetResponse};
 use crate::ring::{GroupcacheHashFn, GroupcacheRing};
 
@@ -112,32 +110,29 @@ impl Peers {
 /// Fetches values from peers.
 #[derive(Debug)]
 pub(crate) struct PeerClient {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: HttpClient,
     base_path: String,
-    timeout: Duration,
-    max_body: usize,
+    limits: Limits,
     secret: Option<HeaderValue>,
 }
 
 impl PeerClient {
+    /// A client whose fetches, connecting included, take at most `timeout` and accept bodies
+    /// of at most `max_body` bytes.
     pub(crate) fn new(
         base_path: String,
         timeout: Duration,
         max_body: usize,
         secret: Option<HeaderValue>,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
+        let client = HttpClient::builder()
+            .connect_timeout(timeout)
             .pool_max_idle_per_host(64)
-            .build(connector);
+            .build();
         Self {
             client,
             base_path,
-            timeout,
-            max_body,
+            limits: Limits::new(timeout, max_body),
             secret,
         }
     }
@@ -149,64 +144,47 @@ impl PeerClient {
         group: &str,
         key: &str,
     ) -> Result<Bytes, PeerError> {
-        match tokio::time::timeout(self.timeout, self.fetch_inner(peer, group, key)).await {
-            Ok(r) => r,
-            Err(_) => Err(PeerError::Timeout {
-                peer: peer.to_owned(),
-                after: self.timeout,
-            }),
-        }
-    }
-
-    async fn fetch_inner(&self, peer: &str, group: &str, key: &str) -> Result<Bytes, PeerError> {
-        let transport = |e: Box<dyn std::error::Error + Send + Sync>| PeerError::Transport {
+        let url = peer_url(peer, &self.base_path, group, key);
+        let transport = |e: BoxError| PeerError::Transport {
             peer: peer.to_owned(),
             source: e,
         };
-        let url = peer_url(peer, &self.base_path, group, key);
         let mut req = Request::get(url)
-            .body(Empty::new())
+            .body(Bytes::new())
             .map_err(|e| transport(e.into()))?;
         if let Some(secret) = &self.secret {
             req.headers_mut()
                 .insert(HeaderName::from_static(SECRET_HEADER), secret.clone());
         }
-        let resp = self
-            .client
-            .request(req)
-            .await
-            .map_err(|e| transport(e.into()))?;
-        let status = resp.status();
-        if status != StatusCode::OK {
+        let resp = match self.client.send(req, self.limits).await {
+            Ok(resp) => resp,
+            Err(TransportError::Timeout { after }) => {
+                return Err(PeerError::Timeout {
+                    peer: peer.to_owned(),
+                    after,
+                })
+            }
+            Err(TransportError::BodyTooLarge { status, limit }) if status == StatusCode::OK => {
+                return Err(PeerError::TooLarge {
+                    peer: peer.to_owned(),
+                    limit,
+                })
+            }
+            Err(TransportError::BodyTooLarge { status, .. }) => {
+                return Err(PeerError::Status {
+                    peer: peer.to_owned(),
+                    status,
+                })
+            }
+            Err(e) => return Err(transport(e.into())),
+        };
+        if resp.status() != StatusCode::OK {
             return Err(PeerError::Status {
                 peer: peer.to_owned(),
-                status,
+                status: resp.status(),
             });
         }
-        let too_large = || PeerError::TooLarge {
-            peer: peer.to_owned(),
-            limit: self.max_body,
-        };
-        let declared = resp
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.max_body as u64) {
-            return Err(too_large());
-        }
-        let body = Limited::new(resp.into_body(), self.max_body)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.downcast_ref::<LengthLimitError>().is_some() {
-                    too_large()
-                } else {
-                    transport(e)
-                }
-            })?
-            .to_bytes();
-        let msg = GetResponse::decode(body).map_err(|e| PeerError::Decode {
+        let msg = GetResponse::decode(resp.into_body()).map_err(|e| PeerError::Decode {
             peer: peer.to_owned(),
             source: e.into(),
         })?;
