@@ -1,114 +1,52 @@
-//! A least-recently-used cache of values by bytes, for one tier of one shard (golang/groupcache's
-//! `lru`, counting bytes as its `cache` does).
+//! The least-recently-used order of one tier of one shard, by bytes (golang/groupcache's `lru`,
+//! counting bytes as its `cache` does), kept by last-use stamps instead of a linked list.
 //!
-//! The entries live in a slab, linked from the most to the least recently used by slab
-//! index; a hash table of slab indices finds a key's entry. A hit moves its entry to the
-//! front, an eviction takes the back. The caller locks it and supplies the key's hash.
+//! A hit does not touch this structure: it stores a last-use stamp in the key's entry of the
+//! store's index, so hits need no lock. Eviction finds the least recently used entry
+//! lazily: a min-heap holds every entry under the stamp it had when it was queued, which is
+//! never more than its last use. If the heap's top is still current, no entry was used less
+//! recently and it goes; if it was used since, it goes back under its latest stamp. Each
+//! requeue follows a hit, so eviction costs O(log n) per hit since the entry was queued, and
+//! the order of eviction is the order of last use.
 //!
-//! An entry is charged what it really costs ([`charge`]): its key's and its value's heap
-//! blocks, the `Bytes` header shared by the value's clones, its slab node and its share of
-//! the hash table. So a budget of N bytes holds entries whose memory is about N bytes.
+//! The store owns the entries and tells, for a queued key and insertion id, whether it is
+//! still there, when it was last used and what it is charged.
 
-use std::hash::BuildHasher;
-use std::mem::size_of;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
 
-use bytes::Bytes;
-use hashbrown::{DefaultHashBuilder, HashTable};
-
-/// No entry: the end of the list, or of the free list.
-const NIL: u32 = u32::MAX;
-
-/// One slot of the slab: an entry, or a free slot (empty key and value, `next` in the free
-/// list).
-struct Node {
-    key: Box<str>,
-    value: Bytes,
-    /// Towards the front (more recently used).
-    prev: u32,
-    /// Towards the back (less recently used).
-    next: u32,
+/// A heap item: an entry under the stamp it was queued with. `id` names one insertion of
+/// the key, so an item left behind by a replaced or removed entry is recognised as stale.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Queued {
+    stamp: u64,
+    id: u64,
+    key: Arc<str>,
 }
 
-/// The heap block glibc's malloc gives a request of `n` bytes: `n` plus an 8-byte header,
-/// rounded up to 16 bytes, at least 32 (`MINSIZE`); nothing for 0 bytes, which `Box<str>` and
-/// `Bytes` do not allocate.
-const fn heap_block(n: usize) -> usize {
-    if n == 0 {
-        return 0;
-    }
-    let block = (n + 8 + 15) & !15;
-    if block < 32 {
-        32
-    } else {
-        block
-    }
-}
+/// What the store says about a queued entry: its last use and its charge, or `None` when
+/// that insertion of the key is gone.
+pub(crate) type Current = Option<(u64, usize)>;
 
-/// The hash table's bytes per entry, at most: a bucket is a `u32` index and a control byte,
-/// and the table grows to twice its buckets when it is 7/8 full, so it has at most 16/7
-/// buckets per entry (5 × 16/7 = 11.4).
-const TABLE_BYTES: usize = 12;
+/// The bytes of a heap item, charged to every entry (see [`crate::store`]): its size, times
+/// 1.5 for the stale items and spare capacity the heap may hold.
+pub(crate) const QUEUED_BYTES: usize = std::mem::size_of::<Queued>() * 3 / 2;
 
-/// The header a `Bytes` value's clones share (`bytes`' `Shared`: buffer, capacity and
-/// reference count, 24 bytes), allocated when a value made from a `Vec` is first cloned.
-const SHARED_HEADER: usize = heap_block(24);
-
-/// What an entry costs besides its key's and its value's heap blocks: its slab node, its
-/// share of the hash table and its value's shared header (56 + 12 + 32 = 100 bytes on 64-bit
-/// targets).
-pub(crate) const ENTRY_OVERHEAD: usize = size_of::<Node>() + TABLE_BYTES + SHARED_HEADER;
-
-/// The bytes an entry of `key` and `value` is charged against the budget.
-///
-/// The value's heap block is taken from its length: a `Bytes` does not tell its capacity, so
-/// a value kept in a larger buffer (a `Vec` with spare capacity, a slice of a bigger `Bytes`)
-/// costs more than it is charged.
-pub(crate) fn charge(key: &str, value: &Bytes) -> usize {
-    heap_block(key.len()) + heap_block(value.len()) + ENTRY_OVERHEAD
-}
-
-/// A byte-counted least-recently-used map from keys to values. The owner enforces the budget
-/// by calling [`evict_oldest`](Self::evict_oldest).
+/// A byte-counted set of entries in least-recently-used order, for one tier of one shard.
+/// The owner enforces the budget by calling [`evict_oldest`](Self::evict_oldest).
+#[derive(Debug, Default)]
 pub(crate) struct Lru {
-    table: HashTable<u32>,
-    nodes: Vec<Node>,
-    hasher: DefaultHashBuilder,
-    head: u32,
-    tail: u32,
-    free: u32,
+    heap: BinaryHeap<Reverse<Queued>>,
+    /// Heap items whose entry has gone without being evicted from here.
+    stale: usize,
     len: usize,
     bytes: usize,
-    hits: u64,
     evictions: u64,
 }
 
-impl std::fmt::Debug for Lru {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lru")
-            .field("items", &self.len)
-            .field("bytes", &self.bytes)
-            .finish()
-    }
-}
-
 impl Lru {
-    /// An empty map whose keys hash with `hasher` (the one the caller's hashes come from).
-    pub(crate) fn new(hasher: DefaultHashBuilder) -> Self {
-        Self {
-            table: HashTable::new(),
-            nodes: Vec::new(),
-            hasher,
-            head: NIL,
-            tail: NIL,
-            free: NIL,
-            len: 0,
-            bytes: 0,
-            hits: 0,
-            evictions: 0,
-        }
-    }
-
-    /// Bytes charged for the entries held (see [`charge`]).
+    /// Bytes charged for the entries held.
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
@@ -118,148 +56,77 @@ impl Lru {
         self.len
     }
 
-    /// Hits so far ([`get`](Self::get) calls that found their key).
-    pub(crate) fn hits(&self) -> u64 {
-        self.hits
-    }
-
     /// Entries evicted so far.
     pub(crate) fn evictions(&self) -> u64 {
         self.evictions
     }
 
-    fn find(&self, hash: u64, key: &str) -> Option<u32> {
-        let nodes = &self.nodes;
-        self.table
-            .find(hash, |&i| *nodes[i as usize].key == *key)
-            .copied()
-    }
-
-    /// The value of `key` (whose hash is `hash`), made the most recently used and counted as
-    /// a hit.
-    pub(crate) fn get(&mut self, hash: u64, key: &str) -> Option<&Bytes> {
-        let i = self.find(hash, key)?;
-        self.hits += 1;
-        self.unlink(i);
-        self.push_front(i);
-        Some(&self.nodes[i as usize].value)
-    }
-
-    /// The value of `key`, without counting or reordering anything.
-    pub(crate) fn peek(&self, hash: u64, key: &str) -> Option<&Bytes> {
-        self.find(hash, key).map(|i| &self.nodes[i as usize].value)
-    }
-
-    /// Whether `key` is held.
-    pub(crate) fn contains(&self, hash: u64, key: &str) -> bool {
-        self.find(hash, key).is_some()
-    }
-
-    /// Adds `key` (whose hash is `hash`) as the most recently used entry, replacing any
-    /// entry of the same key.
-    pub(crate) fn insert(&mut self, hash: u64, key: &str, value: Bytes) {
-        self.remove(hash, key);
-        self.bytes += charge(key, &value);
+    /// Adds insertion `id` of `key`, charged `size` bytes and used at `stamp`.
+    pub(crate) fn insert(&mut self, key: Arc<str>, id: u64, stamp: u64, size: usize) {
+        self.heap.push(Reverse(Queued { stamp, id, key }));
         self.len += 1;
-        let node = Node {
-            key: key.into(),
-            value,
-            prev: NIL,
-            next: NIL,
-        };
-        let i = if self.free == NIL {
-            self.nodes.push(node);
-            (self.nodes.len() - 1) as u32
-        } else {
-            let i = self.free;
-            self.free = self.nodes[i as usize].next;
-            self.nodes[i as usize] = node;
-            i
-        };
-        let (nodes, hasher) = (&self.nodes, &self.hasher);
-        self.table.insert_unique(hash, i, |&j| {
-            hasher.hash_one(&*nodes[j as usize].key)
-        });
-        self.push_front(i);
+        self.bytes += size;
     }
 
-    /// Removes `key`'s entry, if held.
-    pub(crate) fn remove(&mut self, hash: u64, key: &str) -> bool {
-        let nodes = &self.nodes;
-        let Ok(entry) = self
-            .table
-            .find_entry(hash, |&i| *nodes[i as usize].key == *key)
-        else {
-            return false;
-        };
-        let (i, _) = entry.remove();
-        self.release(i);
-        true
-    }
-
-    /// Removes the least recently used entry; `false` when there is none.
-    pub(crate) fn evict_oldest(&mut self) -> bool {
-        let i = self.tail;
-        if i == NIL {
-            return false;
-        }
-        let hash = self.hasher.hash_one(&*self.nodes[i as usize].key);
-        let found = self.table.find_entry(hash, |&j| j == i);
-        if let Ok(entry) = found {
-            entry.remove();
-        }
-        self.release(i);
-        self.evictions += 1;
-        true
-    }
-
-    /// Unlinks slot `i` (no longer in the table), frees its key and value and puts it on the
-    /// free list.
-    fn release(&mut self, i: u32) {
-        self.unlink(i);
-        let node = &mut self.nodes[i as usize];
-        let key = std::mem::take(&mut node.key);
-        let value = std::mem::take(&mut node.value);
-        node.next = self.free;
-        self.free = i;
-        self.bytes -= charge(&key, &value);
+    /// Forgets an entry of `size` bytes that the store removed (replaced, or moved to the
+    /// other tier). Its heap item stays until it comes to the top or the heap is compacted.
+    pub(crate) fn removed(&mut self, size: usize, current: impl FnMut(&str, u64) -> Current) {
         self.len -= 1;
-    }
-
-    fn unlink(&mut self, i: u32) {
-        let Node { prev, next, .. } = self.nodes[i as usize];
-        match prev {
-            NIL => self.head = next,
-            p => self.nodes[p as usize].next = next,
-        }
-        match next {
-            NIL => self.tail = prev,
-            n => self.nodes[n as usize].prev = prev,
+        self.bytes -= size;
+        self.stale += 1;
+        if self.stale > self.len / 2 + 64 {
+            self.compact(current);
         }
     }
 
-    fn push_front(&mut self, i: u32) {
-        let old = self.head;
-        let node = &mut self.nodes[i as usize];
-        node.prev = NIL;
-        node.next = old;
-        match old {
-            NIL => self.tail = i,
-            o => self.nodes[o as usize].prev = i,
+    /// Drops the stale items.
+    fn compact(&mut self, mut current: impl FnMut(&str, u64) -> Current) {
+        self.heap
+            .retain(|Reverse(q)| current(&q.key, q.id).is_some());
+        self.stale = 0;
+    }
+
+    /// Removes the least recently used entry from the order and returns its key, or `None`
+    /// when empty; the caller removes the entry itself. `current` tells each queued entry's
+    /// last use and charge.
+    ///
+    /// Entries used since they were queued go back under their latest stamp first. If other
+    /// threads keep using entries faster than they can be requeued, after as many requeues as
+    /// there are entries the top entry goes anyway (concurrent uses have no exact order).
+    pub(crate) fn evict_oldest(
+        &mut self,
+        mut current: impl FnMut(&str, u64) -> Current,
+    ) -> Option<Arc<str>> {
+        let mut requeues = 0;
+        while let Some(Reverse(mut item)) = self.heap.pop() {
+            let Some((used, size)) = current(&item.key, item.id) else {
+                self.stale -= 1;
+                continue;
+            };
+            if used > item.stamp && requeues < self.len {
+                requeues += 1;
+                item.stamp = used;
+                self.heap.push(Reverse(item));
+                continue;
+            }
+            self.len -= 1;
+            self.bytes -= size;
+            self.evictions += 1;
+            return Some(item.key);
         }
-        self.head = i;
+        None
     }
 
     /// Keys from the most to the least recently used (tests).
     #[cfg(test)]
-    pub(crate) fn keys(&self) -> Vec<String> {
-        let mut out = Vec::with_capacity(self.len);
-        let mut i = self.head;
-        while i != NIL {
-            out.push(self.nodes[i as usize].key.to_string());
-            i = self.nodes[i as usize].next;
-        }
-        out
+    pub(crate) fn keys(&self, mut current: impl FnMut(&str, u64) -> Current) -> Vec<String> {
+        let mut live: Vec<(u64, &str)> = self
+            .heap
+            .iter()
+            .filter_map(|Reverse(q)| current(&q.key, q.id).map(|(used, _)| (used, &*q.key)))
+            .collect();
+        live.sort_by(|a, b| b.cmp(a));
+        live.into_iter().map(|(_, k)| k.to_owned()).collect()
     }
 }
 
@@ -267,86 +134,127 @@ impl Lru {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::HashMap;
 
-    fn lru() -> (Lru, impl Fn(&str) -> u64) {
-        let hasher = DefaultHashBuilder::default();
-        (Lru::new(hasher.clone()), move |k: &str| hasher.hash_one(k))
+    /// An `Lru` with its entries (id, last use, size) in a map, as the store keeps them.
+    #[derive(Default)]
+    struct Model {
+        lru: Lru,
+        entries: HashMap<String, (u64, u64, usize)>,
+        clock: u64,
+        ids: u64,
     }
 
-    #[test]
-    fn the_charge_counts_blocks_and_overhead() {
-        assert_eq!(size_of::<Node>(), 56);
-        assert_eq!(ENTRY_OVERHEAD, 100);
-        assert_eq!((heap_block(1), heap_block(24), heap_block(25)), (32, 32, 48));
-        // The memory test's entry: a 12-byte key and a 10-byte value.
-        let v = Bytes::from_static(b"0123456789");
-        assert_eq!(charge("000000000001", &v), 32 + 32 + 100);
-        assert_eq!(charge("", &Bytes::new()), 100);
+    impl Model {
+        fn current(
+            entries: &HashMap<String, (u64, u64, usize)>,
+        ) -> impl Fn(&str, u64) -> Current + '_ {
+            |k, id| entries.get(k).filter(|e| e.0 == id).map(|e| (e.1, e.2))
+        }
+
+        fn insert(&mut self, k: &str, size: usize) {
+            self.remove(k);
+            self.clock += 1;
+            self.ids += 1;
+            self.entries
+                .insert(k.to_owned(), (self.ids, self.clock, size));
+            self.lru.insert(k.into(), self.ids, self.clock, size);
+        }
+
+        fn remove(&mut self, k: &str) {
+            if let Some(e) = self.entries.remove(k) {
+                self.lru.removed(e.2, Self::current(&self.entries));
+            }
+        }
+
+        fn hit(&mut self, k: &str) -> bool {
+            self.clock += 1;
+            match self.entries.get_mut(k) {
+                Some(e) => {
+                    e.1 = self.clock;
+                    true
+                }
+                None => false,
+            }
+        }
+
+        fn evict(&mut self) -> Option<String> {
+            let k = self.lru.evict_oldest(Self::current(&self.entries))?;
+            self.entries.remove(&*k);
+            Some(k.to_string())
+        }
+
+        fn keys(&self) -> Vec<String> {
+            self.lru.keys(Self::current(&self.entries))
+        }
     }
 
     #[test]
     fn hits_reorder_and_the_oldest_goes() {
-        let (mut l, h) = lru();
+        let mut m = Model::default();
         for k in ["a", "b", "c"] {
-            l.insert(h(k), k, Bytes::from_static(b"v"));
+            m.insert(k, 10);
         }
-        assert_eq!(l.keys(), ["c", "b", "a"]);
-        assert_eq!(l.get(h("a"), "a").map(|v| v.len()), Some(1));
-        assert!(l.get(h("x"), "x").is_none());
-        assert_eq!(l.keys(), ["a", "c", "b"]);
-        assert!(l.evict_oldest());
-        assert_eq!(l.keys(), ["a", "c"]);
-        assert!(l.peek(h("b"), "b").is_none());
-        // Replacing a key charges the new value only; a freed slot is reused.
-        l.insert(h("c"), "c", Bytes::from_static(b"longer"));
-        assert_eq!(l.keys(), ["c", "a"]);
-        let want = charge("a", &Bytes::from_static(b"v")) + charge("c", &Bytes::from_static(b"longer"));
-        assert_eq!((l.len(), l.bytes(), l.hits(), l.evictions()), (2, want, 1, 1));
-        assert!(l.remove(h("a"), "a") && !l.remove(h("a"), "a"));
-        assert!(l.evict_oldest() && !l.evict_oldest());
-        assert_eq!((l.len(), l.bytes(), l.nodes.len()), (0, 0, 3));
+        assert!(m.hit("a") && !m.hit("x"));
+        assert_eq!(m.keys(), ["a", "c", "b"]);
+        assert_eq!(m.evict().as_deref(), Some("b"));
+        m.insert("c", 30); // replaced: its old item is stale
+        assert_eq!(m.keys(), ["c", "a"]);
+        assert_eq!((m.lru.len(), m.lru.bytes(), m.lru.evictions()), (2, 40, 1));
+        assert_eq!(m.evict().as_deref(), Some("a"));
+        assert_eq!(m.evict().as_deref(), Some("c"));
+        assert_eq!(m.evict(), None);
+        assert_eq!((m.lru.len(), m.lru.bytes(), m.lru.stale), (0, 0, 0));
+    }
+
+    #[test]
+    fn stale_items_are_compacted() {
+        let mut m = Model::default();
+        for i in 0..1000 {
+            m.insert("k", i);
+        }
+        assert!(m.lru.heap.len() < 100, "{}", m.lru.heap.len());
+        assert_eq!((m.lru.len(), m.lru.bytes()), (1, 999));
     }
 
     proptest! {
-        /// Against a model list: same keys in the same order, same bytes, after every step.
+        /// Against a model list: the same keys go, in the same order, and bytes add up.
         #[test]
-        fn behaves_like_a_list(ops in proptest::collection::vec((0u8..12, 0usize..20, 0u8..4), 1..300)) {
-            let (mut l, h) = lru();
-            let mut model: Vec<(String, usize)> = Vec::new(); // most recent first
-            for (k, len, op) in ops {
+        fn evicts_in_order_of_last_use(ops in proptest::collection::vec((0u8..12, 0usize..20, 0u8..4), 1..300)) {
+            let mut m = Model::default();
+            let mut list: Vec<(String, usize)> = Vec::new(); // most recent first
+            for (k, size, op) in ops {
                 let key = format!("k{k}");
-                let pos = model.iter().position(|e| e.0 == key);
+                let pos = list.iter().position(|e| e.0 == key);
                 match op {
                     0 => {
-                        prop_assert_eq!(l.get(h(&key), &key).is_some(), pos.is_some());
+                        prop_assert_eq!(m.hit(&key), pos.is_some());
                         if let Some(p) = pos {
-                            let e = model.remove(p);
-                            model.insert(0, e);
+                            let e = list.remove(p);
+                            list.insert(0, e);
                         }
                     }
                     1 => {
-                        prop_assert_eq!(l.remove(h(&key), &key), pos.is_some());
+                        m.remove(&key);
                         if let Some(p) = pos {
-                            model.remove(p);
+                            list.remove(p);
                         }
                     }
                     2 => {
-                        prop_assert_eq!(l.evict_oldest(), !model.is_empty());
-                        model.pop();
+                        prop_assert_eq!(m.evict(), list.pop().map(|e| e.0));
                     }
                     _ => {
-                        let v = Bytes::from(vec![k; len]);
+                        m.insert(&key, size);
                         if let Some(p) = pos {
-                            model.remove(p);
+                            list.remove(p);
                         }
-                        model.insert(0, (key.clone(), charge(&key, &v)));
-                        l.insert(h(&key), &key, v);
+                        list.insert(0, (key, size));
                     }
                 }
-                let keys: Vec<&str> = model.iter().map(|e| e.0.as_str()).collect();
-                prop_assert_eq!(l.keys(), keys);
-                prop_assert_eq!(l.bytes(), model.iter().map(|e| e.1).sum::<usize>());
-                prop_assert_eq!(l.len(), model.len());
+                let keys: Vec<&str> = list.iter().map(|e| e.0.as_str()).collect();
+                prop_assert_eq!(m.keys(), keys);
+                prop_assert_eq!(m.lru.bytes(), list.iter().map(|e| e.1).sum::<usize>());
+                prop_assert_eq!(m.lru.len(), list.len());
             }
         }
     }

@@ -35,8 +35,8 @@ pub struct Stats {
 #[non_exhaustive]
 pub struct CacheStats {
     /// Bytes held, as the budget counts them: keys, values and what each entry costs
-    /// besides (its table slot, list node and heap block rounding; about 100 bytes, see
-    /// `BENCHMARKS.md`).
+    /// besides (its index entry, table slot, LRU item, heap block rounding and allocator
+    /// slack: about 200 bytes; see `BENCHMARKS.md`).
     pub bytes: u64,
     /// Entries held.
     pub items: u64,

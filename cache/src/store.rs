@@ -2,21 +2,37 @@
 //! and the hot cache (popular keys owned by another node), both LRU by bytes, sharing one
 //! budget of which the hot cache gets at most an eighth.
 //!
-//! Keys are spread over shards by hash, as golang/groupcache spreads nothing and locks one
-//! mutex per tier: each shard is a mutex over a main and a hot [`Lru`] and gets
-//! `budget / shards` bytes. So the order of eviction is exact within a shard and approximate
-//! across them (a key is evicted when it is the least recently used of its shard, not of the
-//! group; keys spread evenly, so each shard holds about the same slice of recent keys). A
-//! value larger than a shard's budget is returned but not cached; one shard gives one exact,
-//! global LRU. Entries are charged what they cost in memory (see [`crate::lru`]).
+//! Reads go through one lock-free index (`papaya`) of every cached key. A hit takes no lock:
+//! it counts itself in a stripe of counters picked by its thread's id and stores a last-use
+//! stamp made from that count ([`Store::stamp`]) in the key's entry, so two threads hitting
+//! different keys write no common line. Recency and budget live in shards chosen by key hash, each behind its own mutex and
+//! holding the main and the hot [`Lru`] of its keys, which order entries by those stamps when
+//! they evict (golang/groupcache locks one mutex per tier on every hit instead; measured in
+//! `BENCHMARKS.md`, a lock per hit, sharded or not, does not let two threads scale).
+//!
+//! Each shard gets `budget / shards` bytes: eviction is exact least-recently-used order
+//! within a shard, and approximate across them (keys spread evenly by hash, so each shard
+//! holds about the same slice of recent keys). A value larger than a shard's budget is
+//! returned but not cached; one shard gives one exact, global LRU.
+//!
+//! # What an entry is charged
+//!
+//! The budget counts what an entry costs in memory ([`charge`]), not only its key and value:
+//! the heap blocks of its key, its value and the value's shared `Bytes` header, its entry in
+//! the index (one heap block and its share of the table), its item in the LRU's heap, and a
+//! measured allocator slack: 206 bytes besides the key's and the value's blocks, 286 bytes for
+//! a 12-byte key and a 10-byte value (golang/groupcache counts key and value only, and costs
+//! about 330 bytes besides).
 
 use std::hash::BuildHasher;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::mem::size_of;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use hashbrown::DefaultHashBuilder;
+use foldhash::fast::RandomState;
 
-use crate::lru::{charge, Lru};
+use crate::lru::{Current, Lru, QUEUED_BYTES};
 use crate::stats::CacheStats;
 
 /// Which tier a value goes to.
@@ -26,17 +42,105 @@ pub(crate) enum Tier {
     Hot,
 }
 
-/// The tiers of one shard, and its gets (hits are counted by the tiers).
+/// What the index holds for a cached key.
+struct Entry {
+    value: Bytes,
+    /// The stamp of the last hit, or of the insertion ([`Store::stamp`]).
+    last_use: AtomicU64,
+    /// Which insertion of the key this is (the LRU's heap items name it).
+    id: u64,
+    tier: Tier,
+}
+
+/// The heap block glibc's malloc gives a request of `n` bytes: `n` plus an 8-byte header,
+/// rounded up to 16 bytes, at least 32; nothing for 0 bytes, which `Arc`, `Box` and `Bytes`
+/// do not allocate.
+const fn heap_block(n: usize) -> usize {
+    if n == 0 {
+        return 0;
+    }
+    let block = (n + 8 + 15) & !15;
+    if block < 32 {
+        32
+    } else {
+        block
+    }
+}
+
+/// The index's bytes per entry besides the entry's own block: a table slot (a pointer and a
+/// metadata byte) at papaya's lowest load (it grows at about 85 % full to twice the slots, so
+/// at least 42 % full): 9 / 0.42 = 21.4.
+const TABLE_BYTES: usize = 22;
+
+/// What an entry costs besides its key's and its value's bytes: the index entry's block
+/// (papaya boxes each key and value), its table share, the LRU's heap item, the key's `Arc`
+/// counts and the value's shared `Bytes` header (`bytes`' `Shared`, 24 bytes, allocated when
+/// a value made from a `Vec` is first cloned).
+pub(crate) const fn overhead() -> usize {
+    heap_block(size_of::<Arc<str>>() + size_of::<Entry>())
+        + TABLE_BYTES
+        + QUEUED_BYTES
+        + heap_block(24)
+        + MEASURED_SLACK
+}
+
+/// What the process grows per entry beyond the blocks counted above, measured by
+/// `cache/benches/memory.rs` (3 M entries through a 64 MiB group: 286 bytes per entry held
+/// against 262 counted): the allocator's free lists and fragmentation after the churn of
+/// evictions, and papaya's retired entries and tables awaiting reclamation.
+const MEASURED_SLACK: usize = 24;
+
+/// The bytes an entry of `key` and `value` is charged against the budget: [`overhead`] plus
+/// the heap blocks of the key (with its `Arc` counts) and of the value.
+///
+/// The value's block is taken from its length: a `Bytes` does not tell its capacity, so a
+/// value kept in a larger buffer (a `Vec` with spare capacity, a slice of a bigger `Bytes`)
+/// costs more than it is charged.
+pub(crate) fn charge(key: &str, value: &Bytes) -> usize {
+    heap_block(16 + key.len()) + heap_block(value.len()) + overhead()
+}
+
+/// The LRUs of one shard; `next_id` numbers its insertions.
+#[derive(Default)]
 struct Tiers {
     main: Lru,
     hot: Lru,
-    gets: u64,
+    next_id: u64,
 }
 
-/// A shard's lock on a line of its own, so that threads working in different shards do not
-/// pass lines back and forth.
+impl Tiers {
+    fn tier(&mut self, tier: Tier) -> &mut Lru {
+        match tier {
+            Tier::Main => &mut self.main,
+            Tier::Hot => &mut self.hot,
+        }
+    }
+}
+
+/// A shard's lock, on lines of its own.
 #[repr(align(128))]
+#[derive(Default)]
 struct Shard(Mutex<Tiers>);
+
+/// Hit and miss counts of the threads whose id falls on this stripe, on lines of their own.
+#[repr(align(128))]
+#[derive(Default)]
+struct Stripe {
+    /// Hits of both tiers; also the sequence number of a hit in its stamp.
+    hits: AtomicU64,
+    hot_hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// Stripes of counters: threads share one only when their ids collide.
+const STRIPES: usize = 64;
+
+/// A stripe moves the stamp clock's epoch once in this many hits.
+const WINDOW: u64 = 256;
+/// The low bits of a stamp: 1 + a hit's number in its stripe modulo 2^24 (a multiple of
+/// [`WINDOW`]); 0 for an insertion.
+const SEQ_BITS: u32 = 25;
+const SEQ_MASK: u64 = (1 << 24) - 1;
 
 /// Counters summed over the shards.
 #[derive(Debug, Clone, Copy, Default)]
@@ -47,8 +151,16 @@ pub(crate) struct StoreStats {
 }
 
 pub(crate) struct Store {
+    /// Every cached key of both tiers, read without locks. Written only under the lock of
+    /// the key's shard, together with that shard's LRUs, so it holds exactly their keys.
+    index: papaya::HashMap<Arc<str>, Entry, RandomState>,
     shards: Box<[Shard]>,
-    hasher: DefaultHashBuilder,
+    stripes: Box<[Stripe]>,
+    /// Seeded at random: in-process only (shards, stripes, the index), and keys cannot be
+    /// chosen in advance to collide.
+    hasher: RandomState,
+    /// The coarse part of every stamp (see [`stamp`](Self::stamp)).
+    epoch: AtomicU64,
     shard_budget: usize,
 }
 
@@ -75,35 +187,55 @@ impl Store {
     /// A store of `budget` bytes over `shards` shards (rounded up to a power of two).
     pub(crate) fn new(budget: usize, shards: usize) -> Self {
         let n = shards.max(1).next_power_of_two();
-        // Seeded at random (hashbrown's default, foldhash): in-process only, and keys cannot
-        // be chosen in advance to collide.
-        let hasher = DefaultHashBuilder::default();
-        let shards = (0..n)
-            .map(|_| {
-                Shard(Mutex::new(Tiers {
-                    main: Lru::new(hasher.clone()),
-                    hot: Lru::new(hasher.clone()),
-                    gets: 0,
-                }))
-            })
-            .collect();
+        let hasher = RandomState::default();
         Self {
-            shards,
+            index: papaya::HashMap::builder()
+                .hasher(hasher)
+                .resize_mode(papaya::ResizeMode::Blocking)
+                .build(),
+            shards: (0..n).map(|_| Shard::default()).collect(),
+            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
             hasher,
+            epoch: AtomicU64::new(0),
             shard_budget: budget / n,
         }
     }
 
-    /// The key's hash and its shard, locked. The shard is chosen by bits 32 and up, which the
-    /// tables do not use for their positions (the low bits) nor for their tags (the top 7).
+    /// The stamp of a hit that is its stripe's `n`th: the clock's epoch, then `n`.
+    ///
+    /// A thread's stamps strictly increase: its stripe's count does, and the epoch never goes
+    /// back. A stripe's hit number 0 mod [`WINDOW`] moves the epoch on first, so the hits of a
+    /// stripe in one epoch lie within one window and the count's low bits never wrap within
+    /// an epoch. An insertion moves the epoch too and takes sequence 0, below every hit's
+    /// ([`insertion_stamp`](Self::insertion_stamp)). Hits of different threads within one
+    /// epoch have no order between them: they were concurrent.
     #[inline]
-    fn shard(&self, key: &str) -> (u64, MutexGuard<'_, Tiers>) {
-        let hash = self.hasher.hash_one(key);
-        let i = (hash >> 32) as usize & (self.shards.len() - 1);
-        // Nothing panics while a shard is locked but `get_with`'s closure, which runs after
-        // every change; the LRUs are consistent whatever it does, so keep serving.
-        let tiers = self.shards[i].0.lock().unwrap_or_else(PoisonError::into_inner);
-        (hash, tiers)
+    fn stamp(&self, n: u64) -> u64 {
+        if n % WINDOW == 0 {
+            self.epoch.fetch_add(1, Relaxed);
+        }
+        (self.epoch.load(Relaxed) << SEQ_BITS) | ((n & SEQ_MASK) + 1)
+    }
+
+    /// The stamp of an insertion: a new epoch, so the entry is newer than every use before.
+    fn insertion_stamp(&self) -> u64 {
+        (self.epoch.fetch_add(1, Relaxed) + 1) << SEQ_BITS
+    }
+
+    fn stripe(&self) -> &Stripe {
+        let i = self.hasher.hash_one(std::thread::current().id()) as usize;
+        &self.stripes[i % STRIPES]
+    }
+
+    /// The key's shard, locked: chosen by bits 32 and up of its hash.
+    fn lock(&self, key: &str) -> MutexGuard<'_, Tiers> {
+        let i = (self.hasher.hash_one(key) >> 32) as usize & (self.shards.len() - 1);
+        // Nothing panics while a shard is locked; should it ever, the LRUs are still
+        // consistent (every mutation completes before the next), so keep serving.
+        self.shards[i]
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Counts a get and returns the value if either tier holds it, marking it used.
@@ -112,26 +244,35 @@ impl Store {
         self.get_with(key, Bytes::clone).ok()
     }
 
-    /// Like [`get`](Self::get), but lends the value to `f`, which runs while the key's shard
-    /// is locked, and returns what it returns; on a miss, hands `f` back.
+    /// Like [`get`](Self::get), but lends the value to `f` and returns what it returns; on a
+    /// miss, hands `f` back.
     #[inline]
     pub(crate) fn get_with<R, F: FnOnce(&Bytes) -> R>(&self, key: &str, f: F) -> Result<R, F> {
-        let (hash, mut guard) = self.shard(key);
-        let t = &mut *guard;
-        t.gets += 1;
-        match t.main.get(hash, key) {
-            Some(v) => Ok(f(v)),
-            None => match t.hot.get(hash, key) {
-                Some(v) => Ok(f(v)),
-                None => Err(f),
-            },
+        let guard = self.index.guard();
+        let stripe = self.stripe();
+        let Some(e) = self.index.get(key, &guard) else {
+            stripe.misses.fetch_add(1, Relaxed);
+            return Err(f);
+        };
+        let stamp = self.stamp(stripe.hits.fetch_add(1, Relaxed));
+        // Raised only, and only written when it rises: a thread's own stamps always do, so
+        // one thread's order of uses is kept, while two threads hitting one key at the same
+        // time (stamps of one epoch, no order between them) leave it to the one with the
+        // greater stamp, and the other only reads the entry's line. A race between the two
+        // can store the lesser stamp of two concurrent uses, which have no order anyway.
+        if e.last_use.load(Relaxed) < stamp {
+            e.last_use.store(stamp, Relaxed);
         }
+        if e.tier == Tier::Hot {
+            stripe.hot_hits.fetch_add(1, Relaxed);
+        }
+        Ok(f(&e.value))
     }
 
     /// The value if either tier holds it, without counting a get or marking it used.
     pub(crate) fn peek(&self, key: &str) -> Option<Bytes> {
-        let (hash, t) = self.shard(key);
-        t.main.peek(hash, key).or_else(|| t.hot.peek(hash, key)).cloned()
+        let guard = self.index.guard();
+        self.index.get(key, &guard).map(|e| e.value.clone())
     }
 
     /// Stores `value` in `tier`, then evicts until the hot tier holds at most an eighth of
@@ -142,38 +283,75 @@ impl Store {
         let budget = self.shard_budget;
         let hot_budget = budget / 8;
         let size = charge(key, &value);
-        let (hash, mut guard) = self.shard(key);
-        let t = &mut *guard;
-        match tier {
-            Tier::Main if size <= budget => {
-                t.hot.remove(hash, key);
-                t.main.insert(hash, key, value);
-            }
-            Tier::Hot if size <= hot_budget && !t.main.contains(hash, key) => {
-                t.hot.insert(hash, key, value);
-            }
-            _ => return,
+        let mut shard = self.lock(key);
+        let t = &mut *shard;
+        let guard = self.index.guard();
+        let current = |k: &str, id: u64| -> Current {
+            let e = self.index.get(k, &guard).filter(|e| e.id == id)?;
+            Some((e.last_use.load(Relaxed), charge(k, &e.value)))
+        };
+        let present = self
+            .index
+            .get(key, &guard)
+            .map(|e| (e.tier, charge(key, &e.value)));
+        let fits = match tier {
+            Tier::Main => size <= budget,
+            Tier::Hot => size <= hot_budget && !matches!(present, Some((Tier::Main, _))),
+        };
+        if !fits {
+            return;
         }
-        while t.hot.bytes() > hot_budget && t.hot.evict_oldest() {}
+        let id = t.next_id;
+        t.next_id += 1;
+        let key: Arc<str> = Arc::from(key);
+        let now = self.insertion_stamp();
+        let entry = Entry {
+            value,
+            last_use: AtomicU64::new(now),
+            id,
+            tier,
+        };
+        self.index.insert(key.clone(), entry, &guard);
+        if let Some((old_tier, old_size)) = present {
+            t.tier(old_tier).removed(old_size, current);
+        }
+        t.tier(tier).insert(key, id, now, size);
+
+        let forget = |k: Arc<str>| {
+            self.index.remove(&*k, &guard);
+        };
+        while t.hot.bytes() > hot_budget {
+            match t.hot.evict_oldest(current) {
+                Some(k) => forget(k),
+                None => break,
+            }
+        }
         while t.main.bytes() + t.hot.bytes() > budget {
             let hot_first = t.hot.bytes() > t.main.bytes() / 8 || t.main.len() == 0;
             let evicted = if hot_first {
-                t.hot.evict_oldest()
+                t.hot.evict_oldest(current)
             } else {
-                t.main.evict_oldest()
+                t.main.evict_oldest(current)
             };
-            if !evicted {
-                break;
+            match evicted {
+                Some(k) => forget(k),
+                None => break,
             }
         }
     }
 
-    /// Counters summed over all shards.
+    /// Counters summed over all shards and stripes.
     pub(crate) fn stats(&self) -> StoreStats {
         let mut out = StoreStats::default();
+        for s in self.stripes.iter() {
+            let (hits, hot) = (s.hits.load(Relaxed), s.hot_hits.load(Relaxed));
+            out.main.hits += hits.saturating_sub(hot);
+            out.hot.hits += hot;
+            out.gets += s.misses.load(Relaxed);
+        }
+        out.gets += out.main.hits + out.hot.hits;
         for shard in self.shards.iter() {
             let t = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
-            out.gets += t.gets;
             add(&mut out.main, &t.main);
             add(&mut out.hot, &t.hot);
         }
@@ -183,11 +361,16 @@ impl Store {
     /// Keys of each tier, each shard's from the most to the least recently used (tests).
     #[cfg(test)]
     fn recency(&self) -> (Vec<String>, Vec<String>) {
+        let guard = self.index.guard();
+        let current = |k: &str, id: u64| -> Current {
+            let e = self.index.get(k, &guard).filter(|e| e.id == id)?;
+            Some((e.last_use.load(Relaxed), 0))
+        };
         let (mut main, mut hot) = (Vec::new(), Vec::new());
         for shard in self.shards.iter() {
             let t = shard.0.lock().unwrap();
-            main.extend(t.main.keys());
-            hot.extend(t.hot.keys());
+            main.extend(t.main.keys(current));
+            hot.extend(t.hot.keys(current));
         }
         (main, hot)
     }
@@ -196,7 +379,6 @@ impl Store {
 fn add(c: &mut CacheStats, lru: &Lru) {
     c.bytes += lru.bytes() as u64;
     c.items += lru.len() as u64;
-    c.hits += lru.hits();
     c.evictions += lru.evictions();
 }
 
@@ -216,6 +398,22 @@ mod tests {
     }
 
     #[test]
+    fn the_charge_counts_blocks_and_overhead() {
+        assert_eq!(size_of::<Entry>(), 56);
+        // Index entry 80, table 22, heap item 48, `Bytes` header 32, measured slack 24.
+        assert_eq!(overhead(), 206);
+        assert_eq!(
+            (heap_block(1), heap_block(24), heap_block(25)),
+            (32, 32, 48)
+        );
+        // The memory test's entry: a 12-byte key (48 with its `Arc` counts), a 10-byte value.
+        let v = Bytes::from_static(b"0123456789");
+        assert_eq!(charge("000000000001", &v), 48 + 32 + 206);
+        assert_eq!(charge("", &Bytes::new()), 32 + 206);
+        assert_eq!(e(), 270);
+    }
+
+    #[test]
     fn shard_count_follows_budget() {
         assert_eq!(default_shards(0), 1);
         assert_eq!(default_shards(1 << 20), 1);
@@ -227,12 +425,14 @@ mod tests {
     #[test]
     fn main_and_hot_share_the_budget() {
         let e = e();
-        assert_eq!(e, 164);
         let s = Store::new(48 * e, 1); // the hot tier gets 6 entries
         for i in 1..=7 {
             s.populate(&format!("h{i}"), v8(), Tier::Hot);
         }
-        assert!(s.peek("h1").is_none(), "the seventh hot entry pushed out the first");
+        assert!(
+            s.peek("h1").is_none(),
+            "the seventh hot entry pushed out the first"
+        );
         assert!(s.peek("h7").is_some());
         s.populate("big", Bytes::from(vec![0; 6 * e]), Tier::Hot); // over 1/8: not stored
         assert!(s.peek("big").is_none());
@@ -342,7 +542,10 @@ mod tests {
         assert_eq!(st.gets, 15_000);
         assert!(st.main.bytes + st.hot.bytes <= 8000, "{st:?}");
         let (main, hot) = s.recency();
-        assert_eq!((main.len() + hot.len()) as u64, st.main.items + st.hot.items);
+        assert_eq!(
+            (main.len() + hot.len()) as u64,
+            st.main.items + st.hot.items
+        );
     }
 
     #[test]
