@@ -8,6 +8,7 @@
 //! `application/x-protobuf` `GetResponse { bytes value = 1; double minute_qps = 2; }`.
 
 use bytes::Bytes;
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// The content type of a `GetResponse` body.
 pub(crate) const CONTENT_TYPE: &str = "application/x-protobuf";
@@ -21,32 +22,19 @@ pub(crate) struct GetResponse {
     pub(crate) minute_qps: Option<f64>,
 }
 
-fn unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
-}
+/// What svckit escapes in a group or a key it sends: every byte but `A-Za-z0-9-_.~`, as Go's
+/// `url.QueryEscape` does, including the space, which goes out as `%20` where Go would send
+/// `+` (see the module docs: a Go owner reads the decoded path, where `+` stays `+`).
+/// Non-ASCII bytes are always escaped.
+pub(crate) const GROUPCACHE_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
-const HEX: &[u8; 16] = b"0123456789ABCDEF";
-
-/// Go's `url.QueryEscape`, but a space as `%20` (see the module docs for why).
+/// Go's `url.QueryEscape`, but a space as `%20` ([`GROUPCACHE_ESCAPE`]).
 pub(crate) fn query_escape(s: &str, out: &mut String) {
-    for &b in s.as_bytes() {
-        if unreserved(b) {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(HEX[(b >> 4) as usize] as char);
-            out.push(HEX[(b & 15) as usize] as char);
-        }
-    }
-}
-
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
+    out.extend(utf8_percent_encode(s, GROUPCACHE_ESCAPE));
 }
 
 /// Why a path segment could not be unescaped.
@@ -58,33 +46,25 @@ pub(crate) enum UnescapeError {
     NotUtf8,
 }
 
-/// Go's `url.QueryUnescape` (`+` is a space, `%XX` a byte), requiring UTF-8.
+/// Go's `url.QueryUnescape`, as golang/groupcache's clients need it read: a `+` is a space
+/// (what Go's client sends for one), `%XX` a byte, a `%` without two hex digits an error
+/// (where `percent_decode` would pass it through); the result must be UTF-8.
 pub(crate) fn query_unescape(s: &str) -> Result<String, UnescapeError> {
     let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hi = b.get(i + 1).copied().and_then(hex_val);
-                let lo = b.get(i + 2).copied().and_then(hex_val);
-                match (hi, lo) {
-                    (Some(hi), Some(lo)) => out.push(hi << 4 | lo),
-                    _ => return Err(UnescapeError::BadEscape),
-                }
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
+    let bad = b.iter().enumerate().any(|(i, &c)| {
+        c == b'%'
+            && !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    });
+    if bad {
+        return Err(UnescapeError::BadEscape);
     }
-    String::from_utf8(out).map_err(|_| UnescapeError::NotUtf8)
+    // Only a literal `+` is a space: an escaped one (`%2B`) has none left to replace.
+    let spaced = s.replace('+', " ");
+    percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|k| k.into_owned())
+        .map_err(|_| UnescapeError::NotUtf8)
 }
 
 /// The URL of `key` in `group` on the peer whose base URL is `peer` (`http://host:port`),
@@ -153,6 +133,8 @@ mod tests {
         assert_eq!(query_unescape("%zz"), Err(UnescapeError::BadEscape));
         assert_eq!(query_unescape("%FF"), Err(UnescapeError::NotUtf8));
         assert_eq!(query_unescape("a%2fb").unwrap(), "a/b");
+        assert_eq!(query_unescape("a+b%2Bc%20d").unwrap(), "a b+c d");
+        assert_eq!(query_unescape("%%41"), Err(UnescapeError::BadEscape));
     }
 
     #[test]
