@@ -2,6 +2,7 @@
 //! included), and the overhead of an HTTP Endpoint against a raw pooled hyper client.
 //!
 //! Run with: `cargo bench --bench balancer -- --warm-up-time 1 --measurement-time 3`
+//! (instruction counts per call: see `count_calls`).
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -10,7 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
@@ -125,52 +126,59 @@ fn endpoint_overhead(c: &mut Criterion) {
     overhead(c, "endpoint_overhead_current_thread", &single);
 }
 
+type RawClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+/// The raw side: one pooled hyper-util legacy client, `TCP_NODELAY` on.
+fn raw_client() -> RawClient {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+/// One raw call: `GET uri` (parsed once), body collected.
+async fn raw_get(raw: RawClient, uri: http::Uri) -> Bytes {
+    let req = http::Request::get(uri)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let body = raw
+        .request(req)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    body.to_bytes()
+}
+
+/// The Endpoint side: static discovery of `addr`, p2c, 5 s timeout. Like the raw side, the
+/// encoder clones a URI parsed once (here the path; the Endpoint adds the picked instance's
+/// authority).
+fn endpoint(addr: SocketAddr) -> Endpoint<(), Bytes> {
+    let discovery =
+        Discovery::from_static([Instance::new("b0", "bench", addr.to_string()).unwrap()]);
+    let path = http::Uri::from_static("/id");
+    HttpClient::new()
+        .endpoint(
+            &discovery,
+            "bench",
+            move |()| http::Request::get(path.clone()).body(Bytes::new()),
+            |r: http::Response<Bytes>| Ok::<_, Infallible>(r.into_body()),
+        )
+        .picker(Picker::P2c(P2c::from_seed(1)))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
 fn overhead(c: &mut Criterion, group: &str, rt: &tokio::runtime::Runtime) {
     let addr = rt.block_on(server());
     let _guard = rt.enter();
 
-    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    connector.set_nodelay(true);
-    let raw = Client::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(connector);
+    let raw = raw_client();
     let uri: http::Uri = format!("http://{addr}/id").parse().unwrap();
-    let raw_call = move || {
-        let (raw, uri) = (raw.clone(), uri.clone());
-        async move {
-            let req = http::Request::get(uri)
-                .body(Full::new(Bytes::new()))
-                .unwrap();
-            let body = raw
-                .request(req)
-                .await
-                .unwrap()
-                .into_body()
-                .collect()
-                .await
-                .unwrap();
-            body.to_bytes()
-        }
-    };
-
-    let discovery =
-        Discovery::from_static([Instance::new("b0", "bench", addr.to_string()).unwrap()]);
-    // Like the raw side, the encoder clones a URI parsed once (here the path; the Endpoint
-    // adds the picked instance's authority).
-    let path = http::Uri::from_static("/id");
-    let build = |picker: Picker| -> Endpoint<(), Bytes> {
-        let path = path.clone();
-        HttpClient::new()
-            .endpoint(
-                &discovery,
-                "bench",
-                move |()| http::Request::get(path.clone()).body(Bytes::new()),
-                |r: http::Response<Bytes>| Ok::<_, Infallible>(r.into_body()),
-            )
-            .picker(picker)
-            .timeout(Duration::from_secs(5))
-            .build()
-            .unwrap()
-    };
-    let ep = build(Picker::P2c(P2c::from_seed(1)));
+    let raw_call = move || raw_get(raw.clone(), uri.clone());
+    let ep = endpoint(addr);
     let ep_call = move || {
         let ep = ep.clone();
         async move { ep.invoke(()).await.unwrap() }
@@ -270,5 +278,42 @@ async fn futures_join<T: Send + 'static>(
     }
 }
 
+/// Instruction counts instead of criterion: with `SVCKIT_BENCH_CALLS=<n>` and
+/// `SVCKIT_BENCH_SIDE=raw|endpoint` set, the binary makes `n` sequential calls of that side on
+/// a current-thread runtime (the same server, client and Endpoint as above) and exits. Under
+/// `valgrind --tool=callgrind` at two values of `n`, the difference in instructions divided by
+/// the difference in calls is the cost of one call, start-up excluded.
+fn count_calls() -> bool {
+    let Ok(n) = std::env::var("SVCKIT_BENCH_CALLS") else {
+        return false;
+    };
+    let n: usize = n.parse().expect("SVCKIT_BENCH_CALLS is a number");
+    let side = std::env::var("SVCKIT_BENCH_SIDE").unwrap_or_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let addr = server().await;
+        let uri: http::Uri = format!("http://{addr}/id").parse().unwrap();
+        let (raw, ep) = (raw_client(), endpoint(addr));
+        for _ in 0..n {
+            match side.as_str() {
+                "raw" => black_box(raw_get(raw.clone(), uri.clone()).await),
+                "endpoint" => black_box(ep.invoke(()).await.unwrap()),
+                other => panic!("SVCKIT_BENCH_SIDE is raw or endpoint, not {other:?}"),
+            };
+        }
+    });
+    true
+}
+
 criterion_group!(benches, pickers, ring_lookup, endpoint_overhead);
-criterion_main!(benches);
+
+fn main() {
+    if count_calls() {
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
