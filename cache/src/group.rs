@@ -277,9 +277,9 @@ impl Group {
     /// which saves the two atomic reference-count operations that a returned [`Bytes`] costs
     /// (its clone and its drop; see `BENCHMARKS.md`). Use it when the value is only read:
     /// parsed, hashed, or copied into a buffer of the caller's. `f` runs once, after the load
-    /// on a miss. On a hit it runs while the key's shard of the cache is locked, so it should
-    /// be quick and must not use this group (a call of [`stats`](Self::stats) from `f` would
-    /// wait for that lock forever). `f` may clone the `Bytes` to keep it.
+    /// on a miss. It should be quick: on a hit it runs while the cache's lock-free index is
+    /// pinned, which holds back the freeing of entries evicted meanwhile (no lock is held).
+    /// `f` may clone the `Bytes` to keep it.
     ///
     /// ```
     /// # async fn demo(group: svckit_cache::Group) -> Result<(), svckit_cache::Error> {
