@@ -14,25 +14,24 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use anyhow::{bail, Context};
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use bytes::Bytes;
 use clap::Parser;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde::Deserialize;
-use svckit::cache::{getter_fn, BoxError, Cache, Error as CacheError, Group, PeerFollower};
-use svckit::registry::{Lifecycle, MemoryRegistry, Registry};
+use svckit::balancer::{HttpClient, Limits};
+use svckit::cache::{getter_fn, BoxError, Cache, Error as CacheError, Group};
+use svckit::registry::{EtcdRegistry, Lifecycle, MemoryRegistry, Registry};
 
 /// The group's byte budget (main and hot cache together).
 const BUDGET: usize = 64 << 20;
-/// The largest value fetched from the origin.
-const MAX_VALUE_BYTES: usize = 32 << 20;
+/// One origin fetch: headers and body within 10 s, at most 32 MiB. A stalled or endless
+/// origin must not hold the key's load (and every caller waiting on it) forever.
+const ORIGIN_LIMITS: Limits = Limits::new(Duration::from_secs(10), 32 << 20);
 
 /// Flags of the cache node.
 #[derive(Debug, Parser)]
@@ -61,64 +60,56 @@ struct Args {
     self_url: Option<String>,
 }
 
-/// Characters that must be percent-encoded in a URL path (the WHATWG path set, plus a few
-/// that `http::Uri` refuses).
-fn needs_encoding(b: u8) -> bool {
-    b <= 0x20
-        || b >= 0x7f
-        || matches!(
-            b,
-            b'"' | b'#' | b'<' | b'>' | b'?' | b'`' | b'{' | b'}' | b'\\' | b'^' | b'|'
-        )
-}
+/// What a key must escape to be a URL path: the WHATWG path percent-encode set (controls,
+/// space, `"`, `#`, `<`, `>`, `?`, `` ` ``, `{`, `}`) plus `\`, `^` and `|`, which `http::Uri`
+/// refuses. `/` stays, so the key `/a/b` is the origin's path `/a/b`.
+const PATH: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'|');
 
 /// The origin URL of `key`: the origin followed by the key as a path, without a doubled `/`.
 fn origin_url(origin: &str, key: &str) -> String {
-    let mut url = origin.trim_end_matches('/').to_owned();
-    if !key.starts_with('/') {
-        url.push('/');
-    }
-    for &b in key.as_bytes() {
-        if needs_encoding(b) {
-            url.push_str(&format!("%{b:02X}"));
-        } else {
-            url.push(b as char);
-        }
-    }
-    url
+    let slash = if key.starts_with('/') { "" } else { "/" };
+    let path = utf8_percent_encode(key, PATH);
+    format!("{}{slash}{path}", origin.trim_end_matches('/'))
 }
 
 /// A getter that fetches `origin_url(origin, key)`; a non-2xx answer is an error.
 fn origin_getter(origin: String) -> impl svckit::cache::Getter {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    let client: Client<HttpConnector, Empty<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(connector);
+    let client = HttpClient::new();
     getter_fn(move |key: String| {
-        let client = client.clone();
-        let url = origin_url(&origin, &key);
+        let (client, url) = (client.clone(), origin_url(&origin, &key));
         async move {
-            let uri: http::Uri = url
-                .parse()
-                .map_err(|e| format!("bad origin URL {url:?}: {e}"))?;
-            // Headers and body within one timeout, the body bounded: a stalled or endless
-            // origin must not hold the key's load (and every caller waiting on it) forever.
-            let fetch = async {
-                let resp = client.get(uri).await?;
-                let status = resp.status();
-                if !status.is_success() {
-                    return Err::<Bytes, BoxError>(
-                        format!("origin answered {status} for {url}").into(),
-                    );
-                }
-                let body = http_body_util::Limited::new(resp.into_body(), MAX_VALUE_BYTES);
-                Ok(body.collect().await?.to_bytes())
-            };
-            tokio::time::timeout(Duration::from_secs(10), fetch)
-                .await
-                .map_err(|_| format!("origin {url} timed out"))?
+            let resp = client.get(&url, ORIGIN_LIMITS).await?;
+            if !resp.status().is_success() {
+                return Err::<_, BoxError>(
+                    format!("origin answered {} for {url}", resp.status()).into(),
+                );
+            }
+            Ok(resp.into_body())
         }
     })
+}
+
+/// An error and its causes on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        line = format!("{line}: {s}");
+        source = s.source();
+    }
+    line
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,7 +126,7 @@ async fn get_value(State(group): State<Group>, Query(params): Query<GetParams>) 
         Err(e @ CacheError::KeyTooLong { .. }) => {
             (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
         }
-        Err(e) => (StatusCode::BAD_GATEWAY, format!("{}\n", common::chain(&e))).into_response(),
+        Err(e) => (StatusCode::BAD_GATEWAY, format!("{}\n", chain(&e))).into_response(),
     }
 }
 
@@ -168,65 +159,52 @@ fn app(cache: &Cache, group: Group) -> Router {
 }
 
 #[tokio::main]
-async fn main() {
+async fn main() -> anyhow::Result<()> {
     common::init_tracing();
     let args = Args::parse();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .unwrap_or_else(|e| common::fail(format_args!("cannot listen on {}: {e}", args.listen)));
-    let bound = listener
-        .local_addr()
-        .unwrap_or_else(|e| common::fail(format_args!("listener address: {e}")));
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let bound = listener.local_addr()?;
     let self_url = match &args.self_url {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => format!("http://{bound}"),
     };
-    if args.etcd.is_some() && args.self_url.is_some() {
-        // With etcd the ring holds the *registered* address, http://<host>:<bound port>: a
-        // --self with another port or a path would leave this node out of its own ring.
-        let uri = self_url.parse::<http::Uri>().ok();
-        let same_port = uri.as_ref().and_then(http::Uri::port_u16) == Some(bound.port());
-        let no_path = uri.as_ref().is_some_and(|u| matches!(u.path(), "" | "/"));
-        if !same_port || !no_path {
-            common::fail(format_args!(
-                "--self {self_url} must be http://<host>:{} (the listen port, no path) when peers come from etcd",
-                bound.port()
-            ));
-        }
-    }
-    let cache = Cache::builder(&self_url)
-        .build()
-        .unwrap_or_else(|e| common::fail(common::chain(&e)));
+
+    // One group; a miss is loaded by the key's owner among the peers, from the origin.
+    let cache = Cache::builder(&self_url).build()?;
     let group = cache
         .new_group(&args.group, BUDGET, origin_getter(args.origin.clone()))
-        .build()
-        .unwrap_or_else(|e| common::fail(common::chain(&e)));
+        .build()?;
 
     // Peers and registration. With etcd the node registers as --service and its ring follows
     // the instances; with a static list an in-process registry only gives the same ordered
     // shutdown (SIGINT/SIGTERM: deregister, stop accepting, drain).
-    let mut lifecycle_builder =
-        Lifecycle::builder(args.service.as_str()).grace(Duration::from_secs(10));
+    let mut lifecycle = Lifecycle::builder(args.service.as_str()).grace(Duration::from_secs(10));
     // Register the host peers reach us at: the one in --self when given.
-    if let Some(host) = args
+    let self_uri = args
         .self_url
         .as_deref()
-        .and_then(|u| u.parse::<http::Uri>().ok())
-        .and_then(|u| u.host().map(str::to_owned))
-    {
-        lifecycle_builder = lifecycle_builder.advertise_host(host);
+        .and_then(|u| u.parse::<http::Uri>().ok());
+    if let Some(host) = self_uri.as_ref().and_then(http::Uri::host) {
+        lifecycle = lifecycle.advertise_host(host);
     }
-    let (lifecycle, _follower): (Lifecycle, Option<PeerFollower>) = match &args.etcd {
+    let (lifecycle, _follower) = match &args.etcd {
         Some(endpoints) => {
-            let registry = common::connect_etcd(common::etcd_options(endpoints), endpoints).await;
-            let follower = cache
-                .follow(&registry.discovery(), &args.service)
-                .unwrap_or_else(|e| common::fail(common::chain(&e)));
-            let lifecycle = lifecycle_builder
-                .register(&registry, bound)
+            // The ring holds the *registered* address, http://<host>:<bound port>: a --self
+            // with another port or a path would leave this node out of its own ring.
+            let same_port = self_uri.as_ref().map(http::Uri::port_u16);
+            let path = self_uri.as_ref().map(http::Uri::path);
+            if args.self_url.is_some()
+                && (same_port != Some(Some(bound.port())) || !matches!(path, Some("" | "/")))
+            {
+                bail!("--self {self_url} must be http://<host>:{} (the listen port, no path) when peers come from etcd", bound.port());
+            }
+            let registry = EtcdRegistry::connect(common::etcd_options(endpoints)?)
                 .await
-                .unwrap_or_else(|e| common::fail(format_args!("register: {}", common::chain(&e))));
-            (lifecycle, Some(follower))
+                .with_context(|| format!("cannot connect to etcd at {endpoints}"))?;
+            let follower = cache.follow(&registry.discovery(), &args.service)?;
+            (lifecycle.register(&registry, bound).await?, Some(follower))
         }
         None => {
             let peers = if args.peers.is_empty() {
@@ -234,27 +212,27 @@ async fn main() {
             } else {
                 args.peers.clone()
             };
-            cache
-                .set_peers(&peers)
-                .unwrap_or_else(|e| common::fail(common::chain(&e)));
-            let lifecycle = lifecycle_builder
-                .register(&MemoryRegistry::new(), bound)
-                .await
-                .unwrap_or_else(|e| common::fail(format_args!("lifecycle: {}", common::chain(&e))));
-            (lifecycle, None)
+            cache.set_peers(&peers)?;
+            (
+                lifecycle.register(&MemoryRegistry::new(), bound).await?,
+                None,
+            )
         }
     };
     tracing::info!(listen = %bound, self_url = %self_url, group = %args.group, peers = ?cache.peers(), "cache node serving");
 
-    common::serve(listener, app(&cache, group), &lifecycle).await;
+    lifecycle.serve(listener, app(&cache, group)).await?;
     tracing::info!("stopped");
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::body::Body;
+    use bytes::Bytes;
     use http::Request;
+    use http_body_util::BodyExt;
     use tower::ServiceExt;
 
     #[test]

@@ -9,14 +9,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bytes::Bytes;
 use clap::Parser;
+use svckit::balancer::{HttpClient, Limits};
 use svckit::registry::{Discovery, EtcdRegistry, Registry};
-use tokio::process::{Child, Command};
+use svckit_testing::process::{example_bin, Fleet};
 
 /// Flags of the demo.
 #[derive(Debug, Parser)]
@@ -27,73 +27,6 @@ struct Args {
     /// Requests per picker run.
     #[arg(long, default_value_t = 300)]
     requests: u32,
-}
-
-/// A child process of the demo, killed if still running when dropped.
-struct Proc {
-    label: String,
-    child: Child,
-}
-
-impl Proc {
-    fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-
-    /// SIGTERM, then wait up to `grace` for the exit status; SIGKILL after that.
-    async fn terminate(&mut self, grace: Duration) -> Option<i32> {
-        if let Some(pid) = self.pid() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-        }
-        match tokio::time::timeout(grace, self.child.wait()).await {
-            Ok(Ok(status)) => status.code(),
-            _ => {
-                let _ = self.child.kill().await;
-                None
-            }
-        }
-    }
-}
-
-/// Everything the demo started, stopped in reverse order.
-#[derive(Default)]
-struct Fleet {
-    procs: Vec<Proc>,
-    exe_dir: PathBuf,
-}
-
-impl Fleet {
-    fn spawn(&mut self, label: &str, example: &str, args: &[String]) -> anyhow::Result<usize> {
-        let bin = self.exe_dir.join(example);
-        if !bin.is_file() {
-            bail!(
-                "{} is not built; run `cargo build --examples` first (./scripts/demo does)",
-                bin.display()
-            );
-        }
-        let child = Command::new(&bin)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        self.procs.push(Proc {
-            label: label.to_owned(),
-            child,
-        });
-        Ok(self.procs.len() - 1)
-    }
-
-    async fn stop_all(&mut self) {
-        while let Some(mut p) = self.procs.pop() {
-            p.terminate(Duration::from_secs(5)).await;
-        }
-    }
 }
 
 /// One `product_client` run's summary, read from its `--json` line.
@@ -152,12 +85,7 @@ async fn wait_for(
     }
 }
 
-async fn client_run(
-    fleet: &Fleet,
-    etcd: &str,
-    balance: &str,
-    load: &[&str],
-) -> anyhow::Result<Summary> {
+async fn client_run(etcd: &str, balance: &str, load: &[&str]) -> anyhow::Result<Summary> {
     let mut args: Vec<String> = vec![
         "--service".into(),
         "productservice".into(),
@@ -170,11 +98,11 @@ async fn client_run(
         "--json".into(),
     ];
     args.extend(load.iter().map(|s| s.to_string()));
-    let out = Command::new(fleet.exe_dir.join("product_client"))
+    let out = tokio::process::Command::new(example_bin("product_client"))
         .args(&args)
         .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true)
         .output()
         .await
@@ -195,15 +123,9 @@ fn spread(s: &Summary, names: &BTreeMap<String, String>) -> String {
         .join(" ")
 }
 
-async fn http_get(url: &str) -> anyhow::Result<(u16, Vec<u8>)> {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let resp = client.get(url.parse()?).await?;
-    let status = resp.status().as_u16();
-    let body = http_body_util::BodyExt::collect(resp.into_body())
-        .await?
-        .to_bytes();
-    Ok((status, body.to_vec()))
+async fn http_get(url: &str) -> anyhow::Result<(u16, Bytes)> {
+    let resp = HttpClient::new().get(url, Limits::default()).await?;
+    Ok((resp.status().as_u16(), resp.into_body()))
 }
 
 /// Waits until `url` answers 200.
@@ -220,36 +142,39 @@ async fn wait_ready(url: &str) -> anyhow::Result<()> {
     }
 }
 
+/// `args` as the `&str`s [`Fleet::spawn`] takes.
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 async fn run(args: Args, etcd: String, fleet: &mut Fleet) -> anyhow::Result<()> {
     println!("etcd: {etcd}");
-    let registry = EtcdRegistry::connect(common::etcd_options(&etcd)).await?;
+    let registry = EtcdRegistry::connect(common::etcd_options(&etcd)?).await?;
     let discovery = registry.discovery();
 
     // The origin, three products, two thumbnails.
     let origin = free_addr();
-    fleet.spawn("origin", "origin", &["--listen".into(), origin.clone()])?;
+    fleet.spawn("origin", "origin", &["--listen", &origin]);
     wait_ready(&format!("http://{origin}/_stats")).await?;
     let mut names = BTreeMap::new();
     let mut products = Vec::new();
     for n in 1..=3 {
         let a = product_args(n, &etcd, &mut names);
-        products.push(fleet.spawn(&format!("product{n}"), "product", &a)?);
+        products.push(fleet.spawn(&format!("product{n}"), "product", &strs(&a)));
     }
     let mut thumbs = Vec::new();
     for n in 1..=2 {
         let listen = free_addr();
-        fleet.spawn(
-            &format!("thumbnail{n}"),
-            "thumbnail",
-            &[
-                "--listen".into(),
-                listen.clone(),
-                "--origin".into(),
-                format!("http://{origin}"),
-                "--etcd".into(),
-                etcd.clone(),
-            ],
-        )?;
+        let origin_url = format!("http://{origin}");
+        let flags = [
+            "--listen",
+            &listen,
+            "--origin",
+            &origin_url,
+            "--etcd",
+            &etcd,
+        ];
+        fleet.spawn(&format!("thumbnail{n}"), "thumbnail", &flags);
         thumbs.push(listen);
     }
     wait_for(&discovery, "productservice", |i| i.len() == 3).await?;
@@ -279,7 +204,7 @@ async fn run(args: Args, etcd: String, fleet: &mut Fleet) -> anyhow::Result<()> 
     let requests = args.requests.to_string();
     let mut total_failures = 0;
     for balance in ["random", "round_robin", "hash", "p2c"] {
-        let s = client_run(fleet, &etcd, balance, &["--requests", &requests]).await?;
+        let s = client_run(&etcd, balance, &["--requests", &requests]).await?;
         total_failures += s.failures;
         println!(
             "  {balance:<12} {}/{} ok, p50 {:.2} ms, p99 {:.2} ms, spread: {}",
@@ -327,28 +252,17 @@ async fn run(args: Args, etcd: String, fleet: &mut Fleet) -> anyhow::Result<()> 
     println!("\nrolling restart: SIGTERM product1 during a 10 s client run, then start product4");
     let client = {
         let etcd = etcd.clone();
-        let exe = fleet.exe_dir.clone();
-        let probe = Fleet {
-            procs: Vec::new(),
-            exe_dir: exe,
-        };
-        tokio::spawn(async move {
-            let s = client_run(&probe, &etcd, "round_robin", &["--duration", "10"]).await;
-            drop(probe);
-            s
-        })
+        tokio::spawn(async move { client_run(&etcd, "round_robin", &["--duration", "10"]).await })
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let code = fleet.procs[products[0]]
-        .terminate(Duration::from_secs(10))
-        .await;
+    let code = fleet.terminate(products[0], Duration::from_secs(10)).await;
     wait_for(&discovery, "productservice", |i| {
         i.iter().all(|x| x.id() != "product1")
     })
     .await?;
     println!("  product1 exited with {code:?}; its key is gone from etcd");
     let a = product_args(4, &etcd, &mut names);
-    fleet.spawn("product4", "product", &a)?;
+    fleet.spawn("product4", "product", &strs(&a));
     wait_for(&discovery, "productservice", |i| {
         i.iter().any(|x| x.id() == "product4")
     })
@@ -377,7 +291,7 @@ async fn run(args: Args, etcd: String, fleet: &mut Fleet) -> anyhow::Result<()> 
     );
     println!("  calls served by the restarted instance product4: {product4_calls}");
     drop(registry);
-    fleet.stop_all().await;
+    fleet.stop_all(Duration::from_secs(5)).await;
     if total_failures != 0 || same != wanted.len() || origin_fetches != wanted.len() as u64 {
         bail!("the demo did not go as expected (see above)");
     }
@@ -386,42 +300,34 @@ async fn run(args: Args, etcd: String, fleet: &mut Fleet) -> anyhow::Result<()> 
 }
 
 #[tokio::main]
-async fn main() {
+async fn main() -> anyhow::Result<()> {
     if std::env::var_os("RUST_LOG").is_none() {
         std::env::set_var("RUST_LOG", "warn");
     }
     common::init_tracing();
     let args = Args::parse();
-    let exe_dir = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(PathBuf::from))
-        .unwrap_or_default();
-    let mut fleet = Fleet {
-        procs: Vec::new(),
-        exe_dir,
-    };
+    let mut fleet = Fleet::new();
     // The private etcd outlives every child, so they can deregister on the way out.
     let mut private_etcd = None;
     let etcd = match &args.etcd {
         Some(e) => e.clone(),
         None => {
             println!("starting a private etcd on loopback ...");
-            match tokio::task::spawn_blocking(svckit_testing::Etcd::start).await {
-                Ok(etcd) => private_etcd.insert(etcd).endpoint(),
-                Err(e) => common::fail(format_args!("cannot start etcd: {e}")),
-            }
+            let etcd = tokio::task::spawn_blocking(svckit_testing::Etcd::start)
+                .await
+                .context("cannot start etcd")?;
+            private_etcd.insert(etcd).endpoint()
         }
     };
     let result = tokio::select! {
         r = run(args, etcd, &mut fleet) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
-    fleet.stop_all().await;
+    let left = fleet.running();
+    fleet.stop_all(Duration::from_secs(5)).await;
     drop(private_etcd);
-    if let Err(e) = result {
-        for p in &fleet.procs {
-            eprintln!("still running: {}", p.label);
-        }
-        common::fail(format_args!("{e:#}"));
+    if result.is_err() && !left.is_empty() {
+        eprintln!("stopped what was still running: {}", left.join(", "));
     }
+    result
 }

@@ -12,12 +12,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use anyhow::Context;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use clap::Parser;
+use svckit::registry::{Lifecycle, MemoryRegistry};
 
 /// Flags of the origin.
 #[derive(Debug, Parser)]
@@ -103,7 +105,7 @@ async fn stats(State(origin): State<Origin>) -> Json<serde_json::Value> {
 }
 
 #[tokio::main]
-async fn main() {
+async fn main() -> anyhow::Result<()> {
     common::init_tracing();
     let args = Args::parse();
     let tmp;
@@ -114,36 +116,23 @@ async fn main() {
             tmp.clone()
         }
     };
-    if let Err(e) = write_samples(&dir) {
-        common::fail(format_args!(
-            "cannot write sample images to {}: {e}",
-            dir.display()
-        ));
-    }
-    let listener = match tokio::net::TcpListener::bind(&args.listen).await {
-        Ok(l) => l,
-        Err(e) => common::fail(format_args!("cannot listen on {}: {e}", args.listen)),
-    };
+    write_samples(&dir)
+        .with_context(|| format!("cannot write sample images to {}", dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let origin = Origin {
         dir: Arc::new(dir.clone()),
         fetches: Arc::default(),
     };
     tracing::info!(listen = %args.listen, dir = %dir.display(), "origin serving sample images");
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = term.recv() => {},
-        }
-    };
-    let served = axum::serve(listener, app(origin))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    // Not a discovered service: an in-process registry gives it the same server and the same
+    // SIGINT/SIGTERM handling as the others.
+    let lifecycle =
+        Lifecycle::register(&MemoryRegistry::new(), "origin", listener.local_addr()?).await?;
+    let served = lifecycle.serve(listener, app(origin)).await;
     let _ = std::fs::remove_dir_all(&dir);
-    if let Err(e) = served {
-        common::fail(format_args!("origin server failed: {e}"));
-    }
+    Ok(served?)
 }
 
 #[cfg(test)]

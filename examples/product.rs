@@ -10,16 +10,16 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::{AppendHeaders, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use clap::Parser;
-use svckit::registry::Lifecycle;
+use svckit::registry::{EtcdRegistry, Lifecycle};
 
 /// Flags of the product service.
 #[derive(Debug, Parser)]
@@ -47,59 +47,58 @@ struct Args {
     advertise: Option<String>,
 }
 
-/// The header that names the instance which answered.
-const SERVED_BY: &str = "x-served-by";
-
 /// The product routes, testable without a socket. `instance_id` goes into `x-served-by`.
 fn app(instance_id: &str) -> Router {
-    let id: Arc<str> = Arc::from(instance_id);
     Router::new()
         .route("/prod/{id}", get(product))
         .route("/health", get(|| async { "ok\n" }))
-        .with_state(id)
+        .with_state(instance_id.to_owned())
 }
 
-async fn product(State(served_by): State<Arc<str>>, Path(id): Path<String>) -> Response {
+async fn product(State(served_by): State<String>, Path(id): Path<String>) -> Response {
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
         return StatusCode::NOT_FOUND.into_response();
     }
-    let mut resp = format!("get product byID:{id}").into_response();
-    if let Ok(value) = HeaderValue::from_str(&served_by) {
-        resp.headers_mut().insert(SERVED_BY, value);
-    }
-    resp
+    let served_by = AppendHeaders([("x-served-by", served_by)]);
+    (served_by, format!("get product byID:{id}")).into_response()
 }
 
 #[tokio::main]
-async fn main() {
+async fn main() -> anyhow::Result<()> {
     common::init_tracing();
     let args = Args::parse();
     let listen = format!("{}:{}", args.bind, args.port);
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
-        .unwrap_or_else(|e| common::fail(format_args!("cannot listen on {listen}: {e}")));
-    let options = common::etcd_options(&args.etcd).ttl(Duration::from_secs(args.ttl.max(1)));
-    let registry = common::connect_etcd(options, &args.etcd).await;
-    let bound = listener
-        .local_addr()
-        .unwrap_or_else(|e| common::fail(format_args!("cannot read the bound address: {e}")));
-    let mut builder = Lifecycle::builder(&args.name);
+        .with_context(|| format!("cannot listen on {listen}"))?;
+
+    // Connect to etcd; register once the listener is bound, so the registered address is real.
+    let options = common::etcd_options(&args.etcd)?.ttl(Duration::from_secs(args.ttl.max(1)));
+    let registry = EtcdRegistry::connect(options)
+        .await
+        .with_context(|| format!("cannot connect to etcd at {}", args.etcd))?;
+    let mut lifecycle = Lifecycle::builder(&args.name);
     if let Some(id) = &args.id {
-        builder = builder.id(id);
+        lifecycle = lifecycle.id(id);
     }
     if let Some(host) = &args.advertise {
-        builder = builder.advertise_host(host);
+        lifecycle = lifecycle.advertise_host(host);
     }
-    let lifecycle = common::register(builder, &registry, bound, &args.etcd).await;
-    let instance = lifecycle.instance().clone();
+    let lifecycle = lifecycle
+        .register(&registry, listener.local_addr()?)
+        .await
+        .context("cannot register the product service")?;
+    let instance = lifecycle.instance();
     tracing::info!(
         id = instance.id(),
         name = instance.name(),
         addr = instance.addr(),
         "registered"
     );
-    let app = app(instance.id());
-    common::serve(listener, app, &lifecycle).await;
+
+    // Serve until SIGINT/SIGTERM: deregister first, then finish the requests in flight.
+    lifecycle.serve(listener, app(instance.id())).await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -115,7 +114,7 @@ mod tests {
         let status = resp.status();
         let served = resp
             .headers()
-            .get(SERVED_BY)
+            .get("x-served-by")
             .map(|v| v.to_str().unwrap().to_owned());
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (status, served, String::from_utf8(body.to_vec()).unwrap())

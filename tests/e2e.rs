@@ -5,70 +5,26 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use svckit::balancer::{HttpClient, Limits};
 use svckit::registry::{Discovery, EtcdOptions, EtcdRegistry, Registry};
+use svckit_testing::process::{example_bin, spawn_example as spawn, terminate};
 use svckit_testing::{free_port, Etcd};
 use tokio::process::{Child, Command};
 
-fn example(name: &str) -> PathBuf {
-    // target/debug/deps/e2e-<hash> -> target/debug/examples/<name>
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .join("examples")
-        .join(name);
-    assert!(
-        bin.is_file(),
-        "{} is missing: build the examples first (`cargo build --examples`; ./scripts/test does)",
-        bin.display()
-    );
-    bin
-}
-
-fn spawn(name: &str, args: &[&str]) -> Child {
-    Command::new(example(name))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {name}: {e}"))
-}
-
 async fn sigterm_and_wait(child: &mut Child) -> Option<i32> {
-    let pid = child.id().expect("child still running").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .expect("child exits after SIGTERM")
-        .expect("wait for child");
-    status.code()
+    terminate(child, Duration::from_secs(20)).await
 }
 
-async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn wait_until(what: &str, ok: impl FnMut() -> bool) {
+    svckit_testing::process::wait_until(what, Duration::from_secs(30), ok).await;
 }
 
 async fn get(url: &str) -> (u16, Vec<u8>) {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let resp = client.get(url.parse().unwrap()).await.unwrap();
-    let status = resp.status().as_u16();
-    let body = http_body_util::BodyExt::collect(resp.into_body())
+    let resp = HttpClient::new()
+        .get(url, Limits::default())
         .await
-        .unwrap()
-        .to_bytes();
-    (status, body.to_vec())
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    (resp.status().as_u16(), resp.into_body().to_vec())
 }
 
 /// Removes a directory when dropped.
@@ -122,7 +78,7 @@ async fn rolling_restart_during_a_client_run_loses_no_call() {
     })
     .await;
 
-    let client = Command::new(example("product_client"))
+    let client = Command::new(example_bin("product_client"))
         .args(["--service", "productservice", "--balance", "round_robin"])
         .args([
             "--duration",
@@ -177,7 +133,8 @@ async fn rolling_restart_during_a_client_run_loses_no_call() {
     assert!(out.status.success(), "client exit status {:?}", out.status);
 }
 
-/// Runs `product` with `args`, expecting a quick failure with one clear line.
+/// Runs `product` with `args`, expecting a quick failure that says what failed on its first
+/// line (`Error: ...`, anyhow's report from `main`) and why below it.
 async fn product_fails(args: &[&str], expect: &str) {
     product_fails_with_env(args, &[], expect).await;
 }
@@ -186,7 +143,7 @@ async fn product_fails(args: &[&str], expect: &str) {
 async fn product_fails_with_env(args: &[&str], env: &[(&str, &str)], expect: &str) {
     let out = tokio::time::timeout(
         Duration::from_secs(15),
-        Command::new(example("product"))
+        Command::new(example_bin("product"))
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -198,9 +155,12 @@ async fn product_fails_with_env(args: &[&str], env: &[(&str, &str)], expect: &st
     .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "one line: {stderr}");
-    assert!(lines[0].contains(expect), "{stderr}");
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("Error: "),
+        "says what failed first: {stderr}"
+    );
+    assert!(stderr.contains(expect), "expected {expect:?} in: {stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -221,14 +181,22 @@ async fn product_fails_fast_on_bad_name_busy_port_and_unreachable_etcd() {
     .await;
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port().to_string();
-    product_fails(&["--port", &port, "--etcd", &endpoint], "cannot listen on").await;
+    product_fails(
+        &["--port", &port, "--etcd", &endpoint],
+        "Error: cannot listen on",
+    )
+    .await;
     let nobody = format!("127.0.0.1:{}", free_port());
-    product_fails(&["--port", "0", "--etcd", &nobody], "cannot reach etcd").await;
+    product_fails(
+        &["--port", "0", "--etcd", &nobody],
+        "no etcd endpoint answered",
+    )
+    .await;
     // etcd answers here: the line says what it refused, not that it cannot be reached.
     product_fails_with_env(
         &["--port", "0", "--etcd", &endpoint],
         &[("SVCKIT_ETCD_USER", "svckit")],
-        "error: etcd at 127.0.0.1:",
+        "Error: cannot connect to etcd at 127.0.0.1:",
     )
     .await;
     product_fails_with_env(
@@ -351,4 +319,31 @@ async fn two_thumbnail_instances_fetch_each_thumbnail_once() {
         local_loads += stats["local_loads"].as_u64().unwrap();
     }
     assert_eq!(local_loads, paths.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cache_pair_example_loads_each_key_once_across_two_nodes() {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        Command::new(example_bin("cache_pair"))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the example ends by itself")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("getter calls: 5 for 5 keys asked on both nodes"),
+        "{stdout}"
+    );
+    // Both nodes answer every key with the owner's value: one line per node and key.
+    assert_eq!(
+        stdout.matches("loaded by http://127.0.0.1:").count(),
+        10,
+        "{stdout}"
+    );
 }

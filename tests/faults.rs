@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, CompactionOptions};
 use support::{
-    blocking, discovery, ids, ms, options, poll_until, report, view, wait_for, wait_for_async,
-    Load, Observer, Product,
+    blocking, discovery, ids, load_fields, ms, options, poll_until, report, run_for_calls,
+    start_load, view, wait_for, wait_for_async, Observer, Product,
 };
 use svckit::registry::{DiscoveryState, EtcdRegistry, Instance, Registry};
 use svckit_testing::{Etcd, EtcdCluster};
@@ -59,8 +59,8 @@ async fn cluster_leader_sigkilled_under_load() {
     .await;
     let before = observer.keys().await.expect("the observer reads the keys");
 
-    let load = Load::start(&discovery);
-    load.run_for_calls(200).await;
+    let load = start_load(&discovery);
+    run_for_calls(&load, 200).await;
     let killed = Instant::now();
     blocking(|| cluster.stop(leader));
     let next = blocking(|| cluster.wait_leader(Duration::from_secs(15)));
@@ -86,7 +86,7 @@ async fn cluster_leader_sigkilled_under_load() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let after = observer.keys().await.expect("the observer reads the keys");
-    load.run_for_calls(100).await;
+    run_for_calls(&load, 100).await;
     let result = load.finish().await;
     let relet = products
         .iter()
@@ -94,7 +94,7 @@ async fn cluster_leader_sigkilled_under_load() {
             after.get(&p.key()).map(|(_, lease)| lease) != before.get(&p.key()).map(|(_, l)| l)
         })
         .count();
-    let mut fields = result.fields();
+    let mut fields = load_fields(&result);
     fields.extend([
         ("faults", "sigkill_leader".to_owned()),
         ("recovery_ms", ms(election)),
@@ -321,8 +321,8 @@ async fn etcd_down_for_30_s_under_load() {
     )
     .await;
 
-    let load = Load::start(&discovery);
-    load.run_for_calls(200).await;
+    let load = start_load(&discovery);
+    run_for_calls(&load, 200).await;
     blocking(|| etcd.stop());
     let down = Instant::now();
     wait_for(
@@ -366,9 +366,9 @@ async fn etcd_down_for_30_s_under_load() {
         || discovery.state() == DiscoveryState::Live && view(&discovery) == etcd_view,
     )
     .await;
-    load.run_for_calls(100).await;
+    run_for_calls(&load, 100).await;
     let result = load.finish().await;
-    let mut fields = result.fields();
+    let mut fields = load_fields(&result);
     fields.extend([
         ("faults", "sigkill_etcd_30s".to_owned()),
         (
@@ -413,8 +413,8 @@ async fn instance_sigkilled_under_load() {
     )
     .await;
 
-    let load = Load::start(&discovery);
-    load.run_for_calls(200).await;
+    let load = start_load(&discovery);
+    run_for_calls(&load, 200).await;
     assert!(
         load.served_by("kill_b") > 0,
         "kill_b served before the kill"
@@ -426,9 +426,9 @@ async fn instance_sigkilled_under_load() {
         || !ids(&discovery).contains(&"kill_b".to_owned()),
     )
     .await;
-    load.run_for_calls(200).await;
+    run_for_calls(&load, 200).await;
     let result = load.finish().await;
-    let mut fields = result.fields();
+    let mut fields = load_fields(&result);
     fields.extend([
         ("faults", "sigkill_1_of_3_instances".to_owned()),
         ("recovery_ms", ms(gone)),
@@ -461,8 +461,8 @@ async fn rolling_sigterm_restart_under_load() {
     )
     .await;
 
-    let load = Load::start(&discovery);
-    load.run_for_calls(200).await;
+    let load = start_load(&discovery);
+    run_for_calls(&load, 200).await;
     let mut new = Vec::new();
     let mut slowest_step = Duration::ZERO;
     for p in &mut old {
@@ -483,10 +483,10 @@ async fn rolling_sigterm_restart_under_load() {
         .await;
         slowest_step = slowest_step.max(step.elapsed());
         new.push(replacement);
-        load.run_for_calls(200).await;
+        run_for_calls(&load, 200).await;
     }
     let result = load.finish().await;
-    let mut fields = result.fields();
+    let mut fields = load_fields(&result);
     fields.extend([
         ("faults", "sigterm_and_replace_3_of_3".to_owned()),
         ("recovery_ms", ms(slowest_step)),

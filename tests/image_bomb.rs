@@ -6,68 +6,29 @@
 //! Prints the figures it asserts (statuses, peak RSS) for RELIABILITY.md.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use svckit::balancer::{HttpClient, Limits};
+use svckit_testing::process::{spawn_example as spawn, terminate};
+
 use svckit_testing::{free_port, Etcd};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 /// Peak RSS the thumbnail process must stay under, in MiB.
 const PEAK_RSS_LIMIT_MIB: u64 = 100;
 
-fn example(name: &str) -> PathBuf {
-    // target/debug/deps/image_bomb-<hash> -> target/debug/examples/<name>
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .join("examples")
-        .join(name);
-    assert!(
-        bin.is_file(),
-        "{} is missing: build the examples first (`cargo build --examples`; ./scripts/test does)",
-        bin.display()
-    );
-    bin
-}
-
-fn spawn(name: &str, args: &[&str]) -> Child {
-    Command::new(example(name))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {name}: {e}"))
-}
-
 async fn sigterm_and_wait(child: &mut Child) -> Option<i32> {
-    let pid = child.id().expect("child still running").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .expect("child exits after SIGTERM")
-        .expect("wait for child");
-    status.code()
+    terminate(child, Duration::from_secs(20)).await
 }
 
 /// GET `url`: status and body, or `None` while nothing answers.
 async fn get(url: &str) -> Option<(u16, String)> {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let resp = client.get(url.parse().unwrap()).await.ok()?;
-    let status = resp.status().as_u16();
-    let body = http_body_util::BodyExt::collect(resp.into_body())
-        .await
-        .ok()?
-        .to_bytes();
-    Some((status, String::from_utf8_lossy(&body).into_owned()))
+    let limits = Limits::new(Duration::from_secs(120), 64 << 20);
+    let resp = HttpClient::new().get(url, limits).await.ok()?;
+    Some((
+        resp.status().as_u16(),
+        String::from_utf8_lossy(resp.body()).into_owned(),
+    ))
 }
 
 async fn wait_for_health(base: &str) {

@@ -11,6 +11,7 @@ use axum::routing::get;
 use axum::Router;
 use etcd_client::Client;
 use svckit_registry::{EtcdOptions, EtcdRegistry, Instance, Lifecycle, Registry};
+use svckit_testing::process::{self, Signal};
 use svckit_testing::Etcd;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
@@ -122,13 +123,8 @@ async fn expect_line(lines: &mut Lines<BufReader<ChildStdout>>, prefix: &str) ->
         .unwrap_or_else(|_| panic!("no {prefix:?} from the child within 20 s"))
 }
 
-fn signal(child: &Child, sig: &str) {
-    let pid = child.id().expect("the child runs").to_string();
-    let status = std::process::Command::new("kill")
-        .args([sig, &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
+fn signal(child: &Child, sig: Signal) {
+    process::signal(child.id().expect("the child runs"), sig);
 }
 
 async fn present(c: &mut Client, key: &str) -> bool {
@@ -143,7 +139,7 @@ async fn a_sigkilled_child_disappears_within_ttl_plus_one_second() {
     let mut c = Client::connect([etcd.endpoint()], None).await.unwrap();
     assert!(present(&mut c, &key).await);
 
-    signal(&child, "-KILL");
+    signal(&child, Signal::Kill);
     let killed = Instant::now();
     let status = child.wait().await.unwrap();
     assert!(!status.success());
@@ -200,7 +196,7 @@ async fn connect_and_send(addr: &str, bytes: &[u8]) -> tokio::net::TcpStream {
 
 /// Sends SIGTERM and waits for the key to go, failing past `limit`; returns how long it took.
 async fn sigterm_until_gone(child: &Child, c: &mut Client, key: &str, limit: Duration) -> Duration {
-    signal(child, "-TERM");
+    signal(child, Signal::Term);
     let termed = Instant::now();
     while present(c, key).await {
         assert!(
@@ -259,7 +255,7 @@ async fn a_second_sigterm_stops_the_drain_at_once() {
     assert!(child.try_wait().unwrap().is_none(), "still draining");
 
     // Second SIGTERM: out at once, saying what it left behind.
-    signal(&child, "-TERM");
+    signal(&child, Signal::Term);
     let forced = Instant::now();
     let left = expect_line(&mut lines, "FORCED ").await;
     assert_eq!(left, ["in_flight=1"]);

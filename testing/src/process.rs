@@ -100,6 +100,70 @@ pub async fn terminate(child: &mut Child, timeout: Duration) -> Option<i32> {
         .code()
 }
 
+/// Child processes started together and stopped together, each with a label: the demo's
+/// and the tests' fleets of example instances. Dropping it kills what still runs.
+#[derive(Debug, Default)]
+pub struct Fleet {
+    children: Vec<(String, Option<Child>)>,
+}
+
+impl Fleet {
+    /// An empty fleet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts the example `name` with `args` (see [`spawn_example`]) under `label`; returns
+    /// its index.
+    pub fn spawn(&mut self, label: &str, name: &str, args: &[&str]) -> usize {
+        self.children
+            .push((label.to_owned(), Some(spawn_example(name, args))));
+        self.children.len() - 1
+    }
+
+    /// The process id of child `index`, while it runs.
+    pub fn pid(&self, index: usize) -> Option<u32> {
+        self.children[index].1.as_ref().and_then(Child::id)
+    }
+
+    /// SIGTERM to child `index`, then up to `grace` for it to exit, SIGKILL after that;
+    /// returns its exit code (`None` when a signal ended it or it had already been stopped).
+    pub async fn terminate(&mut self, index: usize, grace: Duration) -> Option<i32> {
+        let mut child = self.children[index].1.take()?;
+        if let Some(pid) = child.id() {
+            // It may have exited on its own a moment ago: no assert here.
+            let _ = std::process::Command::new("kill")
+                .args([Signal::Term.flag(), &pid.to_string()])
+                .status();
+        }
+        match tokio::time::timeout(grace, child.wait()).await {
+            Ok(Ok(status)) => status.code(),
+            _ => {
+                let _ = child.kill().await;
+                None
+            }
+        }
+    }
+
+    /// Terminates every child still running, the last started first.
+    pub async fn stop_all(&mut self, grace: Duration) {
+        for index in (0..self.children.len()).rev() {
+            self.terminate(index, grace).await;
+        }
+    }
+
+    /// The labels of the children still running.
+    pub fn running(&mut self) -> Vec<String> {
+        self.children
+            .iter_mut()
+            .filter_map(|(label, child)| {
+                let alive = matches!(child.as_mut()?.try_wait(), Ok(None));
+                alive.then(|| label.clone())
+            })
+            .collect()
+    }
+}
+
 /// Polls `ok` every 50 ms until it holds; returns how long that took.
 ///
 /// # Panics

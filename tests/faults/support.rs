@@ -7,14 +7,14 @@ use std::future::Future;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use etcd_client::{Client, ConnectOptions, GetOptions};
 use svckit::balancer::{Endpoint, HttpClient, Picker, RetryPolicy};
 use svckit::registry::{Discovery, EtcdOptions, EtcdRegistry, Registry};
+use svckit_testing::load::{Failure, Load, LoadOptions, LoadReport};
+use svckit_testing::process::{self, Signal};
 use tokio::process::{Child, Command};
 
 /// The service every product instance registers as.
@@ -27,23 +27,6 @@ pub(crate) const PACE: Duration = Duration::from_millis(10);
 /// The load as the report line names it.
 pub(crate) const LOAD: &str = "4x100/s p2c retry3";
 
-/// `target/debug/examples/<name>`, next to this test's `target/debug/deps/faults-<hash>`.
-pub(crate) fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .join("examples")
-        .join(name);
-    assert!(
-        bin.is_file(),
-        "{} is missing: build the examples first (`cargo build --examples`; ./scripts/test does)",
-        bin.display()
-    );
-    bin
-}
-
 /// Runs a blocking test-support call (starting, killing, electing etcd) without stalling the
 /// runtime's other tasks, such as the load.
 pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
@@ -54,40 +37,11 @@ pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
 ///
 /// # Panics
 /// When it does not hold within `timeout`.
-pub(crate) async fn wait_for(
-    what: &str,
-    timeout: Duration,
-    mut ok: impl FnMut() -> bool,
-) -> Duration {
-    let start = Instant::now();
-    while !ok() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    start.elapsed()
+pub(crate) async fn wait_for(what: &str, timeout: Duration, ok: impl FnMut() -> bool) -> Duration {
+    process::wait_until(what, timeout, ok).await
 }
 
-/// Polls the async `ok` every 50 ms until it holds and returns how long that took; `None`
-/// when it did not hold within `timeout`.
-pub(crate) async fn poll_until<F, Fut>(timeout: Duration, mut ok: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if ok().await {
-            return Some(start.elapsed());
-        }
-        if start.elapsed() >= timeout {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub(crate) use process::poll_until;
 
 /// [`poll_until`] that panics on the timeout.
 pub(crate) async fn wait_for_async<F, Fut>(what: &str, timeout: Duration, ok: F) -> Duration
@@ -184,7 +138,7 @@ impl Product {
             svckit_testing::free_port()
         ));
         let stderr = std::fs::File::create(&log).expect("create the product log file");
-        let child = Command::new(example("product"))
+        let child = Command::new(process::example_bin("product"))
             .args(["--port", &svckit_testing::free_port().to_string()])
             .args(["--etcd", &endpoints.join(",")])
             .args(["--id", id, "--ttl", &ttl_secs.to_string()])
@@ -225,24 +179,19 @@ impl Product {
         self.child.try_wait().ok().flatten()
     }
 
-    fn signal(&self, sig: &str) {
-        let pid = self.child.id().expect("the product still runs").to_string();
-        let status = std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {sig} {pid}");
+    fn signal(&self, signal: Signal) {
+        process::signal(self.child.id().expect("the product still runs"), signal);
     }
 
     /// SIGKILL, and wait until it is gone.
     pub(crate) async fn sigkill(&mut self) {
-        self.signal("-KILL");
+        self.signal(Signal::Kill);
         self.wait_exit().await;
     }
 
     /// SIGTERM, and wait (up to 20 s) until it exits; returns its exit code.
     pub(crate) async fn sigterm(&mut self) -> Option<i32> {
-        self.signal("-TERM");
+        self.signal(Signal::Term);
         self.wait_exit().await.code()
     }
 
@@ -393,160 +342,35 @@ pub(crate) fn product_endpoint(discovery: &Discovery) -> Endpoint<u64, String> {
         .expect("build the product endpoint")
 }
 
-#[derive(Debug, Default)]
-struct Tally {
-    calls: AtomicU64,
-    failed: AtomicU64,
-    max_latency_us: AtomicU64,
-    errors: Mutex<Vec<String>>,
-    served: Mutex<BTreeMap<String, u64>>,
-}
-
-/// Paced calls through [`product_endpoint`] from [`WORKERS`] tasks until [`finish`]ed; every
-/// call that does not end in a correct reply counts as failed.
-///
-/// [`finish`]: Load::finish
-#[derive(Debug)]
-pub(crate) struct Load {
-    stop: Arc<AtomicBool>,
-    tally: Arc<Tally>,
-    workers: Vec<tokio::task::JoinHandle<()>>,
-    started: Instant,
-}
-
-/// What a load run counted.
-#[derive(Debug)]
-pub(crate) struct LoadReport {
-    /// Calls made.
-    pub(crate) calls: u64,
-    /// Calls that failed after retries.
-    pub(crate) failed: u64,
-    /// The first few failures.
-    pub(crate) errors: Vec<String>,
-    /// Calls served per instance id.
-    pub(crate) served: BTreeMap<String, u64>,
-    /// The slowest call, retries included.
-    pub(crate) max_latency: Duration,
-    /// How long the load ran.
-    pub(crate) ran: Duration,
-}
-
-impl Load {
-    /// Starts calling `SERVICE` through `discovery`.
-    pub(crate) fn start(discovery: &Discovery) -> Self {
-        let endpoint = product_endpoint(discovery);
-        let stop = Arc::new(AtomicBool::new(false));
-        let tally = Arc::new(Tally::default());
-        let workers = (0..WORKERS as u64)
-            .map(|w| {
-                let (endpoint, stop, tally) = (endpoint.clone(), stop.clone(), tally.clone());
-                tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(PACE);
-                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    let mut n = w;
-                    while !stop.load(Ordering::Relaxed) {
-                        tick.tick().await;
-                        let start = Instant::now();
-                        let result = endpoint.invoke(n % 1000).await;
-                        let took = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
-                        tally.max_latency_us.fetch_max(took, Ordering::Relaxed);
-                        tally.calls.fetch_add(1, Ordering::Relaxed);
-                        match result {
-                            Ok(served_by) => {
-                                let mut served = tally.served.lock().unwrap();
-                                *served.entry(served_by).or_default() += 1;
-                            }
-                            Err(e) => {
-                                tally.failed.fetch_add(1, Ordering::Relaxed);
-                                let mut errors = tally.errors.lock().unwrap();
-                                if errors.len() < 5 {
-                                    errors.push(e.to_string());
-                                }
-                            }
-                        }
-                        n += WORKERS as u64;
-                    }
-                })
-            })
-            .collect();
-        Self {
-            stop,
-            tally,
-            workers,
-            started: Instant::now(),
+/// Paced calls through [`product_endpoint`] from [`WORKERS`] tasks, one per [`PACE`] each,
+/// until finished; every call that does not end in a correct reply counts as failed. The
+/// label of a call is the instance that served it.
+pub(crate) fn start_load(discovery: &Discovery) -> Load {
+    let endpoint = product_endpoint(discovery);
+    let options = LoadOptions::new().workers(WORKERS).pace(PACE);
+    Load::start(options, move |n| {
+        let endpoint = endpoint.clone();
+        async move {
+            endpoint
+                .invoke(n % 1000)
+                .await
+                .map_err(|e| Failure::new("call", e))
         }
-    }
-
-    /// Calls made so far.
-    pub(crate) fn calls(&self) -> u64 {
-        self.tally.calls.load(Ordering::Relaxed)
-    }
-
-    /// Calls served so far by instance `id`.
-    pub(crate) fn served_by(&self, id: &str) -> u64 {
-        self.tally
-            .served
-            .lock()
-            .unwrap()
-            .get(id)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// Waits (up to 10 s) until `more` further calls were made.
-    pub(crate) async fn run_for_calls(&self, more: u64) {
-        let target = self.calls() + more;
-        wait_for(
-            "the load to make its calls",
-            Duration::from_secs(10),
-            || self.calls() >= target,
-        )
-        .await;
-    }
-
-    /// Stops the workers, waits for their calls in flight, and returns the counts.
-    pub(crate) async fn finish(mut self) -> LoadReport {
-        self.stop.store(true, Ordering::Relaxed);
-        for worker in std::mem::take(&mut self.workers) {
-            worker.await.expect("a load worker panicked");
-        }
-        let tally = &self.tally;
-        LoadReport {
-            calls: tally.calls.load(Ordering::Relaxed),
-            failed: tally.failed.load(Ordering::Relaxed),
-            errors: tally.errors.lock().unwrap().clone(),
-            served: tally.served.lock().unwrap().clone(),
-            max_latency: Duration::from_micros(tally.max_latency_us.load(Ordering::Relaxed)),
-            ran: self.started.elapsed(),
-        }
-    }
+    })
 }
 
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+/// Waits (up to 10 s) until `more` further calls were made.
+pub(crate) async fn run_for_calls(load: &Load, more: u64) {
+    load.run_for_calls(more, Duration::from_secs(10)).await;
 }
 
-impl LoadReport {
-    /// The load's fields for [`report`].
-    pub(crate) fn fields(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("load", LOAD.to_owned()),
-            ("load_s", format!("{:.1}", self.ran.as_secs_f64())),
-            ("calls", self.calls.to_string()),
-            ("failed", self.failed.to_string()),
-            ("max_call_ms", ms(self.max_latency)),
-        ]
-    }
-
-    /// Asserts that no call failed.
-    pub(crate) fn assert_no_failures(&self, scenario: &str) {
-        assert!(self.calls > 0, "{scenario}: the load made no call");
-        assert_eq!(
-            self.failed, 0,
-            "{scenario}: {} of {} calls failed, first: {:?}",
-            self.failed, self.calls, self.errors
-        );
-    }
+/// The load's fields for [`report`].
+pub(crate) fn load_fields(report: &LoadReport) -> Vec<(&'static str, String)> {
+    vec![
+        ("load", LOAD.to_owned()),
+        ("load_s", format!("{:.1}", report.ran.as_secs_f64())),
+        ("calls", report.calls.to_string()),
+        ("failed", report.failed.to_string()),
+        ("max_call_ms", ms(report.max_latency)),
+    ]
 }

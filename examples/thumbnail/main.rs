@@ -9,12 +9,13 @@
 //! Run with: `cargo run --example thumbnail -- --listen 127.0.0.1:8000 --origin http://127.0.0.1:9300`
 //! (start the `origin` example first; `--etcd 127.0.0.1:2379` by default).
 
+#[path = "../common/mod.rs"]
 mod common;
+mod render;
 
-use std::io::Cursor;
 use std::sync::Arc;
-use std::time::Duration;
 
+use anyhow::Context;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -22,13 +23,10 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use clap::Parser;
-use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader};
+use render::{etag, DecodeLimits, Spec, ThumbError};
+use svckit::balancer::{HttpClient, Limits};
 use svckit::cache::{getter_fn, BoxError, Cache, Error as CacheError, Group};
-use svckit::registry::{Lifecycle, Registry};
-use tokio::sync::Semaphore;
+use svckit::registry::{EtcdRegistry, Lifecycle, Registry};
 
 /// Flags of the thumbnail service.
 #[derive(Debug, Parser)]
@@ -59,339 +57,24 @@ struct Args {
     decode_mib: u32,
 }
 
-/// Largest width or height a thumbnail may have.
-const MAX_SIDE: u32 = 4096;
-
-/// What a thumbnail request asks for, checked before anything is fetched.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Spec {
-    width: u32,
-    height: u32,
-    name: String,
-    format: ImageFormat,
-}
-
-impl Spec {
-    /// Parses the `<w>x<h>` and `<name>` path segments.
-    fn parse(size: &str, name: &str) -> Result<Self, &'static str> {
-        let (w, h) = size
-            .split_once('x')
-            .ok_or("malformed size: expected <width>x<height>")?;
-        let parse_side = |s: &str| -> Result<u32, &'static str> {
-            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || s.len() > 5 {
-                return Err("malformed size: width and height must be decimal numbers");
-            }
-            let n: u32 = s.parse().map_err(|_| "malformed size")?;
-            if n == 0 || n > MAX_SIDE {
-                return Err("size out of range: width and height must be 1..=4096");
-            }
-            Ok(n)
-        };
-        let (width, height) = (parse_side(w)?, parse_side(h)?);
-        if name.is_empty() || name.contains(['/', '\\']) || name.contains("..") {
-            return Err("bad image name: it must not contain `/`, `\\` or `..`");
-        }
-        let ext = name
-            .rsplit_once('.')
-            .map(|(_, e)| e.to_ascii_lowercase())
-            .ok_or("unknown extension: use .png, .jpg, .jpeg or .gif")?;
-        let format = match ext.as_str() {
-            "png" => ImageFormat::Png,
-            "jpg" | "jpeg" => ImageFormat::Jpeg,
-            "gif" => ImageFormat::Gif,
-            _ => return Err("unknown extension: use .png, .jpg, .jpeg or .gif"),
-        };
-        Ok(Self {
-            width,
-            height,
-            name: name.to_owned(),
-            format,
-        })
-    }
-
-    /// The cache key: `<w>x<h>/<name>`.
-    fn key(&self) -> String {
-        format!("{}x{}/{}", self.width, self.height, self.name)
-    }
-
-    /// Parses a cache key back (the getter runs on whichever node owns the key).
-    fn from_key(key: &str) -> Result<Self, &'static str> {
-        let (size, name) = key.split_once('/').ok_or("malformed cache key")?;
-        Self::parse(size, name)
-    }
-
-    fn content_type(&self) -> &'static str {
-        match self.format {
-            ImageFormat::Png => "image/png",
-            ImageFormat::Gif => "image/gif",
-            _ => "image/jpeg",
-        }
-    }
-}
-
-/// Why a thumbnail could not be made.
-#[derive(Debug, thiserror::Error)]
-enum ThumbError {
-    #[error("the origin has no image {0:?}")]
-    NotFound(String),
-    #[error("the origin is unreachable or failed: {0}")]
-    Origin(String),
-    #[error("the origin's image could not be decoded or encoded: {0}")]
-    Image(String),
-    /// A cache key that is no thumbnail request (a peer asked for it).
-    #[error("key refused: {0}")]
-    BadKey(&'static str),
-    #[error(
-        "image is {width}x{height} = {:.1} megapixels, over the limit of {limit} megapixels",
-        f64::from(*width) * f64::from(*height) / 1e6
-    )]
-    TooManyPixels { width: u32, height: u32, limit: u32 },
-    #[error(
-        "image is {width}x{height}: decoding it for a {thumb_width}x{thumb_height} thumbnail \
-         needs {needed_mib} MiB, over the limit of {limit_mib} MiB"
-    )]
-    TooMuchMemory {
-        width: u32,
-        height: u32,
-        thumb_width: u32,
-        thumb_height: u32,
-        needed_mib: u64,
-        limit_mib: u64,
-    },
-    #[error("the image needs more decoder memory than the limit of {limit_mib} MiB: {reason}")]
-    DecoderLimit { limit_mib: u64, reason: String },
-}
-
-impl ThumbError {
-    /// The answer to a request that failed so.
-    fn status(&self) -> StatusCode {
-        match self {
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::BadKey(_) => StatusCode::BAD_REQUEST,
-            // The request is fine and small; what it names is too large to process.
-            Self::TooManyPixels { .. } | Self::TooMuchMemory { .. } | Self::DecoderLimit { .. } => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-            Self::Origin(_) | Self::Image(_) => StatusCode::BAD_GATEWAY,
-        }
-    }
-
-    /// An `image` error, with its limit when a decoder hit one.
-    fn from_image(e: ImageError, max_alloc: u64) -> Self {
-        match e {
-            ImageError::Limits(e) => Self::DecoderLimit {
-                limit_mib: max_alloc.div_ceil(MIB),
-                reason: e.to_string(),
-            },
-            e => Self::Image(e.to_string()),
-        }
-    }
-}
-
-const MIB: u64 = 1 << 20;
-
-/// What a decoder may allocate beside the pixels while reading a header or an image: PNG text
-/// and ICC profiles, the zune-jpeg and GIF decoders' own buffers.
-const DECODER_BUFFERS: u64 = 4 * MIB;
-
-/// Bounds on decoding: the pixels of one original, and the memory of all decodes in flight,
-/// so that a small file of many pixels (a decompression bomb) costs a header read, not RAM.
-#[derive(Debug, Clone)]
-struct DecodeLimits {
-    max_megapixels: u32,
-    /// One permit per MiB that decodes may hold together.
-    budget: Arc<Semaphore>,
-    budget_mib: u32,
-}
-
-impl DecodeLimits {
-    fn new(max_megapixels: u32, budget_mib: u32) -> Self {
-        Self {
-            max_megapixels,
-            budget: Arc::new(Semaphore::new(budget_mib as usize)),
-            budget_mib,
-        }
-    }
-
-    /// Renders `spec` from `original` once its header shows it within the limits and the
-    /// budget has room for what decoding it takes.
-    async fn render(&self, original: Bytes, spec: Spec) -> Result<Vec<u8>, ThumbError> {
-        let limits = self.clone();
-        let (original, spec, cost_mib) = blocking(move || {
-            let cost = limits.cost_mib(&original, &spec)?;
-            Ok((original, spec, cost))
-        })
-        .await?;
-        let permit = self
-            .budget
-            .clone()
-            .acquire_many_owned(cost_mib)
-            .await
-            .map_err(|_| ThumbError::Image("the decode budget is closed".to_owned()))?;
-        blocking(move || {
-            // The permit goes with the decode, not with the caller: when the caller goes away
-            // the blocking task still runs to its end, and the budget counts it until then.
-            let _permit = permit;
-            render(&original, &spec, u64::from(cost_mib) * MIB)
-        })
-        .await
-    }
-
-    /// What decoding `original` for `spec` holds at its peak, in MiB, estimated from its header
-    /// alone: the pixels; the thumbnail twice (resized, then converted or encoded); the
-    /// decoder's buffers; for a GIF the frame it composes the image from; for a JPEG its copy
-    /// of the input and, unless it is sequential, the coefficients zune-jpeg keeps until the
-    /// last scan (2 bytes per sample, up to 3 samples per pixel).
-    fn cost_mib(&self, original: &[u8], spec: &Spec) -> Result<u32, ThumbError> {
-        let reader = reader(original, DECODER_BUFFERS)?;
-        let format = reader.format();
-        let decoder = reader
-            .into_decoder()
-            .map_err(|e| ThumbError::from_image(e, DECODER_BUFFERS))?;
-        let (width, height) = decoder.dimensions();
-        let pixels = u64::from(width) * u64::from(height);
-        if pixels > u64::from(self.max_megapixels) * 1_000_000 {
-            return Err(ThumbError::TooManyPixels {
-                width,
-                height,
-                limit: self.max_megapixels,
-            });
-        }
-        let decoded = decoder.total_bytes();
-        let (thumb_width, thumb_height) = fit(width, height, spec.width, spec.height);
-        let thumb_pixel = u64::from(decoder.color_type().bytes_per_pixel()).max(4);
-        let thumb = 2 * u64::from(thumb_width) * u64::from(thumb_height) * thumb_pixel;
-        let format_extra = match format {
-            Some(ImageFormat::Gif) => decoded,
-            Some(ImageFormat::Jpeg) if sequential_jpeg(original) => original.len() as u64,
-            Some(ImageFormat::Jpeg) => original.len() as u64 + 6 * pixels,
-            _ => 0,
-        };
-        let needed_mib = (decoded + thumb + DECODER_BUFFERS + format_extra).div_ceil(MIB);
-        match u32::try_from(needed_mib) {
-            Ok(n) if n <= self.budget_mib => Ok(n),
-            _ => Err(ThumbError::TooMuchMemory {
-                width,
-                height,
-                thumb_width,
-                thumb_height,
-                needed_mib,
-                limit_mib: self.budget_mib.into(),
-            }),
-        }
-    }
-}
-
-/// Runs `f` on the blocking pool: decoding is CPU work.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ThumbError> + Send + 'static,
-) -> Result<T, ThumbError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ThumbError::Image(format!("the decode task failed: {e}")))?
-}
-
-/// A reader of `original` in the format its bytes show, whose decoder allocates at most
-/// `max_alloc` bytes.
-fn reader(original: &[u8], max_alloc: u64) -> Result<ImageReader<Cursor<&[u8]>>, ThumbError> {
-    let mut reader = ImageReader::new(Cursor::new(original))
-        .with_guessed_format()
-        .map_err(|e| ThumbError::Image(e.to_string()))?;
-    let mut limits = image::Limits::default();
-    limits.max_alloc = Some(max_alloc);
-    reader.limits(limits);
-    Ok(reader)
-}
-
-/// The size `image`'s `thumbnail` gives a `width`x`height` image to fit in the box.
-fn fit(width: u32, height: u32, box_width: u32, box_height: u32) -> (u32, u32) {
-    let ratio = f64::min(
-        f64::from(box_width) / f64::from(width),
-        f64::from(box_height) / f64::from(height),
-    );
-    let side = |n: u32| ((f64::from(n) * ratio).round() as u32).max(1);
-    (side(width), side(height))
-}
-
-/// Whether a JPEG's frame is sequential (SOF0, SOF1), which zune-jpeg decodes row by row.
-/// Walks the header's segments up to the first frame; anything else counts as progressive.
-fn sequential_jpeg(bytes: &[u8]) -> bool {
-    let mut at = 2; // after SOI
-    while let Some(&[0xFF, marker, hi, lo]) = bytes.get(at..at + 4) {
-        match marker {
-            0xFF => {
-                at += 1; // fill byte
-                continue;
-            }
-            0xC0 | 0xC1 => return true,
-            0xC4 | 0xC8 | 0xCC => {}            // DHT, JPG, DAC: not frames
-            0xC2..=0xCF | 0xDA => return false, // another frame, or a scan before any frame
-            _ => {}
-        }
-        at += 2 + usize::from(u16::from_be_bytes([hi, lo]));
-    }
-    false
-}
-
-/// Resizes `original` to fit in the spec's box, keeping the aspect ratio, and encodes it; the
-/// decoder allocates at most `max_alloc` bytes, pixels included.
-fn render(original: &[u8], spec: &Spec, max_alloc: u64) -> Result<Vec<u8>, ThumbError> {
-    let img = reader(original, max_alloc)?
-        .decode()
-        .map_err(|e| ThumbError::from_image(e, max_alloc))?;
-    let thumb = img.thumbnail(spec.width, spec.height);
-    drop(img);
-    let thumb = match spec.format {
-        // JPEG has no alpha channel.
-        ImageFormat::Jpeg => DynamicImage::ImageRgb8(thumb.into_rgb8()),
-        _ => thumb,
-    };
-    let mut out = Cursor::new(Vec::new());
-    thumb
-        .write_to(&mut out, spec.format)
-        .map_err(|e| ThumbError::Image(e.to_string()))?;
-    Ok(out.into_inner())
-}
-
-/// A strong ETag for the bytes: their CRC-32 (IEEE) and length.
-fn etag(bytes: &[u8]) -> String {
-    format!("\"{:08x}-{:x}\"", crc32fast::hash(bytes), bytes.len())
-}
-
 /// The cache group thumbnails live in.
 const GROUP: &str = "thumbnails";
 
-type HttpClient =
-    Client<hyper_util::client::legacy::connect::HttpConnector, http_body_util::Empty<Bytes>>;
+/// One origin fetch: headers and body within 10 s, at most 32 MiB.
+const ORIGIN_LIMITS: Limits = Limits::new(std::time::Duration::from_secs(10), 32 << 20);
 
-/// How long one origin fetch may take, body included.
-const ORIGIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Fetches `name` from the origin, headers and body within [`ORIGIN_TIMEOUT`].
+/// Fetches `name` from the origin within [`ORIGIN_LIMITS`].
 async fn fetch_origin(client: &HttpClient, origin: &str, name: &str) -> Result<Bytes, ThumbError> {
     let url = format!("{}/{name}", origin.trim_end_matches('/'));
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| ThumbError::Origin(format!("bad origin URL {url}: {e}")))?;
-    let fetch = async {
-        let resp = client
-            .get(uri)
-            .await
-            .map_err(|e| ThumbError::Origin(format!("{url}: {e}")))?;
-        match resp.status() {
-            s if s.is_success() => {}
-            http::StatusCode::NOT_FOUND => return Err(ThumbError::NotFound(name.to_owned())),
-            s => return Err(ThumbError::Origin(format!("{url} answered {s}"))),
-        }
-        let body = http_body_util::Limited::new(resp.into_body(), 32 << 20)
-            .collect()
-            .await
-            .map_err(|e| ThumbError::Origin(format!("{url}: {e}")))?;
-        Ok(body.to_bytes())
-    };
-    tokio::time::timeout(ORIGIN_TIMEOUT, fetch)
+    let resp = client
+        .get(&url, ORIGIN_LIMITS)
         .await
-        .map_err(|_| ThumbError::Origin(format!("{url} timed out")))?
+        .map_err(|e| ThumbError::Origin(format!("{url}: {e}")))?;
+    match resp.status() {
+        s if s.is_success() => Ok(resp.into_body()),
+        StatusCode::NOT_FOUND => Err(ThumbError::NotFound(name.to_owned())),
+        s => Err(ThumbError::Origin(format!("{url} answered {s}"))),
+    }
 }
 
 /// The cache with the thumbnails group; its getter fetches from `origin` and renders within
@@ -403,7 +86,7 @@ fn thumbnail_cache(
     limits: DecodeLimits,
 ) -> Result<(Cache, Group), CacheError> {
     let cache = Cache::builder(self_url).build()?;
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let client = HttpClient::new();
     let origin: Arc<str> = Arc::from(origin);
     let getter = getter_fn(move |key: String| {
         let (client, origin, limits) = (client.clone(), origin.clone(), limits.clone());
@@ -506,37 +189,44 @@ async fn stats(State(node): State<Node>) -> axum::Json<serde_json::Value> {
 }
 
 #[tokio::main]
-async fn main() {
+async fn main() -> anyhow::Result<()> {
     common::init_tracing();
     let args = Args::parse();
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
-        .unwrap_or_else(|e| common::fail(format_args!("cannot listen on {}: {e}", args.listen)));
-    let bound = listener
-        .local_addr()
-        .unwrap_or_else(|e| common::fail(format_args!("cannot read the bound address: {e}")));
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let bound = listener.local_addr()?;
+
+    // The thumbnails group: a miss is rendered once across the cluster, by the key's owner.
+    let limits = DecodeLimits::new(args.max_megapixels, args.decode_mib);
     let (cache, group) = thumbnail_cache(
         &format!("http://{bound}"),
         &args.origin,
         args.cache_mib << 20,
-        DecodeLimits::new(args.max_megapixels, args.decode_mib),
-    )
-    .unwrap_or_else(|e| common::fail(e));
-    let options = common::etcd_options(&args.etcd);
-    let registry = common::connect_etcd(options, &args.etcd).await;
+        limits,
+    )?;
+
     // The instances of this service are the cache's peers: the ring follows discovery.
-    let _follower = cache
-        .follow(&registry.discovery(), &args.service)
-        .unwrap_or_else(|e| common::fail(e));
-    let builder = Lifecycle::builder(args.service.as_str());
-    let lifecycle = common::register(builder, &registry, bound, &args.etcd).await;
+    let registry = EtcdRegistry::connect(common::etcd_options(&args.etcd)?)
+        .await
+        .with_context(|| format!("cannot connect to etcd at {}", args.etcd))?;
+    let _follower = cache.follow(&registry.discovery(), &args.service)?;
+    let lifecycle = Lifecycle::register(&registry, args.service.as_str(), bound).await?;
     tracing::info!(addr = %bound, id = lifecycle.instance().id(), "thumbnail service registered");
-    let app = app(&cache, group);
-    common::serve(listener, app, &lifecycle).await;
+
+    // Thumbnails and the peer protocol on one port, until SIGINT/SIGTERM.
+    lifecycle.serve(listener, app(&cache, group)).await?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Cursor;
+
+    use http_body_util::BodyExt;
+    use image::ImageFormat;
+
+    use super::render::*;
     use super::*;
     use axum::body::Body;
     use std::sync::atomic::{AtomicUsize, Ordering};
