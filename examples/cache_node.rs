@@ -90,7 +90,10 @@ fn origin_getter(origin: String) -> impl svckit::cache::Getter {
     getter_fn(move |key: String| {
         let (client, url) = (client.clone(), origin_url(&origin, &key));
         async move {
-            let resp = client.get(&url, ORIGIN_LIMITS).await?;
+            let resp = client
+                .get(&url, ORIGIN_LIMITS)
+                .await
+                .map_err(|e| format!("origin {url}: {}", chain(&e)))?;
             if !resp.status().is_success() {
                 return Err::<_, BoxError>(
                     format!("origin answered {} for {url}", resp.status()).into(),
