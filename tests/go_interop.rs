@@ -20,12 +20,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use svckit::balancer::{HttpClient, Limits, TransportError};
 use svckit::cache::{getter_fn, BoxError, Cache, Group};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
@@ -123,23 +121,16 @@ fn build_go_node() -> Result<PathBuf, String> {
 // The nodes
 // ---------------------------------------------------------------------------------------
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+/// What a query value escapes: everything but `A-Za-z0-9-_.~` (space as `%20`), which Go's
+/// `url.QueryUnescape` reads back exactly.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
-fn http_client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-/// Percent-encodes everything but `A-Za-z0-9-_.~` (space as `%20`), for a query value.
 fn query_value(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, QUERY_VALUE).to_string()
 }
 
 /// A golang/groupcache node running as a child process.
@@ -190,31 +181,25 @@ impl GoNode {
         }
         Some(Self {
             url,
-            client: http_client(),
+            client: HttpClient::new(),
             _stdin: stdin,
             _child: child,
         })
     }
 
-    async fn request(&self, req: http::Request<Full<Bytes>>) -> (http::StatusCode, Bytes) {
+    async fn request(&self, req: http::Request<Bytes>) -> (http::StatusCode, Bytes) {
         let what = req.uri().to_string();
-        let res = tokio::time::timeout(Duration::from_secs(10), self.client.request(req))
-            .await
-            .unwrap_or_else(|_| panic!("{what}: no answer within 10 s"))
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        let status = res.status();
-        let body = res
-            .into_body()
-            .collect()
-            .await
-            .unwrap_or_else(|e| panic!("{what}: body: {e}"))
-            .to_bytes();
-        (status, body)
+        let limits = Limits::new(Duration::from_secs(10), 64 << 20);
+        match self.client.send(req, limits).await {
+            Ok(resp) => (resp.status(), resp.into_body()),
+            Err(TransportError::Timeout { .. }) => panic!("{what}: no answer within 10 s"),
+            Err(e) => panic!("{what}: {e}"),
+        }
     }
 
     async fn get_path(&self, path_and_query: &str) -> Bytes {
         let req = http::Request::get(format!("{}{path_and_query}", self.url))
-            .body(Full::default())
+            .body(Bytes::new())
             .unwrap();
         let (status, body) = self.request(req).await;
         assert_eq!(
@@ -245,7 +230,7 @@ impl GoNode {
     /// The owners golang/groupcache's `consistenthash` ring names for `keys`.
     async fn owners(&self, keys: &[String]) -> Vec<String> {
         let req = http::Request::post(format!("{}/owners", self.url))
-            .body(Full::new(Bytes::from(serde_json::to_vec(keys).unwrap())))
+            .body(Bytes::from(serde_json::to_vec(keys).unwrap()))
             .unwrap();
         let (status, body) = self.request(req).await;
         assert_eq!(status, http::StatusCode::OK, "POST /owners");
