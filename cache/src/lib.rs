@@ -1,8 +1,12 @@
 //! A groupcache-compatible distributed cache whose peers come from svckit-registry.
 //!
 //! - A [`Group`] is a named cache of immutable values with a byte budget, filled by a
-//!   [`Getter`] on a miss; [`Group::get`] returns a value, [`Group::get_with`] lends it. Concurrent misses of one key cause one load (singleflight), also
-//!   when the caller that started it is cancelled; errors are not cached.
+//!   [`Getter`] on a miss; [`Group::get`] returns a value, [`Group::get_with`] lends it.
+//!   Concurrent misses of one key cause one load (singleflight), also when the caller that
+//!   started it is cancelled; errors are not cached.
+//! - The budget counts what an entry costs in memory: its key, its value and about 200
+//!   bytes of index, LRU and allocator overhead ([`CacheStats::bytes`]), so a group of N
+//!   bytes grows the process by about N bytes.
 //! - Each key has one owner among the peers, chosen on golang/groupcache's consistent-hash
 //!   [`GroupcacheRing`] (crc32 IEEE, 50 points per peer). A node fetches keys it does not own from
 //!   their owner and keeps popular ones in a hot cache (at most 1/8 of the budget).
