@@ -93,7 +93,7 @@ fn origin_getter(origin: String) -> impl svckit::cache::Getter {
             let resp = client
                 .get(&url, ORIGIN_LIMITS)
                 .await
-                .map_err(|e| format!("origin {url}: {}", chain(&e)))?;
+                .map_err(|e| format!("origin {url}: {}", common::with_sources(&e)))?;
             if !resp.status().is_success() {
                 return Err::<_, BoxError>(
                     format!("origin answered {} for {url}", resp.status()).into(),
@@ -102,17 +102,6 @@ fn origin_getter(origin: String) -> impl svckit::cache::Getter {
             Ok(resp.into_body())
         }
     })
-}
-
-/// An error and its causes on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut line = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        line = format!("{line}: {s}");
-        source = s.source();
-    }
-    line
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,7 +118,11 @@ async fn get_value(State(group): State<Group>, Query(params): Query<GetParams>) 
         Err(e @ CacheError::KeyTooLong { .. }) => {
             (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
         }
-        Err(e) => (StatusCode::BAD_GATEWAY, format!("{}\n", chain(&e))).into_response(),
+        Err(e) => (
+            StatusCode::BAD_GATEWAY,
+            format!("{}\n", common::with_sources(&e)),
+        )
+            .into_response(),
     }
 }
 

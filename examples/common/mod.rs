@@ -47,3 +47,15 @@ pub(crate) fn etcd_options(endpoints: &str) -> anyhow::Result<svckit::registry::
     }
     Ok(options)
 }
+
+/// An error and its sources on one line, `what failed: why: why`, for answers and messages
+/// that must name the cause (a transport error says what failed, its sources why).
+pub(crate) fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        line = format!("{line}: {s}");
+        source = s.source();
+    }
+    line
+}

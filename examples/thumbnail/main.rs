@@ -69,24 +69,12 @@ async fn fetch_origin(client: &HttpClient, origin: &str, name: &str) -> Result<B
     let resp = client
         .get(&url, ORIGIN_LIMITS)
         .await
-        .map_err(|e| ThumbError::Origin(format!("{url}: {}", with_sources(&e))))?;
+        .map_err(|e| ThumbError::Origin(format!("{url}: {}", common::with_sources(&e))))?;
     match resp.status() {
         s if s.is_success() => Ok(resp.into_body()),
         StatusCode::NOT_FOUND => Err(ThumbError::NotFound(name.to_owned())),
         s => Err(ThumbError::Origin(format!("{url} answered {s}"))),
     }
-}
-
-/// An error and its sources on one line: the transport's error says what failed, its
-/// sources why (refused, reset, ...).
-fn with_sources(e: &dyn std::error::Error) -> String {
-    let mut line = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        line = format!("{line}: {s}");
-        source = s.source();
-    }
-    line
 }
 
 /// The cache with the thumbnails group; its getter fetches from `origin` and renders within

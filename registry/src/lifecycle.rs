@@ -36,6 +36,7 @@ pub struct LifecycleBuilder {
     advertise_host: Option<String>,
     grace: Duration,
     signals: bool,
+    serve: ServeOptions,
 }
 
 impl LifecycleBuilder {
@@ -56,6 +57,13 @@ impl LifecycleBuilder {
     /// signal. Default: 30 s ([`DEFAULT_GRACE`]).
     pub fn grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
+        self
+    }
+
+    /// How [`Lifecycle::serve`] treats clients: header and idle timeouts, the connection cap.
+    /// Default: [`ServeOptions::default`] (10 s, 60 s, 4096).
+    pub fn serve_options(mut self, options: ServeOptions) -> Self {
+        self.serve = options;
         self
     }
 
@@ -113,6 +121,7 @@ impl LifecycleBuilder {
             instance,
             counter: InFlightCounter::new(),
             grace: self.grace,
+            serve: self.serve,
             requested,
             deregistered,
             forced,
@@ -169,6 +178,7 @@ pub struct Lifecycle {
     instance: Instance,
     counter: InFlightCounter,
     grace: Duration,
+    serve: ServeOptions,
     requested: CancellationToken,
     deregistered: CancellationToken,
     forced: CancellationToken,
@@ -197,6 +207,7 @@ impl Lifecycle {
             advertise_host: None,
             grace: DEFAULT_GRACE,
             signals: true,
+            serve: ServeOptions::default(),
         }
     }
 
@@ -261,8 +272,8 @@ impl Lifecycle {
     /// Serves `app` (an axum `Router`, any tower `Service` of hyper requests) on `listener`
     /// until the shutdown, then drains; the server users of svckit should take. HTTP/1 and
     /// HTTP/2, requests in flight counted (no need for [`layer`](Self::layer)), slow and
-    /// idle clients bounded ([`ServeOptions`] defaults: 10 s to send a request's headers,
-    /// 60 s idle, 4096 connections).
+    /// idle clients bounded (as [`LifecycleBuilder::serve_options`] sets; by default 10 s
+    /// to send a request's headers, 60 s idle, 4096 connections).
     ///
     /// On SIGINT/SIGTERM (or [`shutdown`](Self::shutdown)) it deregisters first, then stops
     /// accepting, closes at once every connection with no request in flight (idle, or still
@@ -294,35 +305,13 @@ impl Lifecycle {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        self.serve_with(listener, app, ServeOptions::default())
-            .await
-    }
-
-    /// [`serve`](Self::serve) with other limits.
-    pub async fn serve_with<S, B>(
-        &self,
-        listener: TcpListener,
-        app: S,
-        options: ServeOptions,
-    ) -> Result<(), Error>
-    where
-        S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
-            + Clone
-            + Send
-            + 'static,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        S::Future: Send + 'static,
-        B: http_body::Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
         let app = InFlight::new(app, self.counter.clone());
         let control = Control {
             stop: self.shutdown_signal(),
             forced: self.forced.clone(),
             grace: self.grace,
         };
-        serve::serve(listener, app, &options, control).await
+        serve::serve(listener, app, &self.serve, control).await
     }
 
     /// Runs `server` (a future that ends when the server has stopped, such as axum's

@@ -32,7 +32,8 @@ use crate::error::Error;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// How [`Lifecycle::serve_with`](crate::Lifecycle::serve_with) treats clients. Every setter
+/// How [`Lifecycle::serve`](crate::Lifecycle::serve) treats clients (set with
+/// [`LifecycleBuilder::serve_options`](crate::LifecycleBuilder::serve_options)). Every setter
 /// documents its default.
 ///
 /// ```

@@ -38,12 +38,13 @@ async fn start(
     let lifecycle = std::sync::Arc::new(
         builder
             .handle_signals(false)
+            .serve_options(options)
             .register(&registry, addr)
             .await
             .unwrap(),
     );
     let serving = lifecycle.clone();
-    let server = tokio::spawn(async move { serving.serve_with(listener, app(), options).await });
+    let server = tokio::spawn(async move { serving.serve(listener, app()).await });
     (lifecycle, addr.to_string(), server)
 }
 
