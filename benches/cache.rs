@@ -389,37 +389,12 @@ fn singleflight(c: &mut Criterion) {
     );
 }
 
-const GOPATH: &str = "/usr/share/gocode";
-
 /// Builds `benches/go/groupcache_get.go` in GOPATH mode against Debian's golang/groupcache.
 fn build_go_bench() -> PathBuf {
-    let gopath = std::env::var("SVCKIT_GO_GOPATH").unwrap_or_else(|_| GOPATH.into());
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-bench");
-    std::fs::create_dir_all(&dir).unwrap();
-    let bin = dir.join("groupcache_get");
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/go/groupcache_get.go");
-    let out = Command::new("go")
-        .arg("build")
-        .arg("-o")
-        .arg(&bin)
-        .arg(&source)
-        .env("GO111MODULE", "off")
-        .env("GOPATH", &gopath)
-        .env("GOCACHE", dir.join("gocache"))
-        .env("GOPROXY", "off")
-        .env("GOFLAGS", "")
-        .env("GOENV", "off")
-        .env("CGO_ENABLED", "0")
-        .output()
-        .expect("run `go build` (install Debian's golang-go)");
-    assert!(
-        out.status.success(),
-        "go build {} (GOPATH={gopath}) failed; install golang-go and \
-         golang-github-golang-groupcache-dev:\n{}",
-        source.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    bin
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-bench");
+    svckit_testing::go::build_groupcache_program(&source, &dir, "groupcache_get")
+        .unwrap_or_else(|why| panic!("{why}"))
 }
 
 /// One run of the Go program: nanoseconds per `Group.Get` hit.

@@ -25,15 +25,13 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use svckit::balancer::{HttpClient, Limits, TransportError};
 use svckit::cache::{getter_fn, BoxError, Cache, Group};
+use svckit_testing::go::build_groupcache_program;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 const GROUP: &str = "interop";
-const DEFAULT_GOPATH: &str = "/usr/share/gocode";
-const INSTALL_HINT: &str = "install them with `apt-get install -y golang-go \
-     golang-github-golang-groupcache-dev` (or run `scripts/install-deps --tests`)";
 /// Every test is bounded by this, Go build included.
 const TEST_LIMIT: Duration = Duration::from_secs(55);
 
@@ -58,63 +56,9 @@ fn go_node_binary() -> &'static Path {
 }
 
 fn build_go_node() -> Result<PathBuf, String> {
-    let gopath = std::env::var("SVCKIT_GO_GOPATH").unwrap_or_else(|_| DEFAULT_GOPATH.into());
-    match std::process::Command::new("go").arg("version").output() {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => {
-            return Err(format!(
-                "`go version` failed ({}): {}; {INSTALL_HINT}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-        Err(e) => {
-            return Err(format!(
-                "the Go toolchain (`go`) is needed to build a golang/groupcache node: {e}; \
-                 {INSTALL_HINT}"
-            ))
-        }
-    }
-    let groupcache = Path::new(&gopath).join("src/github.com/golang/groupcache");
-    if !groupcache.join("http.go").is_file() {
-        return Err(format!(
-            "golang/groupcache's source is not at {}; {INSTALL_HINT}",
-            groupcache.display()
-        ));
-    }
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/groupcache_node.go");
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-interop");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    // Built under a name of this process, then renamed: concurrent runs never see a
-    // half-written binary.
-    let partial = dir.join(format!("groupcache_node.{}", std::process::id()));
-    let bin = dir.join("groupcache_node");
-    let out = std::process::Command::new("go")
-        .arg("build")
-        .arg("-o")
-        .arg(&partial)
-        .arg(&source)
-        .env("GO111MODULE", "off")
-        .env("GOPATH", &gopath)
-        .env("GOCACHE", dir.join("gocache"))
-        .env("GOPROXY", "off")
-        .env("GOFLAGS", "")
-        .env("GOENV", "off")
-        .env("CGO_ENABLED", "0")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("run `go build`: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "`go build {}` (GOPATH={gopath}, GO111MODULE=off) failed ({}):\n{}\n{INSTALL_HINT}",
-            source.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    std::fs::rename(&partial, &bin)
-        .map_err(|e| format!("rename {} -> {}: {e}", partial.display(), bin.display()))?;
-    Ok(bin)
+    build_groupcache_program(&source, &dir, "groupcache_node")
 }
 
 // ---------------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ pub mod tls;
 
 mod cluster;
 mod etcd;
+pub mod go;
 pub mod load;
 mod member;
 pub mod process;
