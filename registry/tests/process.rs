@@ -209,6 +209,29 @@ async fn sigterm_until_gone(child: &Child, c: &mut Client, key: &str, limit: Dur
     termed.elapsed()
 }
 
+/// The slow request on `conn` is answered in full, then the child says it ends with nothing
+/// in flight and exits 0.
+async fn answered_and_exited_0(
+    conn: &mut tokio::net::TcpStream,
+    lines: &mut Lines<BufReader<ChildStdout>>,
+    child: &mut Child,
+) {
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("done"), "{response}");
+    let exit = expect_line(lines, "EXITING ").await;
+    assert_eq!(exit, ["in_flight=0"]);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "child exit status");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_deregisters_at_once_and_finishes_the_request_in_flight() {
     let etcd = Etcd::start();
@@ -221,21 +244,7 @@ async fn sigterm_deregisters_at_once_and_finishes_the_request_in_flight() {
     } = serving_a_slow_request("serve", &etcd).await;
     let gone = sigterm_until_gone(&child, &mut client, &key, Duration::from_secs(1)).await;
 
-    let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(10), conn.read_to_string(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(response.ends_with("done"), "{response}");
-
-    let exit = expect_line(&mut lines, "EXITING ").await;
-    assert_eq!(exit, ["in_flight=0"]);
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0), "child exit status");
+    answered_and_exited_0(&mut conn, &mut lines, &mut child).await;
     assert!(gone <= Duration::from_secs(1), "gone after {gone:?}");
 }
 
@@ -317,21 +326,8 @@ async fn sigterm_closes_idle_and_slowloris_connections_and_waits_only_for_the_re
         closed_within(c, Duration::from_secs(1)).await;
     }
     let closed = termed.elapsed();
-    let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(10), conn.read_to_string(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(response.ends_with("done"), "{response}");
-    let exit = expect_line(&mut lines, "EXITING ").await;
-    assert_eq!(exit, ["in_flight=0"]);
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    answered_and_exited_0(&mut conn, &mut lines, &mut child).await;
     let exited = termed.elapsed();
-    assert_eq!(status.code(), Some(0), "child exit status");
     // The slow request takes 1.5 s from its start; the drain waits for it and nothing else.
     assert!(
         exited < Duration::from_secs(3),
