@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, CompactionOptions};
 use support::{
     blocking, discovery, ids, load_fields, ms, options, poll_until, report, run_for_calls,
-    start_load, view, wait_for, wait_for_async, Observer, Product,
+    start_load, three_products_discovered, view, wait_for, wait_for_async, Observer, Product,
 };
 use svckit::registry::{DiscoveryState, EtcdRegistry, Instance, Registry};
 use svckit_testing::{Etcd, EtcdCluster};
@@ -46,17 +46,8 @@ async fn cluster_leader_sigkilled_under_load() {
     let leader = blocking(|| cluster.wait_leader(Duration::from_secs(10)));
     // Reads the keys from a member that survives.
     let observer = Observer::connect(&cluster.endpoint((leader + 1) % 3)).await;
-    let products: Vec<Product> = ["lk_a", "lk_b", "lk_c"]
-        .iter()
-        .map(|id| Product::start(&endpoints, id, TTL))
-        .collect();
-    let (_client, discovery) = discovery(options(&endpoints)).await;
-    wait_for(
-        "three instances discovered",
-        Duration::from_secs(20),
-        || ids(&discovery).len() == 3,
-    )
-    .await;
+    let (products, _client, discovery) =
+        three_products_discovered(&endpoints, ["lk_a", "lk_b", "lk_c"], TTL).await;
     let before = observer.keys().await.expect("the observer reads the keys");
 
     let load = start_load(&discovery);
@@ -309,17 +300,8 @@ async fn etcd_down_for_30_s_under_load() {
     const OUTAGE: Duration = Duration::from_secs(30);
     let mut etcd = blocking(Etcd::start);
     let endpoints = vec![etcd.endpoint()];
-    let products: Vec<Product> = ["down_a", "down_b", "down_c"]
-        .iter()
-        .map(|id| Product::start(&endpoints, id, TTL))
-        .collect();
-    let (_client, discovery) = discovery(options(&endpoints)).await;
-    wait_for(
-        "three instances discovered",
-        Duration::from_secs(20),
-        || ids(&discovery).len() == 3,
-    )
-    .await;
+    let (products, _client, discovery) =
+        three_products_discovered(&endpoints, ["down_a", "down_b", "down_c"], TTL).await;
 
     let load = start_load(&discovery);
     run_for_calls(&load, 200).await;
@@ -401,17 +383,8 @@ async fn instance_sigkilled_under_load() {
     const TTL: u64 = 3;
     let etcd = blocking(Etcd::start);
     let endpoints = vec![etcd.endpoint()];
-    let mut products: Vec<Product> = ["kill_a", "kill_b", "kill_c"]
-        .iter()
-        .map(|id| Product::start(&endpoints, id, TTL))
-        .collect();
-    let (_client, discovery) = discovery(options(&endpoints)).await;
-    wait_for(
-        "three instances discovered",
-        Duration::from_secs(20),
-        || ids(&discovery).len() == 3,
-    )
-    .await;
+    let (mut products, _client, discovery) =
+        three_products_discovered(&endpoints, ["kill_a", "kill_b", "kill_c"], TTL).await;
 
     let load = start_load(&discovery);
     run_for_calls(&load, 200).await;
@@ -449,17 +422,8 @@ async fn rolling_sigterm_restart_under_load() {
     let etcd = blocking(Etcd::start);
     let endpoints = vec![etcd.endpoint()];
     let observer = Observer::connect(&etcd.endpoint()).await;
-    let mut old: Vec<Product> = ["roll_a", "roll_b", "roll_c"]
-        .iter()
-        .map(|id| Product::start(&endpoints, id, TTL))
-        .collect();
-    let (_client, discovery) = discovery(options(&endpoints)).await;
-    wait_for(
-        "three instances discovered",
-        Duration::from_secs(20),
-        || ids(&discovery).len() == 3,
-    )
-    .await;
+    let (mut old, _client, discovery) =
+        three_products_discovered(&endpoints, ["roll_a", "roll_b", "roll_c"], TTL).await;
 
     let load = start_load(&discovery);
     run_for_calls(&load, 200).await;

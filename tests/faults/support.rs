@@ -374,3 +374,24 @@ pub(crate) fn load_fields(report: &LoadReport) -> Vec<(&'static str, String)> {
         ("max_call_ms", ms(report.max_latency)),
     ]
 }
+
+/// Starts three `product` instances on `endpoints` with lease `ttl_secs` and waits (up to
+/// 20 s) until a client of its own discovers all three; returns them, the client and its view.
+pub(crate) async fn three_products_discovered(
+    endpoints: &[String],
+    ids_: [&str; 3],
+    ttl_secs: u64,
+) -> (Vec<Product>, EtcdRegistry, Discovery) {
+    let products = ids_
+        .iter()
+        .map(|id| Product::start(endpoints, id, ttl_secs))
+        .collect();
+    let (client, discovery) = discovery(options(endpoints)).await;
+    wait_for(
+        "three instances discovered",
+        Duration::from_secs(20),
+        || ids(&discovery).len() == 3,
+    )
+    .await;
+    (products, client, discovery)
+}
