@@ -59,7 +59,8 @@ impl InFlightCounter {
         }
     }
 
-    fn enter(&self) -> Guard {
+    /// Counts one request until the returned guard is dropped.
+    pub(crate) fn enter(&self) -> Guard {
         self.inner.count.fetch_add(1, Ordering::SeqCst);
         Guard {
             counter: self.inner.clone(),
@@ -68,7 +69,7 @@ impl InFlightCounter {
 }
 
 /// Decrements the count when the response future completes or is dropped.
-struct Guard {
+pub(crate) struct Guard {
     counter: Arc<Counter>,
 }
 

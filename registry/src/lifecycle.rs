@@ -18,7 +18,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::error::Error;
 use crate::instance::{random_id, Instance};
-use crate::layer::{InFlight, InFlightCounter, InFlightLayer};
+use crate::layer::{InFlightCounter, InFlightLayer};
 use crate::lease::{Registration, RegistrationState};
 use crate::registry::Registry;
 use crate::serve::{self, Control, ServeOptions};
@@ -271,9 +271,10 @@ impl Lifecycle {
 
     /// Serves `app` (an axum `Router`, any tower `Service` of hyper requests) on `listener`
     /// until the shutdown, then drains; the server users of svckit should take. HTTP/1 and
-    /// HTTP/2, requests in flight counted (no need for [`layer`](Self::layer)), slow and
-    /// idle clients bounded (as [`LifecycleBuilder::serve_options`] sets; by default 10 s
-    /// to send a request's headers, 60 s idle, 4096 connections).
+    /// HTTP/2; requests in flight counted from their head to the end of their response body
+    /// (no need for [`layer`](Self::layer)); slow and idle clients bounded (as
+    /// [`LifecycleBuilder::serve_options`] sets; by default 10 s to send a request's headers,
+    /// 60 s idle, 4096 connections).
     ///
     /// On SIGINT/SIGTERM (or [`shutdown`](Self::shutdown)) it deregisters first, then stops
     /// accepting, closes at once every connection with no request in flight (idle, or still
@@ -305,8 +306,8 @@ impl Lifecycle {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let app = InFlight::new(app, self.counter.clone());
         let control = Control {
+            counter: self.counter.clone(),
             stop: self.shutdown_signal(),
             forced: self.forced.clone(),
             grace: self.grace,

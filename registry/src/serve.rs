@@ -10,7 +10,6 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -29,6 +28,7 @@ use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
 use crate::error::Error;
+use crate::layer::{Guard, InFlightCounter};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -96,8 +96,11 @@ impl ServeOptions {
     }
 }
 
-/// What the lifecycle hands the server: when to stop accepting, when to give up.
+/// What the lifecycle hands the server: its request counter, when to stop accepting, when to
+/// give up.
 pub(crate) struct Control {
+    /// The lifecycle's count of requests in flight (from head to the end of the response body).
+    pub(crate) counter: InFlightCounter,
     /// Resolves once the instance is deregistered: stop accepting and drain.
     pub(crate) stop: crate::ShutdownSignal,
     /// A second signal: stop at once.
@@ -130,9 +133,9 @@ where
     let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(options.max_connections));
     let closing = CancellationToken::new();
-    let requests = Arc::new(AtomicUsize::new(0));
     let mut connections = JoinSet::new();
     let Control {
+        counter,
         stop,
         forced,
         grace,
@@ -166,7 +169,7 @@ where
         let service = Tracked {
             inner: app.clone(),
             busy: Arc::new(busy),
-            requests: requests.clone(),
+            counter: counter.clone(),
         };
         let builder = builder.clone();
         let closing = closing.clone();
@@ -204,7 +207,7 @@ where
     let started = Instant::now();
     tracing::info!(
         connections = connections.len(),
-        in_flight = requests.load(Ordering::SeqCst),
+        in_flight = counter.get(),
         grace = ?grace,
         "draining: closing idle connections, finishing requests in flight"
     );
@@ -216,13 +219,13 @@ where
                 Ok(())
             }
             Err(_) => {
-                let in_flight = requests.load(Ordering::SeqCst);
+                let in_flight = counter.get();
                 tracing::warn!(in_flight, grace = ?grace, "grace timeout expired; stopping with requests still in flight");
                 Err(Error::GraceExpired { grace, in_flight })
             }
         },
         () = forced.cancelled() => {
-            let in_flight = requests.load(Ordering::SeqCst);
+            let in_flight = counter.get();
             tracing::warn!(in_flight, "shutdown forced; stopping with requests still in flight");
             Err(Error::ShutdownForced { in_flight })
         }
@@ -261,7 +264,7 @@ async fn idle_for(mut busy: watch::Receiver<usize>, timeout: Duration) {
 struct Tracked<S> {
     inner: S,
     busy: Arc<watch::Sender<usize>>,
-    requests: Arc<AtomicUsize>,
+    counter: InFlightCounter,
 }
 
 impl<S> fmt::Debug for Tracked<S> {
@@ -282,27 +285,26 @@ where
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         self.busy.send_modify(|n| *n += 1);
-        self.requests.fetch_add(1, Ordering::SeqCst);
         TrackedFuture {
             inner: self.inner.clone().oneshot(req),
             guard: Some(Busy {
                 busy: self.busy.clone(),
-                requests: self.requests.clone(),
+                _counted: self.counter.enter(),
             }),
         }
     }
 }
 
-/// One request in flight; counted down when dropped.
+/// One request in flight, on its connection and in the lifecycle's count; counted down when
+/// dropped.
 struct Busy {
     busy: Arc<watch::Sender<usize>>,
-    requests: Arc<AtomicUsize>,
+    _counted: Guard,
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
         self.busy.send_modify(|n| *n -= 1);
-        self.requests.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
