@@ -66,7 +66,7 @@ fn free_addr() -> String {
 async fn wait_for(
     discovery: &Discovery,
     name: &str,
-    what: impl Fn(&[svckit::registry::Instance]) -> bool,
+    what: impl Fn(&svckit::registry::Instances) -> bool,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut watch = discovery.watch(name)?;

@@ -2,60 +2,159 @@
 //! instances (with their in-flight counters and the picker's state for that set), rebuilt
 //! only when the set changes and without blocking callers.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use svckit_registry::{Instances, ServiceWatch};
+use svckit_registry::{Instance, InstanceChange, Instances, ServiceWatch};
 
-use crate::pick::{Candidates, Pick};
+use crate::pick::{Candidates, Pick, SetChange};
 use crate::ring::HashFn;
 use crate::slot::Slot;
 
-/// One immutable view of the instances, with their slots and the picker's state.
-pub(crate) struct Table<S> {
-    pub(crate) instances: Instances,
-    /// Each instance's address parsed once per rebuild (`None` if it is not a URI authority).
-    pub(crate) authorities: Box<[Option<http::uri::Authority>]>,
-    slots: Box<[Arc<Slot>]>,
-    state: S,
+/// Instance id → position in a table.
+pub(crate) type Positions = imbl::HashMap<Arc<str>, usize>;
+
+/// One instance in a table: what a pick and an attempt need of it.
+#[derive(Clone)]
+pub(crate) struct Entry {
+    pub(crate) instance: Instance,
+    /// The address parsed once (`None` if it is not a URI authority).
+    pub(crate) authority: Option<http::uri::Authority>,
+    /// Counters kept across tables while the instance stays in the set.
+    pub(crate) slot: Arc<Slot>,
 }
 
-impl<S> Table<S> {
-    fn build<P: Pick<State = S>>(
-        instances: Instances,
-        prev: Option<&Table<S>>,
-        picker: &P,
-    ) -> Self {
-        let old: HashMap<&str, &Arc<Slot>> = prev
-            .into_iter()
-            .flat_map(|p| p.instances.iter().zip(p.slots.iter()))
-            .map(|(i, s)| (i.id(), s))
-            .collect();
-        let slots = instances
-            .iter()
-            .map(|i| old.get(i.id()).map_or_else(Arc::default, |s| Arc::clone(s)))
-            .collect();
-        let state = picker.build(&instances);
-        let authorities = instances.iter().map(|i| i.addr().parse().ok()).collect();
+impl Entry {
+    fn new(instance: &Instance, slot: Arc<Slot>) -> Self {
         Self {
-            instances,
-            authorities,
-            slots,
+            authority: instance.addr().parse().ok(),
+            instance: instance.clone(),
+            slot,
+        }
+    }
+}
+
+/// One immutable view of the instances at positions `0..len`, with their slots and the
+/// picker's state. Persistent: the next table shares all but what changed.
+pub(crate) struct Table<S> {
+    /// The discovery snapshot this table reflects.
+    snapshot: Instances,
+    entries: imbl::Vector<Entry>,
+    positions: Positions,
+    state: S,
+    /// When the picker asked to be updated again (see [`Pick::update`]).
+    revisit: Option<Instant>,
+}
+
+impl<S: Clone> Table<S> {
+    fn first<P: Pick<State = S>>(snapshot: Instances, picker: &P, total: &AtomicUsize) -> Self {
+        let entries: imbl::Vector<Entry> = snapshot
+            .iter()
+            .map(|i| Entry::new(i, Arc::default()))
+            .collect();
+        let positions: Positions = snapshot
+            .iter()
+            .enumerate()
+            .map(|(at, i)| (i.shared_id().clone(), at))
+            .collect();
+        let state = picker.build(&Candidates::new(&entries, &positions, total, None));
+        Self {
+            snapshot,
+            entries,
+            positions,
             state,
+            revisit: None,
+        }
+    }
+
+    /// The table for `snapshot`, made from this one in O(changes · log n): an instance that
+    /// joins takes the next position; one that leaves is replaced by the last (which moves);
+    /// one whose address changed keeps its position and its counters.
+    fn next<P: Pick<State = S>>(
+        &self,
+        snapshot: Instances,
+        picker: &P,
+        total: &AtomicUsize,
+    ) -> Self {
+        let mut entries = self.entries.clone();
+        let mut positions = self.positions.clone();
+        let mut moves: Vec<(Instance, Move)> = Vec::new();
+        for change in snapshot.changes_since(&self.snapshot) {
+            match change {
+                InstanceChange::Added(new) => {
+                    let at = entries.len();
+                    entries.push_back(Entry::new(new, Arc::default()));
+                    positions.insert(new.shared_id().clone(), at);
+                    moves.push((new.clone(), Move::Added(at)));
+                }
+                InstanceChange::Updated { old, new } => {
+                    let Some(&at) = positions.get(old.id()) else {
+                        continue;
+                    };
+                    let slot = entries[at].slot.clone();
+                    entries.set(at, Entry::new(new, slot));
+                    moves.push((old.clone(), Move::Removed(at)));
+                    moves.push((new.clone(), Move::Added(at)));
+                }
+                InstanceChange::Removed(old) => {
+                    let Some(at) = positions.remove(old.id()) else {
+                        continue;
+                    };
+                    let last = entries.pop_back().expect("a position implies an entry");
+                    moves.push((old.clone(), Move::Removed(at)));
+                    if at < entries.len() {
+                        let from = entries.len();
+                        positions.insert(last.instance.shared_id().clone(), at);
+                        moves.push((last.instance.clone(), Move::Moved(from, at)));
+                        entries.set(at, last);
+                    }
+                }
+            }
+        }
+        let mut state = self.state.clone();
+        let changes: Vec<SetChange<'_>> = moves
+            .iter()
+            .map(|(instance, m)| match *m {
+                Move::Added(at) => SetChange::Added { at, instance },
+                Move::Removed(at) => SetChange::Removed { at, instance },
+                Move::Moved(from, to) => SetChange::Moved { from, to, instance },
+            })
+            .collect();
+        let again = picker.update(
+            &mut state,
+            &Candidates::new(&entries, &positions, total, None),
+            &changes,
+        );
+        Self {
+            snapshot,
+            entries,
+            positions,
+            state,
+            revisit: again.map(|d| Instant::now() + d),
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.instances.len()
+        self.entries.len()
+    }
+
+    /// The instance at position `i`.
+    pub(crate) fn entry(&self, i: usize) -> &Entry {
+        &self.entries[i]
     }
 
     #[cfg(test)]
     fn load(&self, i: usize) -> usize {
-        self.slots[i].in_flight.load(Ordering::Relaxed)
+        self.entries[i].slot.in_flight.load(Ordering::Relaxed)
     }
+}
+
+enum Move {
+    Added(usize),
+    Removed(usize),
+    Moved(usize, usize),
 }
 
 /// Decrements the in-flight counters when the attempt ends or its future is dropped. It
@@ -109,14 +208,15 @@ impl Drop for Rebuilding<'_> {
 
 impl<P: Pick> Balancer<P> {
     pub(crate) fn new(watch: ServiceWatch, picker: P, eject_for: Duration) -> Self {
-        let first = Table::build(watch.snapshot(), None, &picker);
+        let total = AtomicUsize::new(0);
+        let first = Table::first(watch.snapshot(), &picker, &total);
         Self {
             watch,
             key_hash: picker.key_hash(),
             picker,
             current: Mutex::new(Arc::new(first)),
             rebuilding: AtomicBool::new(false),
-            total: AtomicUsize::new(0),
+            total,
             epoch: Instant::now(),
             eject_for,
             ejections_until: AtomicU64::new(0),
@@ -129,26 +229,28 @@ impl<P: Pick> Balancer<P> {
     }
 
     /// The table for the current snapshot. The lock is held only to clone or swap an `Arc`;
-    /// a rebuild happens outside it, by one caller, while the others keep the previous table.
+    /// an update happens outside it, by one caller, in O(changes), while the others keep
+    /// the previous table.
     pub(crate) fn table(&self) -> Arc<Table<P::State>> {
         let snapshot = self.watch.snapshot();
         let cur = self.lock().clone();
-        if Arc::ptr_eq(&cur.instances, &snapshot) {
+        let due = cur.revisit.is_some_and(|at| Instant::now() >= at);
+        if cur.snapshot.ptr_eq(&snapshot) && !due {
             return cur;
         }
         let someone_else = self
             .rebuilding
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_err();
-        if someone_else && !cur.instances.is_empty() {
+        if someone_else && !cur.entries.is_empty() {
             return cur;
         }
         let _guard = (!someone_else).then(|| Rebuilding(&self.rebuilding));
-        let next = Arc::new(Table::build(snapshot, Some(&cur), &self.picker));
-        tracing::debug!(
+        let next = Arc::new(cur.next(snapshot, &self.picker, &self.total));
+        tracing::trace!(
             service = %self.watch.name(),
             instances = next.len(),
-            "picker state rebuilt"
+            "picker table updated"
         );
         *self.lock() = next.clone();
         next
@@ -170,11 +272,14 @@ impl<P: Pick> Balancer<P> {
         let until = self
             .now_ms()
             .saturating_add(self.eject_for.as_millis() as u64);
-        table.slots[i].ejected_until.store(until, Ordering::Relaxed);
+        table.entries[i]
+            .slot
+            .ejected_until
+            .store(until, Ordering::Relaxed);
         self.ejections_until.fetch_max(until, Ordering::Relaxed);
         tracing::debug!(
             service = %self.watch.name(),
-            addr = %table.instances[i].addr(),
+            addr = %table.entries[i].instance.addr(),
             eject_for = ?self.eject_for,
             "instance ejected after a failed connect"
         );
@@ -190,7 +295,7 @@ impl<P: Pick> Balancer<P> {
         key: Option<u64>,
         tried: &[String],
     ) -> Option<usize> {
-        let set = Candidates::new(&table.instances, &table.slots, &self.total, key);
+        let set = Candidates::new(&table.entries, &table.positions, &self.total, key);
         let first = self.picker.pick(&table.state, &set)?;
         // No ejection pending: skip the clock (ejected_until > u64::MAX never holds).
         let until = self.ejections_until.load(Ordering::Relaxed);
@@ -209,9 +314,10 @@ impl<P: Pick> Balancer<P> {
             }
             now
         };
-        let fresh = |i: usize| !tried.iter().any(|t| t == table.instances[i].id());
-        let good =
-            |i: usize| fresh(i) && table.slots[i].ejected_until.load(Ordering::Relaxed) <= now;
+        let fresh = |i: usize| !tried.iter().any(|t| t == table.entries[i].instance.id());
+        let good = |i: usize| {
+            fresh(i) && table.entries[i].slot.ejected_until.load(Ordering::Relaxed) <= now
+        };
         if good(first) {
             return Some(first);
         }
@@ -220,7 +326,7 @@ impl<P: Pick> Balancer<P> {
                 return Some(i);
             }
         }
-        let alternatives = || self.picker.alternatives(&table.state, &set, first);
+        let alternatives = || self.picker.alternatives(&table.state, set, first);
         if let Some(i) = alternatives().find(|&i| good(i)) {
             return Some(i);
         }
@@ -229,7 +335,7 @@ impl<P: Pick> Balancer<P> {
 
     /// Counts a call to instance `i` as in flight until the guard drops.
     pub(crate) fn start<'a>(&'a self, table: &'a Table<P::State>, i: usize) -> InFlight<'a> {
-        let slot = &*table.slots[i];
+        let slot = &*table.entries[i].slot;
         slot.in_flight.fetch_add(1, Ordering::Relaxed);
         self.total.fetch_add(1, Ordering::Relaxed);
         InFlight {

@@ -108,7 +108,7 @@ impl<Req: Send + 'static, Resp: Send + 'static, P: Pick> Inner<Req, Resp, P> {
                 };
                 return Err(attempts.finish(service, String::new(), err));
             };
-            let instance = &table.instances[idx];
+            let instance = &table.entry(idx).instance;
             let addr = instance.addr();
             match self.attempt(&table, idx, &mut prepared, &attempts).await {
                 Ok(resp) => {
@@ -153,11 +153,12 @@ impl<Req: Send + 'static, Resp: Send + 'static, P: Pick> Inner<Req, Resp, P> {
         prepared: &mut Prepared,
         attempts: &Attempts<'_>,
     ) -> Result<Response<Bytes>, Error> {
-        let addr = table.instances[idx].addr();
+        let entry = table.entry(idx);
+        let addr = entry.instance.addr();
         let limit = attempts.limit(self.timeout);
         let result = {
             let _in_flight = self.balancer.start(table, idx);
-            match prepared.to(table.authorities[idx].as_ref(), attempts.is_last()) {
+            match prepared.to(entry.authority.as_ref(), attempts.is_last()) {
                 Ok(req) => self
                     .client
                     .send(req, Limits::new(limit.timeout, self.max_body))

@@ -56,11 +56,11 @@ mod slot;
 mod transport;
 
 pub use builder::{EndpointBuilder, DEFAULT_EJECTION};
-pub use consistent_hash::ConsistentHash;
+pub use consistent_hash::{ConsistentHash, RingState, DEFAULT_COALESCE};
 pub use endpoint::{chain, Chain, Endpoint, Middleware};
 pub use error::{Attempt, BoxError, Error, TransportError};
 pub use p2c::P2c;
-pub use pick::{Candidates, Pick};
+pub use pick::{Candidates, Pick, SetChange};
 pub use picker::Picker;
 pub use random::Random;
 pub use retry::{is_idempotent, is_safe_to_retry, Failure, Predicate, RetryPolicy};

@@ -2,11 +2,11 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use rand::RngCore;
-use svckit_registry::Instance;
 
-use crate::pick::{Candidates, Pick};
+use crate::pick::{Candidates, Pick, SetChange};
 use crate::random::SplitMix;
 
 /// Power of two choices (Mitzenmacher) over requests in flight. One random draw and two
@@ -83,7 +83,11 @@ impl P2c {
 impl Pick for P2c {
     type State = ();
 
-    fn build(&self, _instances: &[Instance]) {}
+    fn build(&self, _set: &Candidates<'_>) {}
+
+    fn update(&self, _: &mut (), _: &Candidates<'_>, _: &[SetChange<'_>]) -> Option<Duration> {
+        None
+    }
 
     #[inline]
     fn pick(&self, _state: &(), set: &Candidates<'_>) -> Option<usize> {

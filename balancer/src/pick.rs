@@ -8,27 +8,29 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use svckit_registry::Instance;
 
+use crate::balance::{Entry, Positions};
 use crate::ring::HashFn;
-use crate::slot::Slot;
 
 /// Picks one instance of the current set for a request.
 ///
 /// # How a change of the set reaches a picker
 ///
-/// An Endpoint keeps a table: the instances of one discovery snapshot, their counters, and
-/// the picker's [`State`](Pick::State) for that set. When discovery publishes a new snapshot,
-/// the first call that sees it builds the next table, calling [`Pick::build`] once; calls
-/// running at the same time keep picking from the previous table meanwhile, so no call waits
-/// for a rebuild and a set change costs one `build`, never one per call (the exception: while
-/// the previous set was empty, concurrent first calls each build rather than fail). Between
-/// changes a pick reads the table without a lock.
+/// An Endpoint keeps a table: the instances of one discovery snapshot at positions
+/// `0..len`, their counters, and the picker's [`State`](Pick::State). When discovery
+/// publishes a new snapshot, the first call that sees it brings the table up to date in
+/// O(changes): an instance that joins takes the next position, one that leaves is replaced
+/// by the last one (which moves), and the picker's [`update`](Pick::update) hears of those
+/// moves once per batch. Calls running at the same time keep picking from the previous table
+/// meanwhile (tables are persistent: the new one shares all but the changed parts), so no
+/// call waits and a change costs one update, never one per call. Between changes a pick
+/// reads the table without a lock.
 ///
 /// ```
 /// use svckit_balancer::{Candidates, Pick};
-/// use svckit_registry::Instance;
 ///
 /// /// Always the instance with the fewest requests in flight (ties: the first).
 /// #[derive(Debug)]
@@ -36,22 +38,43 @@ use crate::slot::Slot;
 ///
 /// impl Pick for LeastLoaded {
 ///     type State = ();
-///     fn build(&self, _instances: &[Instance]) {}
+///     fn build(&self, _set: &Candidates<'_>) {}
 ///     fn pick(&self, _state: &(), set: &Candidates<'_>) -> Option<usize> {
 ///         (0..set.len()).min_by_key(|&i| set.in_flight(i))
 ///     }
 /// }
 /// ```
 pub trait Pick: Send + Sync + 'static {
-    /// What the picker derives from one set of instances (the consistent-hash ring, for
-    /// example); `()` when it needs nothing.
-    type State: Send + Sync + 'static;
+    /// What the picker derives from the set (the consistent-hash ring, for example); `()`
+    /// when it needs nothing. Cloned when a table is updated, so keep it cheap to clone
+    /// (shared or persistent).
+    type State: Clone + Send + Sync + 'static;
 
-    /// The state for a new set of instances (sorted by id, possibly empty). Called once per
-    /// change of the set, off the path of other calls (see [how a change of the set reaches a picker](Pick#how-a-change-of-the-set-reaches-a-picker)).
-    fn build(&self, instances: &[Instance]) -> Self::State;
+    /// The state for a set seen for the first time (possibly empty), at positions
+    /// `0..set.len()` in id order.
+    fn build(&self, set: &Candidates<'_>) -> Self::State;
 
-    /// An index into `set.instances()`, or `None` when the set is empty.
+    /// Brings `state` up to date after the set changed: `set` is the new table, `changes`
+    /// says how positions changed since the state was last built or updated, in order.
+    /// Called once per batch of changes, off the path of other calls.
+    ///
+    /// Returns `Some(delay)` to be called again (with no changes) once `delay` has passed,
+    /// for a picker that defers costly work to coalesce bursts of changes; `None` otherwise.
+    ///
+    /// The default builds the state again ([`build`](Self::build)): right for `()`; a
+    /// picker whose state grows with the set should apply the changes instead.
+    fn update(
+        &self,
+        state: &mut Self::State,
+        set: &Candidates<'_>,
+        changes: &[SetChange<'_>],
+    ) -> Option<Duration> {
+        let _ = changes;
+        *state = self.build(set);
+        None
+    }
+
+    /// A position in `0..set.len()`, or `None` when the set is empty.
     ///
     /// Called once per attempt; must not block. The Endpoint avoids instances that an earlier
     /// attempt of the same call tried or that refused a connect lately: when the choice is
@@ -59,14 +82,14 @@ pub trait Pick: Send + Sync + 'static {
     /// [`alternatives`](Self::alternatives).
     fn pick(&self, state: &Self::State, set: &Candidates<'_>) -> Option<usize>;
 
-    /// The instances to consider, in order of preference, when `first` (this picker's
-    /// choice) is to be avoided. The default is every instance after `first`, wrapping
+    /// The positions to consider, in order of preference, when `first` (this picker's
+    /// choice) is to be avoided. The default is every position after `first`, wrapping
     /// around; the consistent-hash picker walks its ring clockwise from the key, so that a
     /// key's second choice is the same on every client.
     fn alternatives<'a>(
         &'a self,
         state: &'a Self::State,
-        set: &Candidates<'_>,
+        set: Candidates<'a>,
         first: usize,
     ) -> impl Iterator<Item = usize> + 'a {
         let _ = state;
@@ -82,53 +105,113 @@ pub trait Pick: Send + Sync + 'static {
     }
 }
 
-/// The current instances as a picker sees them for one request: the set, the requests in
-/// flight to each (this Endpoint's), and the request's key hash.
-#[derive(Debug, Clone, Copy)]
+/// How the positions of an Endpoint's table changed (see [`Pick::update`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SetChange<'a> {
+    /// `instance` joined the set at position `at` (an instance whose address changed leaves
+    /// and joins again at the same position).
+    Added {
+        /// Its position.
+        at: usize,
+        /// The instance.
+        instance: &'a Instance,
+    },
+    /// `instance`, at position `at`, left the set.
+    Removed {
+        /// The position it had.
+        at: usize,
+        /// The instance.
+        instance: &'a Instance,
+    },
+    /// `instance` moved from position `from` (the last) to position `to`, in place of one
+    /// that left.
+    Moved {
+        /// Where it was.
+        from: usize,
+        /// Where it is now.
+        to: usize,
+        /// The instance.
+        instance: &'a Instance,
+    },
+}
+
+/// The current instances as a picker sees them for one request: the set at positions
+/// `0..len`, the requests in flight to each (this Endpoint's), and the request's key hash.
+#[derive(Clone, Copy)]
 pub struct Candidates<'a> {
-    instances: &'a [Instance],
-    slots: &'a [Arc<Slot>],
+    entries: &'a imbl::Vector<Entry>,
+    positions: &'a Positions,
     total: &'a AtomicUsize,
     key: Option<u64>,
 }
 
+impl std::fmt::Debug for Candidates<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Candidates")
+            .field("len", &self.entries.len())
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'a> Candidates<'a> {
     pub(crate) fn new(
-        instances: &'a [Instance],
-        slots: &'a [Arc<Slot>],
+        entries: &'a imbl::Vector<Entry>,
+        positions: &'a Positions,
         total: &'a AtomicUsize,
         key: Option<u64>,
     ) -> Self {
         Self {
-            instances,
-            slots,
+            entries,
+            positions,
             total,
             key,
         }
     }
 
-    /// The instances, sorted by id.
+    /// The instance at position `i` (`i < len()`).
     #[inline]
-    pub fn instances(&self) -> &'a [Instance] {
-        self.instances
+    pub fn instance(&self, i: usize) -> &'a Instance {
+        &self.entries[i].instance
+    }
+
+    /// The instances, by position.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &'a Instance> + 'a {
+        self.entries.iter().map(|e| &e.instance)
+    }
+
+    /// The position of the instance with this id, if it is in the set.
+    #[inline]
+    pub fn position(&self, id: &str) -> Option<usize> {
+        self.positions.get(id).copied()
+    }
+
+    /// The position of `id` when `hint` is it (a pointer comparison), else looked up.
+    #[inline]
+    pub(crate) fn position_hinted(&self, id: &Arc<str>, hint: usize) -> Option<usize> {
+        match self.entries.get(hint) {
+            Some(e) if Arc::ptr_eq(e.instance.shared_id(), id) => Some(hint),
+            _ => self.position(id),
+        }
     }
 
     /// The number of instances.
     #[inline]
     pub fn len(&self) -> usize {
-        self.instances.len()
+        self.entries.len()
     }
 
     /// True when there is no instance.
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.instances.is_empty()
+        self.entries.is_empty()
     }
 
     /// Requests of this Endpoint in flight to instance `i`.
     #[inline]
     pub fn in_flight(&self, i: usize) -> usize {
-        self.slots[i].in_flight.load(Ordering::Relaxed)
+        self.entries[i].slot.in_flight.load(Ordering::Relaxed)
     }
 
     /// Requests of this Endpoint in flight to all instances.

@@ -2,15 +2,14 @@
 //! their state.
 
 use std::str::FromStr;
+use std::time::Duration;
 
-use svckit_registry::Instance;
-
-use crate::consistent_hash::ConsistentHash;
+use crate::consistent_hash::{ConsistentHash, RingState};
 use crate::error::Error;
 use crate::p2c::P2c;
-use crate::pick::{scan_after, Candidates, Pick};
+use crate::pick::{scan_after, Candidates, Pick, SetChange};
 use crate::random::Random;
-use crate::ring::{HashFn, Ring};
+use crate::ring::HashFn;
 use crate::round_robin::RoundRobin;
 
 /// One of the four built-in pickers, chosen at run time.
@@ -81,17 +80,29 @@ impl FromStr for Picker {
 
 impl Pick for Picker {
     /// The ring of [`Picker::ConsistentHash`]; `None` for the others.
-    type State = Option<Ring>;
+    type State = Option<RingState>;
 
-    fn build(&self, instances: &[Instance]) -> Option<Ring> {
+    fn build(&self, set: &Candidates<'_>) -> Option<RingState> {
         match self {
-            Self::ConsistentHash(c) => Some(c.build(instances)),
+            Self::ConsistentHash(c) => Some(c.build(set)),
+            _ => None,
+        }
+    }
+
+    fn update(
+        &self,
+        state: &mut Option<RingState>,
+        set: &Candidates<'_>,
+        changes: &[SetChange<'_>],
+    ) -> Option<Duration> {
+        match (self, state) {
+            (Self::ConsistentHash(c), Some(ring)) => c.update(ring, set, changes),
             _ => None,
         }
     }
 
     #[inline]
-    fn pick(&self, state: &Option<Ring>, set: &Candidates<'_>) -> Option<usize> {
+    fn pick(&self, state: &Option<RingState>, set: &Candidates<'_>) -> Option<usize> {
         match self {
             Self::Random(r) => Pick::pick(r, &(), set),
             Self::RoundRobin(r) => Pick::pick(r, &(), set),
@@ -102,8 +113,8 @@ impl Pick for Picker {
 
     fn alternatives<'a>(
         &'a self,
-        state: &'a Option<Ring>,
-        set: &Candidates<'_>,
+        state: &'a Option<RingState>,
+        set: Candidates<'a>,
         first: usize,
     ) -> impl Iterator<Item = usize> + 'a {
         // The ring's walk for the consistent hash, the default scan for the others.

@@ -5,11 +5,11 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use rand::RngCore;
-use svckit_registry::Instance;
 
-use crate::pick::{Candidates, Pick};
+use crate::pick::{Candidates, Pick, SetChange};
 
 /// The SplitMix64 increment (the golden ratio in 64-bit fixed point).
 const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -108,7 +108,11 @@ impl Random {
 impl Pick for Random {
     type State = ();
 
-    fn build(&self, _instances: &[Instance]) {}
+    fn build(&self, _set: &Candidates<'_>) {}
+
+    fn update(&self, _: &mut (), _: &Candidates<'_>, _: &[SetChange<'_>]) -> Option<Duration> {
+        None
+    }
 
     #[inline]
     fn pick(&self, _state: &(), set: &Candidates<'_>) -> Option<usize> {

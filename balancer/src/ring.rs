@@ -1,6 +1,7 @@
 //! The balancer's consistent-hash ring (see [`Ring`]).
 
 use std::fmt;
+use std::sync::Arc;
 
 /// A hash function from bytes to a position on the balancer's [`Ring`] (64 bits; the cache's
 /// ring has its own 32-bit hash type).
@@ -37,9 +38,13 @@ pub fn xxh3(bytes: &[u8]) -> u64 {
 /// key to the same instance. It is also fast for short keys (a few ns for 32 bytes).
 ///
 /// Virtual node `i` (0-based) of node `name` sits at `hash("{name}#{i}")`; a key sits at
-/// `hash(key)` and belongs to the first virtual node at or after it, wrapping around. Points
-/// that collide keep the node whose name sorts first, so ownership does not depend on the order
+/// `hash(key)` and belongs to the first virtual node at or after it, wrapping around. At a
+/// position two nodes share, the node whose name sorts first owns it (the other's point stays,
+/// behind it, and takes over if the first leaves), so ownership does not depend on the order
 /// nodes were given in. The hash is injectable ([`Ring::with_hash`]) for exact tests.
+///
+/// A ring is immutable; [`Ring::with_changes`] makes the next one from it in one merge
+/// (O(points), no hashing or sorting of the points that stay).
 ///
 /// The points are sorted ring positions with their owners. A lookup reads a bucket index (the
 /// top bits of the key's hash give the range of points in that slice of the ring, about one
@@ -47,7 +52,8 @@ pub fn xxh3(bytes: &[u8]) -> u64 {
 /// lines touched.
 #[derive(Clone)]
 pub struct Ring {
-    /// Sorted ring positions.
+    /// Sorted ring positions (a position two nodes share appears twice, the node whose
+    /// name sorts first first).
     hashes: Vec<u64>,
     /// `owners[i]` owns `hashes[i]`.
     owners: Vec<u32>,
@@ -55,7 +61,7 @@ pub struct Ring {
     /// at the end holds `hashes.len()`.
     starts: Vec<u32>,
     shift: u32,
-    nodes: usize,
+    names: Vec<Arc<str>>,
     vnodes: usize,
     hash: HashFn,
 }
@@ -63,7 +69,7 @@ pub struct Ring {
 impl fmt::Debug for Ring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ring")
-            .field("nodes", &self.nodes)
+            .field("nodes", &self.names.len())
             .field("vnodes", &self.vnodes)
             .field("points", &self.hashes.len())
             .finish()
@@ -79,24 +85,96 @@ impl Ring {
 
     /// Like [`new`](Self::new) with another hash function.
     pub fn with_hash<S: AsRef<str>>(nodes: &[S], vnodes: usize, hash: HashFn) -> Self {
-        let vnodes = vnodes.clamp(1, MAX_VNODES);
-        let mut points = Vec::with_capacity(nodes.len() * vnodes);
+        Self::from_names(
+            nodes.iter().map(|n| Arc::from(n.as_ref())).collect(),
+            vnodes,
+            hash,
+        )
+    }
+
+    /// A ring over shared names (no copy of the strings).
+    pub(crate) fn from_names(names: Vec<Arc<str>>, vnodes: usize, hash: HashFn) -> Self {
+        let empty = Self {
+            hashes: Vec::new(),
+            owners: Vec::new(),
+            starts: Vec::new(),
+            shift: 0,
+            names: Vec::new(),
+            vnodes: vnodes.clamp(1, MAX_VNODES),
+            hash,
+        };
+        empty.with_changes(|_| false, names)
+    }
+
+    /// The ring over the nodes of this one that `keep` (by index) plus `added`, in that
+    /// order: equal to [`with_hash`](Self::with_hash) over that list, made without hashing or
+    /// sorting the kept nodes' points again (one merge, O(points)).
+    pub fn with_changes(
+        &self,
+        keep: impl Fn(usize) -> bool,
+        added: impl IntoIterator<Item = Arc<str>>,
+    ) -> Self {
+        let mut names = Vec::with_capacity(self.names.len());
+        let remap: Vec<u32> = self
+            .names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                if keep(i) && names.len() < u32::MAX as usize {
+                    names.push(name.clone());
+                    (names.len() - 1) as u32
+                } else {
+                    u32::MAX
+                }
+            })
+            .collect();
+        let mut fresh: Vec<(u64, u32)> = Vec::new();
         let mut buf = String::new();
-        for (n, name) in nodes.iter().enumerate() {
-            let Ok(idx) = u32::try_from(n) else { break };
-            for i in 0..vnodes {
+        for name in added {
+            let Ok(idx) = u32::try_from(names.len()) else {
+                break;
+            };
+            for i in 0..self.vnodes {
                 buf.clear();
-                buf.push_str(name.as_ref());
+                buf.push_str(&name);
                 buf.push('#');
                 buf.push_str(&i.to_string());
-                points.push((hash(buf.as_bytes()), idx));
+                fresh.push(((self.hash)(buf.as_bytes()), idx));
             }
+            names.push(name);
         }
-        let name = |i: u32| nodes[i as usize].as_ref();
-        points.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| name(a.1).cmp(name(b.1))));
-        points.dedup_by_key(|p| p.0);
-        let hashes: Vec<u64> = points.iter().map(|p| p.0).collect();
-        let owners: Vec<u32> = points.iter().map(|p| p.1).collect();
+        let before = |a: (u64, u32), b: (u64, u32)| {
+            a.0 < b.0 || (a.0 == b.0 && names[a.1 as usize] < names[b.1 as usize])
+        };
+        fresh.sort_unstable_by(|&a, &b| {
+            a.0.cmp(&b.0)
+                .then_with(|| names[a.1 as usize].cmp(&names[b.1 as usize]))
+        });
+        // Merge the kept points (already sorted) with the new ones.
+        let total = self.hashes.len() + fresh.len();
+        let mut hashes = Vec::with_capacity(total);
+        let mut owners = Vec::with_capacity(total);
+        let mut fresh = fresh.into_iter().peekable();
+        for (&h, &o) in self.hashes.iter().zip(&self.owners) {
+            let o = remap[o as usize];
+            if o == u32::MAX {
+                continue;
+            }
+            while let Some(&f) = fresh.peek() {
+                if !before(f, (h, o)) {
+                    break;
+                }
+                hashes.push(f.0);
+                owners.push(f.1);
+                fresh.next();
+            }
+            hashes.push(h);
+            owners.push(o);
+        }
+        for (h, o) in fresh {
+            hashes.push(h);
+            owners.push(o);
+        }
         // About one point per bucket, at most 2^20 buckets.
         let bits = (usize::BITS - hashes.len().leading_zeros()).clamp(1, 20);
         let shift = 64 - bits;
@@ -115,20 +193,30 @@ impl Ring {
             owners,
             starts,
             shift,
-            nodes: nodes.len().min(u32::MAX as usize),
-            vnodes,
-            hash,
+            names,
+            vnodes: self.vnodes,
+            hash: self.hash,
         }
+    }
+
+    /// The name of node `i`.
+    pub fn name(&self, i: usize) -> &str {
+        &self.names[i]
+    }
+
+    /// The shared name of node `i`.
+    pub(crate) fn shared_name(&self, i: usize) -> &Arc<str> {
+        &self.names[i]
     }
 
     /// The number of nodes.
     pub fn len(&self) -> usize {
-        self.nodes
+        self.names.len()
     }
 
     /// True when the ring has no node.
     pub fn is_empty(&self) -> bool {
-        self.nodes == 0
+        self.names.is_empty()
     }
 
     /// Virtual nodes per node.
@@ -200,7 +288,7 @@ impl Ring {
         if self.hashes.is_empty() {
             return None;
         }
-        let avg = (total as f64 + 1.0) / self.nodes as f64;
+        let avg = (total as f64 + 1.0) / self.names.len() as f64;
         let cap = ((1.0 + epsilon.max(0.0)) * avg).ceil().max(1.0) as usize;
         let mut walk = self.walk(hash);
         let first = walk.next()?;

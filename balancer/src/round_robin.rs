@@ -1,10 +1,9 @@
 //! The round-robin picker: an exact cycle over the current instances.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use svckit_registry::Instance;
-
-use crate::pick::{Candidates, Pick};
+use crate::pick::{Candidates, Pick, SetChange};
 
 /// Cycles through the instances in order: 0, 1, ..., len-1, 0, ... One atomic add per pick.
 /// When the set changes the cycle continues from the same counter over the new set.
@@ -36,7 +35,11 @@ impl RoundRobin {
 impl Pick for RoundRobin {
     type State = ();
 
-    fn build(&self, _instances: &[Instance]) {}
+    fn build(&self, _set: &Candidates<'_>) {}
+
+    fn update(&self, _: &mut (), _: &Candidates<'_>, _: &[SetChange<'_>]) -> Option<Duration> {
+        None
+    }
 
     #[inline]
     fn pick(&self, _state: &(), set: &Candidates<'_>) -> Option<usize> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use support::*;
 use svckit_balancer::{Candidates, HttpClient, Pick, RetryPolicy, RoundRobin};
-use svckit_registry::{Discovery, Instance, MemoryRegistry, Registry};
+use svckit_registry::{Discovery, MemoryRegistry, Registry};
 
 /// Always the instance with the lowest port. The ports are parsed once per set of
 /// instances (the picker's state), and `builds` counts how often that happened.
@@ -21,10 +21,9 @@ struct LowestPort {
 impl Pick for LowestPort {
     type State = Vec<u16>;
 
-    fn build(&self, instances: &[Instance]) -> Vec<u16> {
+    fn build(&self, set: &Candidates<'_>) -> Vec<u16> {
         self.builds.fetch_add(1, Ordering::SeqCst);
-        instances
-            .iter()
+        set.iter()
             .map(|i| i.addr().rsplit(':').next().unwrap().parse().unwrap())
             .collect()
     }

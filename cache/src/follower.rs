@@ -1,6 +1,7 @@
 //! Peers from the registry: the ring follows the instances of one service name.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use svckit_registry::{Discovery, Instances};
 use tokio::task::JoinHandle;
@@ -20,6 +21,10 @@ pub struct PeerFollower {
     cancel: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
+
+/// The shortest time between two rebuilds of the peer ring: the first change after a quiet
+/// window applies at once, the rest of a burst (a rolling deploy) once the window ends.
+pub const PEER_COALESCE: Duration = Duration::from_millis(100);
 
 /// The peer URLs of a set of instances, sorted; addresses that do not make a valid URL are
 /// skipped with a warning.
@@ -61,15 +66,28 @@ impl PeerFollower {
         let span = tracing::info_span!("cache_peers", service = %service);
         let task = tokio::spawn(
             async move {
+                let mut last = tokio::time::Instant::now();
                 loop {
                     let next = tokio::select! {
                         _ = stop.cancelled() => break,
                         next = watch.changed() => next,
                     };
+                    // At most one rebuild per window, with the latest set when it ends.
+                    let next = match next {
+                        Ok(_) if last.elapsed() < PEER_COALESCE => {
+                            tokio::select! {
+                                _ = stop.cancelled() => break,
+                                () = tokio::time::sleep_until(last + PEER_COALESCE) => {}
+                            }
+                            Ok(watch.mark_seen())
+                        }
+                        other => other,
+                    };
                     match next {
                         Ok(instances) => {
+                            last = tokio::time::Instant::now();
                             let list = urls(&service_name, &instances);
-                            tracing::info!(peers = ?list, "peer list follows discovery");
+                            tracing::info!(peers = list.len(), "peer list follows discovery");
                             if let Err(e) = cluster.peers.set(list) {
                                 tracing::warn!(error = %e, "peer list refused");
                             }

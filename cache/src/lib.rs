@@ -61,7 +61,7 @@ pub use cache::{
     Cache, CacheBuilder, DEFAULT_BASE_PATH, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_PEER_TIMEOUT,
 };
 pub use error::{BoxError, Error, PeerError};
-pub use follower::PeerFollower;
+pub use follower::{PeerFollower, PEER_COALESCE};
 pub use group::{
     getter_fn, Getter, GetterFn, Group, GroupBuilder, DEFAULT_HOT_ONE_IN, DEFAULT_MAX_KEY_LEN,
 };

@@ -54,8 +54,6 @@ pub(crate) struct Cluster {
 #[derive(Debug)]
 pub(crate) struct Peers {
     self_url: String,
-    replicas: usize,
-    hash: GroupcacheHashFn,
     ring: RwLock<Arc<GroupcacheRing>>,
 }
 
@@ -63,8 +61,6 @@ impl Peers {
     pub(crate) fn new(self_url: String, replicas: usize, hash: GroupcacheHashFn) -> Self {
         Self {
             self_url,
-            replicas,
-            hash,
             ring: RwLock::new(Arc::new(GroupcacheRing::with_hash(replicas, hash))),
         }
     }
@@ -80,14 +76,15 @@ impl Peers {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let urls: Vec<String> = urls.into_iter().map(|u| u.as_ref().to_owned()).collect();
+        let urls: Vec<Arc<str>> = urls.into_iter().map(|u| Arc::from(u.as_ref())).collect();
         for u in &urls {
             validate_peer_url(u)?;
         }
-        let mut ring = GroupcacheRing::with_hash(self.replicas, self.hash);
-        ring.add(&urls);
+        // Made from the current ring: the points of peers that stay are merged, not
+        // computed and sorted again (O(points)).
+        let ring = self.ring().with_peers(urls);
+        tracing::debug!(peers = ring.peers().len(), "peer list set");
         *self.ring.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(ring);
-        tracing::debug!(peers = ?urls, "peer list set");
         Ok(())
     }
 

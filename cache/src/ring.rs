@@ -3,10 +3,11 @@
 //! Each peer contributes `replicas` points `hash(decimal(i) + peer)` for `i` in
 //! `0..replicas`; a key belongs to the peer of the first point at or after `hash(key)`,
 //! wrapping around to the first point. The hash is crc32 IEEE unless another is injected.
-//! When two points collide, the peer added later owns the point, as in Go's map assignment.
+//! When two points collide, the peer added later owns the point, as in Go's map assignment
+//! (both points are kept, so the earlier peer's point takes over if the later one leaves).
 //! For the same peer list in the same order, Rust and Go nodes agree on every key's owner.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A hash function from bytes to a position on a [`GroupcacheRing`].
@@ -27,7 +28,8 @@ pub struct GroupcacheRing {
     replicas: usize,
     hash: GroupcacheHashFn,
     peers: Vec<Arc<str>>,
-    /// Sorted positions and the index of the peer owning each.
+    /// Sorted positions and the index of the peer owning each (a position peers share
+    /// appears once per peer, in peer order).
     points: Vec<(u32, u32)>,
 }
 
@@ -63,21 +65,79 @@ impl GroupcacheRing {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let mut owners: BTreeMap<u32, u32> = self.points.iter().copied().collect();
-        for peer in peers {
-            let peer = peer.as_ref();
-            let idx = self.peers.len() as u32;
-            self.peers.push(Arc::from(peer));
-            let mut buf = String::with_capacity(peer.len() + 4);
+        let list: Vec<Arc<str>> = self
+            .peers
+            .iter()
+            .cloned()
+            .chain(peers.into_iter().map(|p| Arc::from(p.as_ref())))
+            .collect();
+        *self = self.with_peers(list);
+    }
+
+    /// The ring of `peers` (in that order), equal to an empty ring after
+    /// [`add`](Self::add)`(peers)`, made from this one: the points of peers in both lists
+    /// are not hashed or sorted again when they keep their relative order (a sorted list
+    /// after a sorted list always does), only merged with the new peers' points. O(points).
+    pub fn with_peers(&self, peers: Vec<Arc<str>>) -> Self {
+        let index: HashMap<&str, u32> = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (&**p, i as u32))
+            .collect();
+        let remap: Vec<Option<u32>> = self
+            .peers
+            .iter()
+            .map(|p| index.get(&**p).copied())
+            .collect();
+        // Kept peers must keep their order, since a collision goes to the later peer.
+        let in_order = remap
+            .iter()
+            .flatten()
+            .zip(remap.iter().flatten().skip(1))
+            .all(|(a, b)| a < b);
+        let (old, kept): (&[(u32, u32)], Vec<bool>) = if in_order {
+            let mut kept = vec![false; peers.len()];
+            for &i in remap.iter().flatten() {
+                kept[i as usize] = true;
+            }
+            (&self.points, kept)
+        } else {
+            (&[], vec![false; peers.len()])
+        };
+        let mut fresh: Vec<(u32, u32)> = Vec::new();
+        let mut buf = String::new();
+        for (idx, peer) in peers.iter().enumerate() {
+            if kept[idx] {
+                continue;
+            }
             for i in 0..self.replicas {
                 buf.clear();
                 buf.push_str(&i.to_string());
                 buf.push_str(peer);
-                // A later peer wins a colliding point, as `m.hashMap[hash] = key` does.
-                owners.insert((self.hash)(buf.as_bytes()), idx);
+                fresh.push(((self.hash)(buf.as_bytes()), idx as u32));
             }
         }
-        self.points = owners.into_iter().collect();
+        fresh.sort_unstable();
+        let mut points = Vec::with_capacity(old.len() + fresh.len());
+        let mut fresh = fresh.into_iter().peekable();
+        for &(h, o) in old {
+            let Some(o) = remap[o as usize] else { continue };
+            while let Some(&f) = fresh.peek() {
+                if f >= (h, o) {
+                    break;
+                }
+                points.push(f);
+                fresh.next();
+            }
+            points.push((h, o));
+        }
+        points.extend(fresh);
+        Self {
+            replicas: self.replicas,
+            hash: self.hash,
+            peers,
+            points,
+        }
     }
 
     /// True when no peer was added.
@@ -96,15 +156,24 @@ impl GroupcacheRing {
             return None;
         }
         let h = (self.hash)(key.as_bytes());
-        let i = self.points.partition_point(|&(p, _)| p < h);
-        let (_, owner) = self.points[if i == self.points.len() { 0 } else { i }];
-        Some(&self.peers[owner as usize])
+        let mut i = self.points.partition_point(|&(p, _)| p < h);
+        if i == self.points.len() {
+            i = 0;
+        }
+        // Points that collide are sorted by peer order: the last one added owns them.
+        let at = self.points[i].0;
+        while self.points.get(i + 1).is_some_and(|p| p.0 == at) {
+            i += 1;
+        }
+        Some(&self.peers[self.points[i].1 as usize])
     }
 
     /// The ring positions, sorted (tests).
     #[cfg(test)]
     fn positions(&self) -> Vec<u32> {
-        self.points.iter().map(|p| p.0).collect()
+        let mut positions: Vec<u32> = self.points.iter().map(|p| p.0).collect();
+        positions.dedup();
+        positions
     }
 }
 
@@ -228,6 +297,40 @@ mod tests {
             }
         }
         assert_eq!(wrapped, 2, "the vectors exercise the wrap-around");
+    }
+
+    #[test]
+    fn a_ring_made_from_the_last_one_equals_one_built_afresh() {
+        // A tiny hash space so points collide often: ownership of shared points must follow
+        // peer order whichever way the ring was made.
+        fn small(b: &[u8]) -> u32 {
+            crc32_ieee(b) % 97
+        }
+        let all: Vec<Arc<str>> = (0..40)
+            .map(|i| Arc::from(format!("http://10.0.0.{i}:80")))
+            .collect();
+        let mut state = 12345u64;
+        let mut rnd = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut ring = GroupcacheRing::with_hash(5, small);
+        for round in 0..200 {
+            let mut peers: Vec<Arc<str>> = all.iter().filter(|_| rnd() % 3 != 0).cloned().collect();
+            if round % 7 == 0 {
+                peers.reverse(); // out of order: built afresh
+            }
+            ring = ring.with_peers(peers.clone());
+            let mut fresh = GroupcacheRing::with_hash(5, small);
+            fresh.add(&peers);
+            assert_eq!(ring.points, fresh.points, "round {round}");
+            for k in 0..200 {
+                let key = format!("k{k}");
+                assert_eq!(ring.get(&key), fresh.get(&key), "round {round} key {key}");
+            }
+        }
     }
 
     #[test]

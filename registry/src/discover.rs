@@ -5,15 +5,17 @@
 //! through [`Discovery`]: a cheap snapshot per name, a [`ServiceWatch`] to await changes, and
 //! [`ServiceDiscover`], an adapter to tower's `Discover`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use futures_core::Stream;
+use imbl::ordmap::DiffItem;
+use imbl::OrdMap;
 use tokio::sync::watch;
 use tower::discover::Change;
 
@@ -22,7 +24,156 @@ use crate::instance::{validate_ident, Instance};
 use crate::task::OwnedTask;
 
 /// The instances of one service name at one moment, sorted by id.
-pub type Instances = Arc<[Instance]>;
+///
+/// A snapshot is immutable and shares its structure with the snapshots before and after it
+/// (a persistent B-tree: imbl's `OrdMap`, id → instance). Taking one costs a reference
+/// count; the view applies a change in O(log n) without copying the set; and
+/// [`changes_since`](Self::changes_since) compares two snapshots of the same service in
+/// O(changes · log n) by skipping the parts they share. See docs/DESIGN.md, "Discovery at
+/// scale".
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Instances {
+    map: OrdMap<Arc<str>, Instance>,
+}
+
+/// How a service's set changed between two [`Instances`] snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceChange<'a> {
+    /// An instance joined.
+    Added(&'a Instance),
+    /// An instance left.
+    Removed(&'a Instance),
+    /// An instance kept its id and changed its address.
+    Updated {
+        /// As it was.
+        old: &'a Instance,
+        /// As it is now.
+        new: &'a Instance,
+    },
+}
+
+impl Instances {
+    /// The number of instances.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when there is no instance.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The instances, sorted by id.
+    pub fn iter(&self) -> Iter<'_> {
+        Iter(self.map.values())
+    }
+
+    /// The instance with this id.
+    pub fn get(&self, id: &str) -> Option<&Instance> {
+        self.map.get(id)
+    }
+
+    /// The instances in a `Vec`, sorted by id.
+    pub fn to_vec(&self) -> Vec<Instance> {
+        self.map.values().cloned().collect()
+    }
+
+    /// What changed from `older` to this snapshot, in id order. In O(changes · log n) when
+    /// both are snapshots of the same service from one view (they share all but the changed
+    /// parts), in O(n) for unrelated sets.
+    pub fn changes_since<'a>(
+        &'a self,
+        older: &'a Instances,
+    ) -> impl Iterator<Item = InstanceChange<'a>> + 'a {
+        older.map.diff(&self.map).map(|item| match item {
+            DiffItem::Add(_, new) => InstanceChange::Added(new),
+            DiffItem::Remove(_, old) => InstanceChange::Removed(old),
+            DiffItem::Update { old, new } => InstanceChange::Updated {
+                old: old.1,
+                new: new.1,
+            },
+        })
+    }
+
+    /// True when both are the very same snapshot (a pointer comparison; two equal sets built
+    /// apart are not).
+    pub fn ptr_eq(&self, other: &Instances) -> bool {
+        self.map.ptr_eq(&other.map)
+    }
+
+    fn insert(&mut self, instance: Instance) -> bool {
+        let id = instance.shared_id().clone();
+        match self.map.get(&id) {
+            Some(old) if *old == instance => false,
+            _ => {
+                self.map.insert(id, instance);
+                true
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> bool {
+        self.map.remove(id).is_some()
+    }
+}
+
+impl fmt::Debug for Instances {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.map.values()).finish()
+    }
+}
+
+impl FromIterator<Instance> for Instances {
+    fn from_iter<I: IntoIterator<Item = Instance>>(iter: I) -> Self {
+        let mut set = Self::default();
+        for instance in iter {
+            set.insert(instance);
+        }
+        set
+    }
+}
+
+impl<'a> IntoIterator for &'a Instances {
+    type Item = &'a Instance;
+    type IntoIter = Iter<'a>;
+
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
+    }
+}
+
+/// The instances of an [`Instances`] snapshot, sorted by id.
+pub struct Iter<'a>(
+    imbl::ordmap::Values<'a, Arc<str>, Instance, imbl::shared_ptr::DefaultSharedPtr>,
+);
+
+impl fmt::Debug for Iter<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Iter")
+            .field("remaining", &self.0.len())
+            .finish()
+    }
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = &'a Instance;
+
+    fn next(&mut self) -> Option<&'a Instance> {
+        self.0.next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl DoubleEndedIterator for Iter<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.0.next_back()
+    }
+}
+
+impl ExactSizeIterator for Iter<'_> {}
 
 /// Where the discovery view stands with its backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,32 +206,41 @@ pub struct DiscoveryStats {
 
 #[derive(Default)]
 struct View {
-    /// name → id → instance.
-    by_name: HashMap<String, BTreeMap<String, Instance>>,
+    /// name → its current snapshot (absent when the service has no instance). The name key
+    /// is shared by every instance of the service.
+    by_name: HashMap<Arc<str>, Instances>,
     /// One channel per name somebody asked about.
     channels: HashMap<String, watch::Sender<Instances>>,
 }
 
 impl View {
     fn snapshot(&self, name: &str) -> Instances {
-        self.by_name
-            .get(name)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_else(|| Arc::from(Vec::new()))
+        self.by_name.get(name).cloned().unwrap_or_default()
     }
 
+    /// Sends the current snapshot of `name` to its watchers, if any. O(1): a snapshot is a
+    /// reference count, and only names that changed are published.
     fn publish(&self, name: &str) {
         if let Some(tx) = self.channels.get(name) {
-            let next = self.snapshot(name);
-            tx.send_if_modified(|cur| {
-                if **cur == *next {
-                    false
-                } else {
-                    *cur = next;
-                    true
-                }
-            });
+            tx.send_replace(self.snapshot(name));
         }
+    }
+
+    /// The shared name and the set of service `name` (created empty).
+    fn service(&mut self, name: &str) -> (Arc<str>, &mut Instances) {
+        let key = match self.by_name.get_key_value(name) {
+            Some((key, _)) => key.clone(),
+            None => {
+                let key: Arc<str> = Arc::from(name);
+                self.by_name.insert(key.clone(), Instances::default());
+                key
+            }
+        };
+        let set = self
+            .by_name
+            .get_mut(name)
+            .expect("present: found or inserted above");
+        (key, set)
     }
 }
 
@@ -170,7 +330,7 @@ impl Discovery {
         let mut all: Vec<Instance> = view
             .by_name
             .values()
-            .flat_map(|m| m.values().cloned())
+            .flat_map(|set| set.iter().cloned())
             .collect();
         all.sort();
         all
@@ -256,6 +416,10 @@ impl ViewWriter {
         tracing::warn!(key = %bad.key, reason = bad.reason, "skipping malformed registry entry");
     }
 
+    fn lock(&self) -> MutexGuard<'_, View> {
+        self.shared.view.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Parses a raw entry under the prefix; malformed ones are logged, counted and dropped.
     pub(crate) fn parse(&self, key: &[u8], value: &[u8]) -> Option<Instance> {
         match Instance::from_entry(&self.shared.prefix, key, value) {
@@ -269,62 +433,77 @@ impl ViewWriter {
 
     /// Replaces the whole view with a fresh listing. Malformed entries (already parsed to
     /// `Err`) are counted and skipped.
+    ///
+    /// The listing is applied as the differences from the current view, so a service whose
+    /// instances did not change keeps its very snapshot (watchers are not woken) and one that
+    /// changed shares everything else with its previous snapshot (readers compare the two in
+    /// O(changes)). O(n log n) for n listed entries.
     pub(crate) fn replace_all(
         &self,
         entries: impl IntoIterator<Item = Result<Instance, MalformedEntry>>,
     ) {
-        let mut by_name: HashMap<String, BTreeMap<String, Instance>> = HashMap::new();
+        let mut listed: HashMap<String, Vec<Instance>> = HashMap::new();
         for entry in entries {
             match entry {
-                Ok(i) => {
-                    by_name
-                        .entry(i.name().to_owned())
-                        .or_default()
-                        .insert(i.id().to_owned(), i);
-                }
+                Ok(i) => listed.entry(i.name().to_owned()).or_default().push(i),
                 Err(bad) => self.skip(&bad),
             }
         }
         self.shared.relists.fetch_add(1, Ordering::Relaxed);
-        let mut view = self.shared.view.lock().unwrap_or_else(|e| e.into_inner());
-        view.by_name = by_name;
-        let names: Vec<String> = view.channels.keys().cloned().collect();
-        for name in names {
+        let mut view = self.lock();
+        let gone: Vec<Arc<str>> = view
+            .by_name
+            .keys()
+            .filter(|name| !listed.contains_key(&***name as &str))
+            .cloned()
+            .collect();
+        for name in gone {
+            view.by_name.remove(&name);
             view.publish(&name);
         }
-    }
-
-    /// Applies a put of an instance.
-    pub(crate) fn put(&self, instance: Instance) {
-        self.shared.events.fetch_add(1, Ordering::Relaxed);
-        let mut view = self.shared.view.lock().unwrap_or_else(|e| e.into_inner());
-        let name = instance.name().to_owned();
-        view.by_name
-            .entry(name.clone())
-            .or_default()
-            .insert(instance.id().to_owned(), instance);
-        view.publish(&name);
-    }
-
-    /// Applies a delete of a raw key. Keys that do not fit the layout were never in the view.
-    pub(crate) fn delete(&self, key: &[u8]) {
-        self.shared.events.fetch_add(1, Ordering::Relaxed);
-        // The value is gone with a delete; parse the key with a placeholder address.
-        let Ok(parsed) = Instance::from_entry(&self.shared.prefix, key, b"0:0") else {
-            return;
-        };
-        let mut view = self.shared.view.lock().unwrap_or_else(|e| e.into_inner());
-        let emptied = match view.by_name.get_mut(parsed.name()) {
-            Some(ids) => {
-                ids.remove(parsed.id());
-                ids.is_empty()
+        for (name, mut instances) in listed {
+            instances.sort_unstable_by(|a, b| a.id().cmp(b.id()));
+            instances.dedup_by(|a, b| a.id() == b.id());
+            let (shared_name, set) = view.service(&name);
+            let mut changed = false;
+            let stale: Vec<Arc<str>> = set
+                .map
+                .keys()
+                .filter(|id| instances.binary_search_by(|i| i.id().cmp(id)).is_err())
+                .cloned()
+                .collect();
+            for id in stale {
+                changed |= set.remove(&id);
             }
-            None => false,
-        };
-        if emptied {
-            view.by_name.remove(parsed.name());
+            for instance in instances {
+                changed |= set.insert(instance.sharing_name(&shared_name));
+            }
+            if changed {
+                view.publish(&name);
+            }
         }
-        view.publish(parsed.name());
+    }
+
+    /// Applies the events of one watch response together: readers see all of them or none,
+    /// and each service that changed is published once.
+    pub(crate) fn batch(&self) -> Batch<'_> {
+        Batch {
+            writer: self,
+            view: self.lock(),
+            touched: Vec::new(),
+        }
+    }
+
+    /// Applies a put of an instance (a batch of one).
+    #[cfg(test)]
+    pub(crate) fn put(&self, instance: Instance) {
+        self.batch().put(instance);
+    }
+
+    /// Applies a delete of a raw key (a batch of one).
+    #[cfg(test)]
+    pub(crate) fn delete(&self, key: &[u8]) {
+        self.batch().delete(key);
     }
 
     /// Counts a watch that found its resume revision compacted.
@@ -345,6 +524,64 @@ impl ViewWriter {
                 true
             }
         });
+    }
+}
+
+/// Changes applied under one lock of the view and published together when dropped: O(log n)
+/// per change, O(1) per service published.
+pub(crate) struct Batch<'a> {
+    writer: &'a ViewWriter,
+    view: MutexGuard<'a, View>,
+    /// Services changed by this batch (few: a linear scan beats hashing).
+    touched: Vec<Arc<str>>,
+}
+
+impl Batch<'_> {
+    fn touch(&mut self, name: Arc<str>) {
+        if !self.touched.contains(&name) {
+            self.touched.push(name);
+        }
+    }
+
+    /// A put of an instance.
+    pub(crate) fn put(&mut self, instance: Instance) {
+        self.writer.shared.events.fetch_add(1, Ordering::Relaxed);
+        let (name, set) = self.view.service(instance.name());
+        if set.insert(instance.sharing_name(&name)) {
+            self.touch(name);
+        }
+    }
+
+    /// A delete of a raw key. Keys that do not fit the layout were never in the view.
+    pub(crate) fn delete(&mut self, key: &[u8]) {
+        self.writer.shared.events.fetch_add(1, Ordering::Relaxed);
+        // The value is gone with a delete; parse the key with a placeholder address.
+        let Ok(parsed) = Instance::from_entry(&self.writer.shared.prefix, key, b"0:0") else {
+            return;
+        };
+        let Some(name) = self
+            .view
+            .by_name
+            .get_key_value(parsed.name())
+            .map(|(name, _)| name.clone())
+        else {
+            return;
+        };
+        let set = self.view.by_name.get_mut(&name).expect("found above");
+        if set.remove(parsed.id()) {
+            if set.is_empty() {
+                self.view.by_name.remove(&name);
+            }
+            self.touch(name);
+        }
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        for name in &self.touched {
+            self.view.publish(name);
+        }
     }
 }
 
@@ -408,10 +645,14 @@ type ChangeStream = Pin<Box<dyn Stream<Item = Instances> + Send>>;
 
 /// tower `Discover` over one service name: a stream of `Change::Insert(id, service)` and
 /// `Change::Remove(id)`. Built by [`Discovery::discover`].
+///
+/// Each new snapshot is compared with the last one seen ([`Instances::changes_since`]), so
+/// a change costs O(changes · log n) whatever the size of the set. A consumer that stops
+/// polling holds at most two snapshots (they share structure), never a queue of changes.
 pub struct ServiceDiscover<S, F> {
     name: Arc<str>,
     sets: ChangeStream,
-    current: HashMap<String, Instance>,
+    seen: Instances,
     pending: VecDeque<Change<String, S>>,
     make: F,
 }
@@ -420,7 +661,7 @@ impl<S, F> fmt::Debug for ServiceDiscover<S, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServiceDiscover")
             .field("name", &self.name)
-            .field("current", &self.current.len())
+            .field("seen", &self.seen.len())
             .field("pending", &self.pending.len())
             .finish_non_exhaustive()
     }
@@ -441,33 +682,26 @@ impl<S, F: FnMut(&Instance) -> S> ServiceDiscover<S, F> {
         Self {
             name,
             sets,
-            current: HashMap::new(),
+            seen: Instances::default(),
             pending: VecDeque::new(),
             make,
         }
     }
 
-    fn diff(&mut self, next: &[Instance]) {
-        let next_ids: HashMap<&str, &Instance> = next.iter().map(|i| (i.id(), i)).collect();
-        let gone: Vec<String> = self
-            .current
-            .keys()
-            .filter(|id| !next_ids.contains_key(id.as_str()))
-            .cloned()
-            .collect();
-        for id in gone {
-            self.current.remove(&id);
-            self.pending.push_back(Change::Remove(id));
-        }
-        for instance in next {
-            if self.current.get(instance.id()) != Some(instance) {
-                self.current
-                    .insert(instance.id().to_owned(), instance.clone());
-                let svc = (self.make)(instance);
-                self.pending
-                    .push_back(Change::Insert(instance.id().to_owned(), svc));
+    fn diff(&mut self, next: Instances) {
+        for change in next.changes_since(&self.seen) {
+            match change {
+                InstanceChange::Removed(old) => {
+                    self.pending.push_back(Change::Remove(old.id().to_owned()));
+                }
+                InstanceChange::Added(new) | InstanceChange::Updated { new, .. } => {
+                    let svc = (self.make)(new);
+                    self.pending
+                        .push_back(Change::Insert(new.id().to_owned(), svc));
+                }
             }
         }
+        self.seen = next;
     }
 }
 
@@ -485,7 +719,7 @@ where
                 return Poll::Ready(Some(Ok(change)));
             }
             match this.sets.as_mut().poll_next(cx) {
-                Poll::Ready(Some(set)) => this.diff(&set),
+                Poll::Ready(Some(set)) => this.diff(set),
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
             }
@@ -543,6 +777,70 @@ mod tests {
         }
         w.delete(b"/services/1/a");
         assert!(matches!(disc.next().await.unwrap().unwrap(), Change::Remove(id) if id == "1"));
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_published_once_and_whole() {
+        let (d, w) = Discovery::new("/services");
+        let mut a = d.watch("a").unwrap();
+        {
+            let mut batch = w.batch();
+            batch.put(inst("1", "a", 1));
+            batch.put(inst("2", "a", 2));
+            batch.put(inst("3", "b", 3));
+            // Nothing is visible before the batch ends.
+            assert!(!a.has_changed());
+            assert!(a.snapshot().is_empty());
+        }
+        assert_eq!(a.changed().await.unwrap().len(), 2);
+        assert!(!a.has_changed(), "two puts, one publication");
+        assert_eq!(d.instances("b").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_relist_keeps_unchanged_snapshots_and_shares_the_rest() {
+        let (d, w) = Discovery::new("/services");
+        let many: Vec<Instance> = (0..1000)
+            .map(|i| inst(&format!("i{i:04}"), "a", 1))
+            .collect();
+        w.replace_all(many.iter().cloned().map(Ok).chain([Ok(inst("x", "b", 9))]));
+        let mut a = d.watch("a").unwrap();
+        let b = d.watch("b").unwrap();
+        let before = a.mark_seen();
+        // Same listing but one instance of `a` moved and one left: `b` is not woken at all.
+        let mut next = many.clone();
+        next[10] = inst("i0010", "a", 2);
+        next.remove(500);
+        w.replace_all(next.into_iter().map(Ok).chain([Ok(inst("x", "b", 9))]));
+        assert!(!b.has_changed());
+        let after = a.changed().await.unwrap();
+        let changes: Vec<InstanceChange<'_>> = after.changes_since(&before).collect();
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert!(
+            matches!(changes[0], InstanceChange::Updated { new, .. } if new.addr() == "127.0.0.1:2")
+        );
+        assert!(matches!(changes[1], InstanceChange::Removed(old) if old.id() == "i0500"));
+        // An empty listing removes every service.
+        w.replace_all([]);
+        assert!(d.instances("a").is_empty() && d.instances("b").is_empty());
+    }
+
+    #[tokio::test]
+    async fn discover_reinserts_an_instance_whose_address_changed() {
+        let (d, w) = Discovery::new("/services");
+        w.put(inst("1", "a", 1));
+        let mut disc = d.discover("a", |i: &Instance| i.addr().to_owned()).unwrap();
+        assert!(matches!(
+            disc.next().await.unwrap().unwrap(),
+            Change::Insert(..)
+        ));
+        w.put(inst("1", "a", 7));
+        match disc.next().await.unwrap().unwrap() {
+            Change::Insert(id, addr) => {
+                assert_eq!((id.as_str(), addr.as_str()), ("1", "127.0.0.1:7"))
+            }
+            Change::Remove(_) => panic!("expected insert"),
+        }
     }
 
     #[test]

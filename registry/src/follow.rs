@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::Config;
-use crate::discover::{DiscoveryState, ViewWriter};
+use crate::discover::{Batch, DiscoveryState, ViewWriter};
 use crate::error::Error;
 use crate::store::{timed, Range, Store, WatchEvent, WatchMessage, WatchStream};
 use crate::task::sleep_or_cancel;
@@ -159,9 +159,11 @@ async fn follow(
         match message {
             Ok(WatchMessage::Events(events)) => {
                 progressed = true;
+                // One response (often one etcd transaction) becomes visible at once.
+                let mut batch = writer.batch();
                 for event in events {
                     next_revision = next_revision.max(event.revision() + 1);
-                    apply(writer, event);
+                    apply(writer, &mut batch, event);
                 }
             }
             Ok(WatchMessage::Compacted { compact_revision }) => {
@@ -190,13 +192,13 @@ async fn follow(
     }
 }
 
-fn apply(writer: &ViewWriter, event: WatchEvent) {
+fn apply(writer: &ViewWriter, batch: &mut Batch<'_>, event: WatchEvent) {
     match event {
         WatchEvent::Put { key, value, .. } => match writer.parse(&key, &value) {
-            Some(instance) => writer.put(instance),
+            Some(instance) => batch.put(instance),
             // A valid key whose new value is malformed no longer names a usable instance.
-            None => writer.delete(&key),
+            None => batch.delete(&key),
         },
-        WatchEvent::Delete { key, .. } => writer.delete(&key),
+        WatchEvent::Delete { key, .. } => batch.delete(&key),
     }
 }

@@ -1,6 +1,7 @@
 //! A service instance and the etcd key layout `<prefix>/<id>/<name>` → `host:port`.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::error::{Error, MalformedEntry};
 
@@ -11,11 +12,13 @@ pub const DEFAULT_PREFIX: &str = "/services";
 ///
 /// Both `id` and `name` are ASCII word characters only (`[A-Za-z0-9_]+`) so that clients in
 /// other languages can parse keys with `/services/(\w+)/(\w+)`.
+///
+/// Cloning is cheap (three reference counts): discovery snapshots share their instances.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Instance {
-    id: String,
-    name: String,
-    addr: String,
+    id: Arc<str>,
+    name: Arc<str>,
+    addr: Arc<str>,
 }
 
 impl Instance {
@@ -26,11 +29,15 @@ impl Instance {
         name: impl Into<String>,
         addr: impl Into<String>,
     ) -> Result<Self, Error> {
-        let (id, name, addr) = (id.into(), name.into(), addr.into());
+        let (id, name, addr): (String, String, String) = (id.into(), name.into(), addr.into());
         validate_ident("id", &id)?;
         validate_ident("name", &name)?;
         validate_addr(&addr)?;
-        Ok(Self { id, name, addr })
+        Ok(Self {
+            id: id.into(),
+            name: name.into(),
+            addr: addr.into(),
+        })
     }
 
     /// An instance with a fresh random id: a UUID v4 in its 32-hex simple form.
@@ -86,10 +93,24 @@ impl Instance {
             return Err(malformed("value is not a `host:port` address"));
         }
         Ok(Self {
-            id: id.to_owned(),
-            name: name.to_owned(),
-            addr: addr.to_owned(),
+            id: id.into(),
+            name: name.into(),
+            addr: addr.into(),
         })
+    }
+
+    /// The id as a shared string: cloning it costs a reference count (it is the key of
+    /// discovery snapshots, and of Endpoint tables).
+    pub fn shared_id(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    /// The same instance with `name` (equal to its own) shared with the other instances of
+    /// the service, so a large set holds the name once.
+    pub(crate) fn sharing_name(mut self, name: &Arc<str>) -> Self {
+        debug_assert_eq!(*self.name, **name);
+        self.name = name.clone();
+        self
     }
 }
 

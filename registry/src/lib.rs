@@ -62,7 +62,8 @@ mod store;
 mod task;
 
 pub use discover::{
-    Discovery, DiscoveryState, DiscoveryStats, Instances, ServiceDiscover, ServiceWatch,
+    Discovery, DiscoveryState, DiscoveryStats, InstanceChange, Instances, Iter, ServiceDiscover,
+    ServiceWatch,
 };
 pub use error::{Error, MalformedEntry};
 pub use etcd::{EtcdOptions, EtcdRegistry};

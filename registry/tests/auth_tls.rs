@@ -5,7 +5,7 @@ use std::error::Error as _;
 use std::time::Duration;
 
 use etcd_client::Client;
-use svckit_registry::{Error, EtcdOptions, EtcdRegistry, Instance, Registry};
+use svckit_registry::{Error, EtcdOptions, EtcdRegistry, Instance, Instances, Registry};
 use svckit_testing::tls::TestCa;
 use svckit_testing::Etcd;
 
@@ -39,7 +39,7 @@ async fn register_and_discover(registry: &EtcdRegistry, observer: &EtcdRegistry,
         .await
         .unwrap();
     let id = registration.instance().id().to_owned();
-    let seen = |instances: &[Instance]| instances.iter().any(|i| i.id() == id);
+    let seen = |instances: &Instances| instances.iter().any(|i| i.id() == id);
     tokio::time::timeout(Duration::from_secs(5), async {
         while !seen(&watch.snapshot()) {
             watch.changed().await.unwrap();

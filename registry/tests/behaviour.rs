@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use svckit_registry::{EtcdOptions, EtcdRegistry, Instance, MemoryRegistry, Registry};
+use svckit_registry::{EtcdOptions, EtcdRegistry, Instance, Instances, MemoryRegistry, Registry};
 use tokio::time::Instant;
 use tower::discover::Change;
 
@@ -43,7 +43,7 @@ fn inst(id: &str, name: &str, port: u16) -> Instance {
     Instance::new(id, name, format!("127.0.0.1:{port}")).unwrap()
 }
 
-fn ids(instances: &[Instance]) -> Vec<&str> {
+fn ids(instances: &Instances) -> Vec<&str> {
     instances.iter().map(Instance::id).collect()
 }
 
@@ -69,7 +69,7 @@ async fn register_discover_deregister<B: Backend>(backend: &B) {
         .unwrap()
         .unwrap();
     assert_eq!(ids(&now), ["a"]);
-    assert_eq!(now[0].addr(), "127.0.0.1:1");
+    assert_eq!(now.iter().next().unwrap().addr(), "127.0.0.1:1");
 
     let b = server.register(inst("b", "products", 2)).await.unwrap();
     eventually(Duration::from_secs(5), "b visible", || {
