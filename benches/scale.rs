@@ -23,7 +23,7 @@
 //! (some). Needs `etcd` on the PATH (`apt-get install -y etcd-server`). etcd runs with
 //! `--unsafe-no-fsync` so the writer, not the disk, sets the pace.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -199,17 +199,18 @@ struct Written {
 }
 
 /// Writes `changes` changes to `name` at `rate` per second (0: one after another, as fast
-/// as they return): alternately a new instance and the removal of one of `existing`.
-/// `joins_only` writes only new instances.
+/// as they return): alternately a new instance and the removal of the oldest of `existing`
+/// (which the new ones join); `joins_only` writes only new instances. Returns what was
+/// written when, and the instances left.
 async fn churn(
     etcd: Client,
     name: &'static str,
-    existing: Vec<String>,
+    mut existing: VecDeque<String>,
     changes: usize,
     rate: u32,
     joins_only: bool,
     tag: String,
-) -> Written {
+) -> (Written, VecDeque<String>) {
     let written = Arc::new(std::sync::Mutex::new(Written::default()));
     let mut tasks = tokio::task::JoinSet::new();
     let mut ticker = (rate > 0).then(|| {
@@ -217,16 +218,17 @@ async fn churn(
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         t
     });
-    let mut leaving = existing.iter();
     for c in 0..changes {
         if let Some(t) = ticker.as_mut() {
             t.tick().await;
         }
         let join = joins_only || c % 2 == 0;
         let id = if join {
-            format!("{tag}{c:06}")
+            let id = format!("{tag}{c:06}");
+            existing.push_back(id.clone());
+            id
         } else {
-            leaving.next().expect("enough instances to remove").clone()
+            existing.pop_front().expect("an instance to remove")
         };
         let mut etcd = etcd.clone();
         let key = key(&id, name);
@@ -250,9 +252,10 @@ async fn churn(
         }
     }
     while tasks.join_next().await.is_some() {}
-    Arc::try_unwrap(written)
+    let written = Arc::try_unwrap(written)
         .map(|m| m.into_inner().unwrap())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    (written, existing)
 }
 
 /// What the child reported for a churn: lags in ms (sorted), CPU, RSS, and the last lag.
@@ -266,13 +269,13 @@ struct Seen {
 
 /// Tells the child to mark the start, runs `write`, waits until the child saw all of it,
 /// and collects the figures.
-async fn observe<F: std::future::Future<Output = Written>>(
+async fn observe<F: std::future::Future<Output = (Written, VecDeque<String>)>>(
     child: &mut ClientProcess,
     write: F,
-) -> Seen {
+) -> (Seen, VecDeque<String>) {
     child.send("mark");
     child.expect("marked");
-    let written = write.await;
+    let (written, left) = write.await;
     child.send(&format!("until {}", written.at.len()));
     let done = child.expect("done");
     let (cpu_ns, rss): (u64, u64) = (done[0].parse().unwrap(), done[1].parse().unwrap());
@@ -282,7 +285,10 @@ async fn observe<F: std::future::Future<Output = Written>>(
         match words.first().map(String::as_str) {
             Some("end") => break,
             Some("+") | Some("-") => {
-                seen.insert((words[1].clone(), words[0] == "+"), words[2].parse().unwrap());
+                seen.insert(
+                    (words[1].clone(), words[0] == "+"),
+                    words[2].parse().unwrap(),
+                );
             }
             _ => {}
         }
@@ -303,13 +309,14 @@ async fn observe<F: std::future::Future<Output = Written>>(
         }
     }
     lags.sort_by(f64::total_cmp);
-    Seen {
+    let seen = Seen {
         lags_ms: lags,
         last_ms: last.1,
         cpu_s: cpu_ns as f64 / 1e9,
         rss_kib: rss,
         missing,
-    }
+    };
+    (seen, left)
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -331,16 +338,27 @@ async fn target() {
         let mut child = ClientProcess::spawn(&etcd.endpoint(), 5_000, None);
         child.expect("ready");
         let tag = format!("t{round}x");
-        let seen = observe(
+        let (seen, _) = observe(
             &mut child,
-            churn(raw.clone(), BIG, Vec::new(), 2_000, 0, true, tag.clone()),
+            churn(
+                raw.clone(),
+                BIG,
+                VecDeque::new(),
+                2_000,
+                0,
+                true,
+                tag.clone(),
+            ),
         )
         .await;
         drop(child);
         // Back to 5,000 for the next round.
         let ids: Vec<String> = (0..2_000).map(|c| format!("{tag}{c:06}")).collect();
         for chunk in ids.chunks(128) {
-            let ops: Vec<TxnOp> = chunk.iter().map(|id| TxnOp::delete(key(id, BIG), None)).collect();
+            let ops: Vec<TxnOp> = chunk
+                .iter()
+                .map(|id| TxnOp::delete(key(id, BIG), None))
+                .collect();
             raw.txn(Txn::new().and_then(ops)).await.unwrap();
         }
         println!(
@@ -365,6 +383,20 @@ async fn cold() {
         load(&mut raw, &format!("s{s:03}"), "i", 50, "10.1.2.3:8080").await;
     }
     for round in 0..5 {
+        // The floor: the same listing by a bare etcd client, nothing parsed.
+        let listed = Instant::now();
+        let all = raw
+            .get(
+                "/services/",
+                Some(etcd_client::GetOptions::new().with_prefix()),
+            )
+            .await
+            .unwrap();
+        println!(
+            "SCALE cold round={round} bare_get_ms={:.1} keys={}",
+            listed.elapsed().as_secs_f64() * 1e3,
+            all.kvs().len()
+        );
         let mut child = ClientProcess::spawn(&etcd.endpoint(), 20_000, None);
         let ready = child.expect("ready");
         let complete_ms: f64 = ready[0].parse().unwrap();
@@ -373,8 +405,9 @@ async fn cold() {
             ready[2].parse().unwrap(),
             ready[3].parse().unwrap(),
         );
+        let connected_ms: f64 = ready[4].parse().unwrap();
         println!(
-            "SCALE cold round={round} instances={total} complete_ms={complete_ms:.1} rss_before_mib={:.1} rss_after_mib={:.1} bytes_per_instance={:.0}",
+            "SCALE cold round={round} instances={total} complete_ms={complete_ms:.1} of_which_connect_ms={connected_ms:.1} rss_before_mib={:.1} rss_after_mib={:.1} bytes_per_instance={:.0}",
             rss_before as f64 / 1024.0,
             rss_after as f64 / 1024.0,
             (rss_after.saturating_sub(rss_before) * 1024) as f64 / total as f64
@@ -388,19 +421,19 @@ async fn matrix() {
         let etcd = start_etcd();
         let mut raw = Client::connect([etcd.endpoint()], None).await.unwrap();
         load(&mut raw, BIG, "b", n, "127.0.0.1:9").await;
-        let mut leaving: Vec<String> = (0..n).map(|i| format!("b{i:06}")).collect();
+        let mut existing: VecDeque<String> = (0..n).map(|i| format!("b{i:06}")).collect();
         for (k, rate) in [100u32, 1_000].into_iter().enumerate() {
             let changes = if rate == 100 { 400 } else { 3_000 };
             // Half joins, half leaves: the service stays at n instances.
             let mut child = ClientProcess::spawn(&etcd.endpoint(), n, None);
             child.expect("ready");
             let tag = format!("m{k}x");
-            let these: Vec<String> = leaving.drain(..changes / 2).collect();
-            let seen = observe(
+            let (seen, left) = observe(
                 &mut child,
-                churn(raw.clone(), BIG, these, changes, rate, false, tag),
+                churn(raw.clone(), BIG, existing, changes, rate, false, tag),
             )
             .await;
+            existing = left;
             println!(
                 "SCALE matrix instances={n} rate={rate}/s changes={changes} cpu_per_change_us={:.1} client_cpu_s={:.3} lag_p50_ms={:.2} lag_p99_ms={:.2} missing={} rss_mib={:.1}",
                 seen.cpu_s * 1e6 / changes as f64,
@@ -425,8 +458,8 @@ async fn endpoint() {
     load(&mut raw, OTHER, "o", 5_000, &addr).await;
     let mut child = ClientProcess::spawn(&etcd.endpoint(), 5_000, Some(server));
     child.expect("ready");
-    let mut left_big: Vec<String> = (0..5_000).map(|i| format!("b{i:06}")).collect();
-    let mut left_other: Vec<String> = (0..5_000).map(|i| format!("o{i:06}")).collect();
+    let mut left_big: VecDeque<String> = (0..5_000).map(|i| format!("b{i:06}")).collect();
+    let mut left_other: VecDeque<String> = (0..5_000).map(|i| format!("o{i:06}")).collect();
     let mut ratios = Vec::new();
     let secs = 3;
     let changes = 3_000;
@@ -441,10 +474,17 @@ async fn endpoint() {
             } else {
                 (OTHER, &mut left_other)
             };
-            let these: Vec<String> = leaving.drain(..changes / 2).collect();
-            let writer = tokio::spawn(churn(raw.clone(), name, these, changes, 1_000, false, tag));
+            let writer = tokio::spawn(churn(
+                raw.clone(),
+                name,
+                std::mem::take(leaving),
+                changes,
+                1_000,
+                false,
+                tag,
+            ));
             let calls = tokio::task::block_in_place(|| child.expect("calls"));
-            writer.await.unwrap();
+            *leaving = writer.await.unwrap().1;
             let (n, failed): (f64, u64) = (calls[0].parse().unwrap(), calls[1].parse().unwrap());
             figures[phase] = (n / secs as f64, failed);
         }
@@ -509,6 +549,7 @@ fn client(args: &[String]) {
         let registry = EtcdRegistry::connect(EtcdOptions::new([endpoint]))
             .await
             .unwrap();
+        let connected_ms = started.elapsed().as_secs_f64() * 1e3;
         let discovery = registry.discovery();
         let mut watch = discovery.watch(BIG).unwrap();
         while !(discovery.state() == DiscoveryState::Live && watch.snapshot().len() >= expect) {
@@ -519,7 +560,7 @@ fn client(args: &[String]) {
         let mut out = std::io::stdout().lock();
         writeln!(
             out,
-            "ready {complete_ms:.2} {rss_before} {} {total}",
+            "ready {complete_ms:.2} {rss_before} {} {total} {connected_ms:.2}",
             rss_kib()
         )
         .unwrap();

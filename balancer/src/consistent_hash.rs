@@ -21,9 +21,10 @@ pub const DEFAULT_COALESCE: Duration = Duration::from_millis(100);
 ///
 /// The ring is rebuilt from the previous one by one merge (O(points): 5,000 instances × 160
 /// points take a few milliseconds), at most once per coalescing window
-/// ([`coalesce`](Self::coalesce), 100 ms by default), by the one call that updates the
-/// Endpoint's table while the others keep picking. The first change after a quiet window
-/// is applied at once; the rest of a burst waits for the window to end. Meanwhile an
+/// ([`coalesce`](Self::coalesce), 100 ms by default, stretched to 20 times the last
+/// rebuild's duration so that rebuilds never take more than 1/20 of a core), by the one call
+/// that updates the Endpoint's table while the others keep picking. The first change after a
+/// quiet window is applied at once; the rest of a burst waits for the window to end. Meanwhile an
 /// instance that left is skipped (its keys go to the next owner clockwise, as they will
 /// after the rebuild) and one that joined gets its keys at the rebuild.
 #[derive(Clone, Copy)]
@@ -100,6 +101,8 @@ pub struct RingState {
     ring: Arc<Ring>,
     hints: Arc<[u32]>,
     built: Instant,
+    /// How long the last build took.
+    took: Duration,
     /// The set changed since the ring was built.
     stale: bool,
 }
@@ -127,6 +130,7 @@ impl RingState {
             ring: Arc::new(ring),
             hints,
             built: Instant::now(),
+            took: Duration::ZERO,
             stale: false,
         }
     }
@@ -187,12 +191,19 @@ impl Pick for ConsistentHash {
         if !state.stale {
             return None;
         }
+        // However large the ring, rebuilds take at most 1/20 of one core.
+        let window = if self.coalesce.is_zero() {
+            Duration::ZERO
+        } else {
+            self.coalesce.max(state.took * 20)
+        };
         let since = state.built.elapsed();
-        if since < self.coalesce && !state.ring.is_empty() {
-            return Some(self.coalesce - since);
+        if since < window && !state.ring.is_empty() {
+            return Some(window - since);
         }
         let started = Instant::now();
         *state = self.rebuild(&state.ring, set);
+        state.took = started.elapsed();
         tracing::debug!(
             instances = set.len(),
             points = state.ring.len() * state.ring.vnodes(),

@@ -445,7 +445,12 @@ impl ViewWriter {
         let mut listed: HashMap<String, Vec<Instance>> = HashMap::new();
         for entry in entries {
             match entry {
-                Ok(i) => listed.entry(i.name().to_owned()).or_default().push(i),
+                Ok(i) => match listed.get_mut(i.name()) {
+                    Some(list) => list.push(i),
+                    None => {
+                        listed.insert(i.name().to_owned(), vec![i]);
+                    }
+                },
                 Err(bad) => self.skip(&bad),
             }
         }
@@ -465,6 +470,18 @@ impl ViewWriter {
             instances.sort_unstable_by(|a, b| a.id().cmp(b.id()));
             instances.dedup_by(|a, b| a.id() == b.id());
             let (shared_name, set) = view.service(&name);
+            if set.is_empty() {
+                // A service seen for the first time (every service at start): built from the
+                // sorted list at once rather than inserted one by one.
+                set.map = instances
+                    .into_iter()
+                    .map(|i| (i.shared_id().clone(), i.sharing_name(&shared_name)))
+                    .collect();
+                if !set.is_empty() {
+                    view.publish(&name);
+                }
+                continue;
+            }
             let mut changed = false;
             let stale: Vec<Arc<str>> = set
                 .map
