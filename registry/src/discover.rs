@@ -860,6 +860,42 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_reader_that_does_not_read_holds_no_backlog() {
+        let (d, w) = Discovery::new("/services");
+        for i in 0..1000 {
+            w.put(inst(&format!("base{i:04}"), "a", 1));
+        }
+        let mut disc = d.discover("a", |i: &Instance| i.id().to_owned()).unwrap();
+        for _ in 0..1000 {
+            assert!(matches!(disc.next().await.unwrap().unwrap(), Change::Insert(..)));
+        }
+        // 20,000 changes the reader does not read: nothing is queued for it, and when it reads
+        // again it gets only the net differences (3 joined, 1 left, 1 moved).
+        for round in 0..5_000 {
+            w.put(inst("flap", "a", 2));
+            w.delete(b"/services/flap/a");
+            w.put(inst(&format!("base{:04}", round % 1000), "a", 1));
+            w.put(inst("x", "b", 1));
+        }
+        assert_eq!(disc.pending.len(), 0);
+        w.put(inst("new1", "a", 1));
+        w.put(inst("new2", "a", 1));
+        w.put(inst("new3", "a", 1));
+        w.delete(b"/services/base0001/a");
+        w.put(inst("base0002", "a", 9));
+        let mut changes = Vec::new();
+        while changes.len() < 5 {
+            changes.push(match disc.next().await.unwrap().unwrap() {
+                Change::Insert(id, _) => format!("+{id}"),
+                Change::Remove(id) => format!("-{id}"),
+            });
+        }
+        assert_eq!(changes, ["-base0001", "+base0002", "+new1", "+new2", "+new3"]);
+        assert!(disc.pending.is_empty());
+        assert_eq!(d.stats().events, 1000 + 20_000 + 5);
+    }
+
     #[test]
     fn invalid_name_is_refused() {
         let d = Discovery::from_static([]);
