@@ -183,8 +183,9 @@ pub enum DiscoveryState {
     Connecting,
     /// Listed and watching: the view follows the backend.
     Live,
-    /// The backend is unreachable or the watch broke. The view keeps the last known
-    /// instances while the watcher reconnects with backoff.
+    /// The backend is unreachable, the watch broke, or it must start over with a fresh
+    /// listing (its revision was compacted). The view keeps the last known instances while
+    /// the watcher reconnects with backoff.
     Reconnecting,
     /// A fixed view that never changes (see [`Discovery::from_static`]).
     Static,
@@ -194,7 +195,9 @@ pub enum DiscoveryState {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DiscoveryStats {
-    /// Entries under the prefix skipped because they do not fit the layout.
+    /// Entries under the prefix skipped because they do not fit the layout, each time they
+    /// are read (a relist counts them again; a put with a malformed value also counts as an
+    /// event).
     pub malformed_skipped: u64,
     /// Full listings (initial, after a broken or compacted watch, and reconcile).
     pub relists: u64,
@@ -868,7 +871,10 @@ mod tests {
         }
         let mut disc = d.discover("a", |i: &Instance| i.id().to_owned()).unwrap();
         for _ in 0..1000 {
-            assert!(matches!(disc.next().await.unwrap().unwrap(), Change::Insert(..)));
+            assert!(matches!(
+                disc.next().await.unwrap().unwrap(),
+                Change::Insert(..)
+            ));
         }
         // 20,000 changes the reader does not read: nothing is queued for it, and when it reads
         // again it gets only the net differences (3 joined, 1 left, 1 moved).
@@ -891,7 +897,10 @@ mod tests {
                 Change::Remove(id) => format!("-{id}"),
             });
         }
-        assert_eq!(changes, ["-base0001", "+base0002", "+new1", "+new2", "+new3"]);
+        assert_eq!(
+            changes,
+            ["-base0001", "+base0002", "+new1", "+new2", "+new3"]
+        );
         assert!(disc.pending.is_empty());
         assert_eq!(d.stats().events, 1000 + 20_000 + 5);
     }

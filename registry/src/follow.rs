@@ -14,7 +14,7 @@ use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::discover::{Batch, DiscoveryState, ViewWriter};
 use crate::error::Error;
-use crate::store::{timed, Range, Store, WatchEvent, WatchMessage, WatchStream};
+use crate::store::{timed, Listing, Range, Store, WatchEvent, WatchMessage, WatchStream};
 use crate::task::sleep_or_cancel;
 
 /// How a watch ended.
@@ -41,13 +41,13 @@ pub(crate) async fn run(
     let mut backoff = Backoff::new(config.backoff_base, config.backoff_max);
     let mut resume: Option<i64> = None;
     loop {
-        let from = match resume.take() {
-            Some(revision) => revision,
+        let (from, listing) = match resume.take() {
+            Some(revision) => (revision, None),
             None => match tokio::select! {
                 () = cancel.cancelled() => return,
-                listed = list(&*store, &writer, &prefix, &config) => listed,
+                listed = timed("list", config.request_timeout, store.get_prefix(prefix.as_bytes())) => listed,
             } {
-                Ok(revision) => revision + 1,
+                Ok(listing) => (listing.revision + 1, Some(listing)),
                 Err(error) => {
                     unreachable(&writer, &error, &mut backoff, "listing failed");
                     if !sleep_or_cancel(backoff.next_delay(), &cancel).await {
@@ -57,10 +57,15 @@ pub(crate) async fn run(
                 }
             },
         };
+        // The watch is opened before the listing is applied: the revision it starts from is
+        // the least likely to be compacted meanwhile (applying a large listing takes time).
         let watch = tokio::select! {
             () = cancel.cancelled() => return,
             w = timed("watch", config.request_timeout, store.watch(prefix.as_bytes(), Range::Prefix, from)) => w,
         };
+        if let Some(listing) = listing {
+            apply_listing(&writer, listing);
+        }
         let stream = match watch {
             Ok(stream) => stream,
             Err(error) => {
@@ -103,19 +108,8 @@ pub(crate) async fn run(
     }
 }
 
-/// Replaces the view with a fresh listing; returns its revision.
-async fn list(
-    store: &dyn Store,
-    writer: &ViewWriter,
-    prefix: &str,
-    config: &Config,
-) -> Result<i64, Error> {
-    let listing = timed(
-        "list",
-        config.request_timeout,
-        store.get_prefix(prefix.as_bytes()),
-    )
-    .await?;
+/// Replaces the view with a fresh listing.
+fn apply_listing(writer: &ViewWriter, listing: Listing) {
     let count = listing.kvs.len();
     writer.replace_all(
         listing
@@ -124,7 +118,6 @@ async fn list(
             .map(|kv| crate::Instance::from_entry(writer.prefix(), &kv.key, &kv.value)),
     );
     tracing::debug!(revision = listing.revision, keys = count, "listed prefix");
-    Ok(listing.revision)
 }
 
 fn unreachable(writer: &ViewWriter, error: &Error, backoff: &mut Backoff, what: &'static str) {
@@ -168,6 +161,7 @@ async fn follow(
             }
             Ok(WatchMessage::Compacted { compact_revision }) => {
                 writer.compacted();
+                writer.set_state(DiscoveryState::Reconnecting);
                 tracing::warn!(
                     from = next_revision,
                     compact_revision,
@@ -176,6 +170,7 @@ async fn follow(
                 return (Next::Restart, progressed);
             }
             Ok(WatchMessage::Cancelled { reason }) => {
+                writer.set_state(DiscoveryState::Reconnecting);
                 tracing::warn!(reason = %reason, "watch cancelled by the store; re-listing");
                 return (Next::Restart, progressed);
             }
