@@ -1,7 +1,6 @@
 //! The etcd backend against a real etcd: key layout, leases, recovery, discovery faults.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,8 +9,8 @@ use svckit_registry::{
     DiscoveryState, Error, EtcdOptions, EtcdRegistry, Instance, Lifecycle, RegistrationState,
     Registry,
 };
-use svckit_testing::Etcd;
-use tokio::net::{TcpListener, TcpStream};
+use svckit_testing::{Etcd, Proxy};
+
 use tokio::time::Instant;
 
 fn options(endpoint: String, ttl: Duration) -> EtcdOptions {
@@ -223,71 +222,12 @@ async fn etcd_down_longer_than_the_ttl_recovers_and_discovery_keeps_the_last_set
     recorder.abort();
 }
 
-/// A TCP forwarder whose connections the test can cut, to make a watcher miss events.
-struct Proxy {
-    addr: SocketAddr,
-    blocked: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let blocked = Arc::new(AtomicBool::new(false));
-        let conns = Arc::new(Mutex::new(Vec::new()));
-        let accept = {
-            let (blocked, conns) = (blocked.clone(), conns.clone());
-            tokio::spawn(async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    if blocked.load(Ordering::SeqCst) {
-                        continue; // dropped: the connection is refused in effect
-                    }
-                    let upstream = upstream.clone();
-                    let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) = TcpStream::connect(upstream).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
-                    });
-                    conns.lock().unwrap().push(task.abort_handle());
-                }
-            })
-        };
-        Self {
-            addr,
-            blocked,
-            conns,
-            accept,
-        }
-    }
-
-    fn cut(&self) {
-        self.blocked.store(true, Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
-    }
-
-    fn heal(&self) {
-        self.blocked.store(false, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.accept.abort();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn after_a_compaction_the_watcher_missed_the_view_equals_etcd() {
     let etcd = Etcd::start();
     let proxy = Proxy::start(etcd.endpoint()).await;
     let server = connect(etcd.endpoint(), Duration::from_secs(10)).await;
-    let watcher = connect(proxy.addr.to_string(), Duration::from_secs(10)).await;
+    let watcher = connect(proxy.addr().to_string(), Duration::from_secs(10)).await;
     let discovery = watcher.discovery();
 
     let a = server

@@ -3,17 +3,17 @@
 //! revisions it missed are compacted away. Afterwards the view equals etcd's state exactly.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, CompactionOptions, GetOptions, Txn, TxnOp};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use svckit_registry::{Discovery, DiscoveryState, EtcdOptions, EtcdRegistry, Instance, Registry};
-use svckit_testing::Etcd;
-use tokio::net::{TcpListener, TcpStream};
+use svckit_testing::{Etcd, Proxy};
+
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -408,65 +408,6 @@ async fn changes_reach(changes: &AtomicU64, n: u64) {
     .await;
 }
 
-/// A TCP forwarder whose connections the test can cut, to make the watcher miss events.
-struct Proxy {
-    addr: SocketAddr,
-    blocked: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
-    accept: JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let blocked = Arc::new(AtomicBool::new(false));
-        let conns = Arc::new(Mutex::new(Vec::new()));
-        let accept = {
-            let (blocked, conns) = (blocked.clone(), conns.clone());
-            tokio::spawn(async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    if blocked.load(Ordering::SeqCst) {
-                        continue; // dropped: refused in effect
-                    }
-                    let upstream = upstream.clone();
-                    let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) = TcpStream::connect(upstream).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
-                    });
-                    conns.lock().unwrap().push(task.abort_handle());
-                }
-            })
-        };
-        Self {
-            addr,
-            blocked,
-            conns,
-            accept,
-        }
-    }
-
-    fn cut(&self) {
-        self.blocked.store(true, Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
-    }
-
-    fn heal(&self) {
-        self.blocked.store(false, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.accept.abort();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_long_churn_with_compactions_the_view_of_10k_instances_equals_etcd() {
     let _ = tracing_subscriber::fmt()
@@ -507,7 +448,7 @@ async fn after_a_long_churn_with_compactions_the_view_of_10k_instances_equals_et
     // 2. The watcher reaches etcd through a proxy the test can cut.
     let proxy = Proxy::start(etcd.endpoint()).await;
     let registry = EtcdRegistry::connect(
-        EtcdOptions::new([proxy.addr.to_string()])
+        EtcdOptions::new([proxy.addr().to_string()])
             .dial_timeout(Duration::from_secs(2))
             .request_timeout(Duration::from_secs(2)),
     )

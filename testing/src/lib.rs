@@ -58,12 +58,14 @@ pub mod go;
 pub mod load;
 mod member;
 pub mod process;
+mod proxy;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 pub use cluster::EtcdCluster;
 pub use etcd::{Etcd, EtcdBuilder};
+pub use proxy::Proxy;
 
 /// How to install the etcd binary when it is missing.
 pub const INSTALL_HINT: &str = "apt-get install -y etcd-server";
