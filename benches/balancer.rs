@@ -17,6 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use svckit::balancer::{Endpoint, HttpClient, P2c, Picker, Random, Ring, RoundRobin};
+use svckit::cache::GroupcacheRing;
 use svckit::registry::{Discovery, Instance};
 
 const SIZES: [usize; 3] = [3, 100, 1000];
@@ -83,6 +84,53 @@ fn ring_lookup(c: &mut Criterion) {
                 },
             );
         }
+    }
+    g.finish();
+}
+
+/// The next ring after one instance left and one joined, made from the previous ring by one
+/// merge (`Ring::with_changes`), against building it afresh (`Ring::new`): 1,000 and 5,000
+/// instances × 160 points. Issue 15's limit: 5 ms at 5,000 × 160. Also the cache's peer
+/// ring (`GroupcacheRing::with_peers`, 50 points per peer) after one peer left and one joined.
+fn ring_rebuild(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ring_rebuild");
+    g.sample_size(20);
+    for n in [1_000usize, 5_000] {
+        let names = names(n);
+        let ring = Ring::new(&names, 160);
+        let joined: std::sync::Arc<str> = std::sync::Arc::from("joined_node");
+        g.bench_with_input(BenchmarkId::new("merge_160", n), &ring, |b, ring| {
+            b.iter(|| ring.with_changes(|i| i != n / 2, [joined.clone()]))
+        });
+        let mut next = names.clone();
+        next.remove(n / 2);
+        next.push("joined_node".into());
+        g.bench_with_input(BenchmarkId::new("afresh_160", n), &next, |b, next| {
+            b.iter(|| Ring::new(black_box(next), 160))
+        });
+    }
+    for n in [1_000usize, 5_000] {
+        let urls: Vec<std::sync::Arc<str>> = (0..n)
+            .map(|i| {
+                std::sync::Arc::from(format!(
+                    "http://10.{}.{}.{}:8080",
+                    i / 65536,
+                    (i / 256) % 256,
+                    i % 256
+                ))
+            })
+            .collect();
+        let mut sorted = urls.clone();
+        sorted.sort();
+        let ring = GroupcacheRing::new(50).with_peers(sorted.clone());
+        let mut next = sorted.clone();
+        next.remove(n / 2);
+        next.push(std::sync::Arc::from("http://99.0.0.1:8080"));
+        g.bench_with_input(
+            BenchmarkId::new("cache_peers_merge_50", n),
+            &next,
+            |b, next| b.iter(|| ring.with_peers(next.clone())),
+        );
     }
     g.finish();
 }
@@ -308,7 +356,13 @@ fn count_calls() -> bool {
     true
 }
 
-criterion_group!(benches, pickers, ring_lookup, endpoint_overhead);
+criterion_group!(
+    benches,
+    pickers,
+    ring_lookup,
+    ring_rebuild,
+    endpoint_overhead
+);
 
 fn main() {
     if count_calls() {

@@ -1,7 +1,7 @@
 //! The balancer's consistent-hash ring (see [`Ring`]).
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// A hash function from bytes to a position on the balancer's [`Ring`] (64 bits; the cache's
 /// ring has its own 32-bit hash type).
@@ -47,10 +47,9 @@ pub fn xxh3(bytes: &[u8]) -> u64 {
 /// (O(points), no hashing or sorting of the points that stay).
 ///
 /// The points are sorted ring positions with their owners. A lookup reads a bucket index (the
-/// top bits of the key's hash give the range of points in that slice of the ring, about one
-/// point per bucket), then searches that short range: no allocation, no lock, about two cache
+/// top bits of the key's hash give the range of points in that slice of the ring, about four
+/// points per bucket), then searches that short range: no allocation, no lock, about two cache
 /// lines touched.
-#[derive(Clone)]
 pub struct Ring {
     /// Sorted ring positions (a position two nodes share appears twice, the node whose
     /// name sorts first first).
@@ -64,6 +63,49 @@ pub struct Ring {
     names: Vec<Arc<str>>,
     vnodes: usize,
     hash: HashFn,
+    /// Where a dropped ring of this lineage leaves its arrays for the next rebuild.
+    spare: Arc<Mutex<Option<Storage>>>,
+}
+
+/// A ring's arrays, kept for reuse: the memory of a ring of 800,000 points is about 10 MB,
+/// and on a VM faulting in that much fresh memory costs more than the merge itself (about
+/// 5 ms against 3 ms at 5,000 × 160). A rebuild reuses the arrays of the ring before the
+/// current one, which the last call using it has dropped by then.
+#[derive(Default)]
+struct Storage {
+    hashes: Vec<u64>,
+    owners: Vec<u32>,
+    starts: Vec<u32>,
+}
+
+impl Clone for Ring {
+    fn clone(&self) -> Self {
+        Self {
+            hashes: self.hashes.clone(),
+            owners: self.owners.clone(),
+            starts: self.starts.clone(),
+            shift: self.shift,
+            names: self.names.clone(),
+            vnodes: self.vnodes,
+            hash: self.hash,
+            spare: self.spare.clone(),
+        }
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        let storage = Storage {
+            hashes: std::mem::take(&mut self.hashes),
+            owners: std::mem::take(&mut self.owners),
+            starts: std::mem::take(&mut self.starts),
+        };
+        if storage.hashes.capacity() > 0 {
+            if let Ok(mut spare) = self.spare.try_lock() {
+                *spare = Some(storage);
+            }
+        }
+    }
 }
 
 impl fmt::Debug for Ring {
@@ -102,6 +144,7 @@ impl Ring {
             names: Vec::new(),
             vnodes: vnodes.clamp(1, MAX_VNODES),
             hash,
+            spare: Arc::default(),
         };
         empty.with_changes(|_| false, names)
     }
@@ -152,8 +195,21 @@ impl Ring {
         });
         // Merge the kept points (already sorted) with the new ones.
         let total = self.hashes.len() + fresh.len();
-        let mut hashes = Vec::with_capacity(total);
-        let mut owners = Vec::with_capacity(total);
+        let Storage {
+            mut hashes,
+            mut owners,
+            mut starts,
+        } = self
+            .spare
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or_default();
+        hashes.clear();
+        owners.clear();
+        starts.clear();
+        hashes.reserve(total);
+        owners.reserve(total);
         let mut fresh = fresh.into_iter().peekable();
         for (&h, &o) in self.hashes.iter().zip(&self.owners) {
             let o = remap[o as usize];
@@ -175,10 +231,12 @@ impl Ring {
             hashes.push(h);
             owners.push(o);
         }
-        // About one point per bucket, at most 2^20 buckets.
-        let bits = (usize::BITS - hashes.len().leading_zeros()).clamp(1, 20);
+        // About four points per bucket, at most 2^20 buckets.
+        let bits = (usize::BITS - hashes.len().leading_zeros())
+            .saturating_sub(2)
+            .clamp(1, 20);
         let shift = 64 - bits;
-        let mut starts = Vec::with_capacity((1 << bits) + 1);
+        starts.reserve((1 << bits) + 1);
         let mut i = 0usize;
         for bucket in 0..(1u64 << bits) {
             let floor = bucket << shift;
@@ -196,6 +254,7 @@ impl Ring {
             names,
             vnodes: self.vnodes,
             hash: self.hash,
+            spare: self.spare.clone(),
         }
     }
 
