@@ -140,6 +140,11 @@ impl<S: Clone> Table<S> {
         self.entries.len()
     }
 
+    /// True when this table reflects `snapshot` and the picker asked for no revisit yet.
+    fn is_current(&self, snapshot: &Instances) -> bool {
+        self.snapshot.ptr_eq(snapshot) && !self.revisit.is_some_and(|at| Instant::now() >= at)
+    }
+
     /// The instance at position `i`.
     pub(crate) fn entry(&self, i: usize) -> &Entry {
         &self.entries[i]
@@ -234,8 +239,7 @@ impl<P: Pick> Balancer<P> {
     pub(crate) fn table(&self) -> Arc<Table<P::State>> {
         let snapshot = self.watch.snapshot();
         let cur = self.lock().clone();
-        let due = cur.revisit.is_some_and(|at| Instant::now() >= at);
-        if cur.snapshot.ptr_eq(&snapshot) && !due {
+        if cur.is_current(&snapshot) {
             return cur;
         }
         let someone_else = self
@@ -246,13 +250,24 @@ impl<P: Pick> Balancer<P> {
             return cur;
         }
         let _guard = (!someone_else).then(|| Rebuilding(&self.rebuilding));
+        // Another caller may have updated the table between the first look and the flag:
+        // look again, so that each change reaches the picker once.
+        let (snapshot, cur) = (self.watch.snapshot(), self.lock().clone());
+        if cur.is_current(&snapshot) {
+            return cur;
+        }
         let next = Arc::new(cur.next(snapshot, &self.picker, &self.total));
         tracing::trace!(
             service = %self.watch.name(),
             instances = next.len(),
             "picker table updated"
         );
-        *self.lock() = next.clone();
+        // Only over the table it was made from: never replace a newer one (possible when
+        // callers build concurrently while the set was empty).
+        let mut current = self.lock();
+        if Arc::ptr_eq(&current, &cur) {
+            *current = next.clone();
+        }
         next
     }
 

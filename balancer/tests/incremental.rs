@@ -508,7 +508,6 @@ impl Pick for Joins {
 /// and builds from A once more; the table it stores replaces B (and may be for an older
 /// snapshot than B's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
-#[ignore = "known race in Balancer::table: an update built from a table already replaced"]
 async fn concurrent_calls_hear_each_change_once() {
     let server = TestServer::start("s0", Duration::ZERO).await;
     let registry = MemoryRegistry::new();
