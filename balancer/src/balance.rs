@@ -142,7 +142,7 @@ impl<S: Clone> Table<S> {
 
     /// True when this table reflects `snapshot` and the picker asked for no revisit yet.
     fn is_current(&self, snapshot: &Instances) -> bool {
-        self.snapshot.ptr_eq(snapshot) && !self.revisit.is_some_and(|at| Instant::now() >= at)
+        self.snapshot.ptr_eq(snapshot) && self.revisit.is_none_or(|at| Instant::now() < at)
     }
 
     /// The instance at position `i`.

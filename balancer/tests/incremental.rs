@@ -501,12 +501,11 @@ impl Pick for Joins {
 /// Every join has a fresh id, so a picker that hears one twice was updated twice for one
 /// change: the second time from a table older than the current one.
 ///
-/// Fails today in most runs (1 to 14 of ~1,000 joins heard twice in 5 s):
-/// `Balancer::table` reads the current table and the snapshot *before* it takes the
-/// `rebuilding` flag and does not read them again after. A caller that read table A, then
-/// lost the CPU while another caller stored table B and released the flag, takes the flag
-/// and builds from A once more; the table it stores replaces B (and may be for an older
-/// snapshot than B's).
+/// Failed in most runs (1 to 14 of ~1,000 joins heard twice in 5 s) while
+/// `Balancer::table` read the current table and the snapshot only *before* taking the
+/// `rebuilding` flag: a caller that read table A, then lost the CPU while another caller
+/// stored table B and released the flag, took the flag and built from A once more, and the
+/// table it stored replaced B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn concurrent_calls_hear_each_change_once() {
     let server = TestServer::start("s0", Duration::ZERO).await;
