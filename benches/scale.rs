@@ -534,6 +534,9 @@ async fn serve() -> SocketAddr {
 // ---------------------------------------------------------------------------------------
 // The child: one registry client following everything, reporting what it saw.
 
+/// One change as the child saw it: joined (or left), the id, wall clock ns when visible.
+type Visible = (bool, Arc<str>, i64);
+
 fn client(args: &[String]) {
     let endpoint = args[0].clone();
     let expect: usize = args[1].parse().unwrap();
@@ -568,7 +571,7 @@ fn client(args: &[String]) {
         drop(out);
 
         // Per change: when it became visible (recorded by a task that follows the watch).
-        let log: Arc<std::sync::Mutex<Vec<(bool, Arc<str>, i64)>>> = Arc::default();
+        let log: Arc<std::sync::Mutex<Vec<Visible>>> = Arc::default();
         let follower = {
             let log = log.clone();
             let mut watch = discovery.watch(BIG).unwrap();
