@@ -95,23 +95,27 @@ impl ConsistentHash {
 }
 
 /// The consistent-hash picker's state: the ring over the instance ids, with each node's
-/// position in the Endpoint's table when the ring was built (a hint, checked on use).
+/// position in the Endpoint's table (a hint, checked on use), and the joins and leaves not
+/// yet in the ring.
 #[derive(Clone)]
 pub struct RingState {
     ring: Arc<Ring>,
     hints: Arc<[u32]>,
     built: Instant,
-    /// How long the last build took.
+    /// How long the last update of the ring took.
     took: Duration,
-    /// The set changed since the ring was built.
-    stale: bool,
+    /// Ids that joined or left since the ring was made (a few per coalescing window).
+    joined: Vec<Arc<str>>,
+    left: Vec<Arc<str>>,
+    /// Instances that moved to another table position meanwhile (their hints are stale).
+    moved: Vec<(Arc<str>, u32)>,
 }
 
 impl fmt::Debug for RingState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RingState")
             .field("ring", &self.ring)
-            .field("stale", &self.stale)
+            .field("pending", &(self.joined.len() + self.left.len()))
             .finish_non_exhaustive()
     }
 }
@@ -122,23 +126,11 @@ impl RingState {
         &self.ring
     }
 
-    fn new(ring: Ring, set: &Candidates<'_>) -> Self {
-        let hints = (0..ring.len())
-            .map(|m| set.position(ring.name(m)).unwrap_or(0) as u32)
-            .collect();
-        Self {
-            ring: Arc::new(ring),
-            hints,
-            built: Instant::now(),
-            took: Duration::ZERO,
-            stale: false,
-        }
-    }
-
     /// The table position of ring node `m`, `None` when it left the set since the build.
     #[inline]
     fn position(&self, set: &Candidates<'_>, m: usize) -> Option<usize> {
-        set.position_hinted(self.ring.shared_name(m), self.hints[m] as usize)
+        let hint = self.hints.get(m).copied().unwrap_or(0) as usize;
+        set.position_hinted(self.ring.shared_name(m)?, hint)
     }
 
     /// The positions of the ring's nodes still in the set, clockwise from `hash`.
@@ -147,21 +139,41 @@ impl RingState {
             .walk(hash)
             .filter_map(move |m| self.position(&set, m))
     }
-}
 
-impl ConsistentHash {
-    fn rebuild(&self, old: &Ring, set: &Candidates<'_>) -> RingState {
-        let kept: HashSet<&str> = (0..old.len())
-            .map(|m| old.name(m))
-            .filter(|name| set.position(name).is_some())
-            .collect();
-        let added: Vec<Arc<str>> = set
+    /// Applies the pending joins and leaves to the ring: O(changes), see
+    /// [`Ring::with_changes`].
+    fn apply(&mut self, set: &Candidates<'_>) {
+        let left: HashSet<&str> = self.left.iter().map(|id| &**id).collect();
+        // Joined and still here (a join then a leave within the window adds nothing; a leave
+        // then a join, or a new address, removes the node and adds it again).
+        let mut seen: HashSet<&str> = HashSet::new();
+        let added: Vec<Arc<str>> = self
+            .joined
             .iter()
-            .filter(|i| !kept.contains(i.id()))
-            .map(|i| i.shared_id().clone())
+            .filter(|id| set.position(id).is_some() && seen.insert(&***id))
+            .cloned()
             .collect();
-        let ring = old.with_changes(|m| kept.contains(old.name(m)), added);
-        RingState::new(ring, set)
+        let ring = &self.ring;
+        let (next, indices) = ring.with_changes_at(
+            |m| ring.shared_name(m).is_some_and(|n| !left.contains(&**n)),
+            added.iter().cloned(),
+        );
+        let mut hints = self.hints.to_vec();
+        hints.resize(next.indices(), 0);
+        for (id, m) in added.iter().zip(indices) {
+            hints[m] = set.position(id).unwrap_or(0) as u32;
+        }
+        for (id, to) in &self.moved {
+            if let Some(m) = next.index_of(id) {
+                hints[m] = *to;
+            }
+        }
+        self.ring = Arc::new(next);
+        self.hints = hints.into();
+        self.joined.clear();
+        self.left.clear();
+        self.moved.clear();
+        self.built = Instant::now();
     }
 }
 
@@ -171,7 +183,18 @@ impl Pick for ConsistentHash {
 
     fn build(&self, set: &Candidates<'_>) -> RingState {
         let names = set.iter().map(|i| i.shared_id().clone()).collect();
-        RingState::new(Ring::from_names(names, self.vnodes, self.hash), set)
+        let ring = Ring::from_names(names, self.vnodes, self.hash);
+        // Node i is the instance at position i.
+        let hints = (0..ring.indices() as u32).collect();
+        RingState {
+            ring: Arc::new(ring),
+            hints,
+            built: Instant::now(),
+            took: Duration::ZERO,
+            joined: Vec::new(),
+            left: Vec::new(),
+            moved: Vec::new(),
+        }
     }
 
     /// Rebuilds the ring when an instance joined or left, at most once per coalescing
@@ -182,16 +205,25 @@ impl Pick for ConsistentHash {
         set: &Candidates<'_>,
         changes: &[SetChange<'_>],
     ) -> Option<Duration> {
-        if changes
-            .iter()
-            .any(|c| !matches!(c, SetChange::Moved { .. }))
-        {
-            state.stale = true;
+        for change in changes {
+            match *change {
+                SetChange::Added { instance, .. } => {
+                    state.joined.push(instance.shared_id().clone());
+                }
+                SetChange::Removed { instance, .. } => {
+                    state.left.push(instance.shared_id().clone());
+                }
+                // A move keeps the node; its hint is stale (looked up on use) until the next
+                // update of the ring.
+                SetChange::Moved { to, instance, .. } => {
+                    state.moved.push((instance.shared_id().clone(), to as u32));
+                }
+            }
         }
-        if !state.stale {
+        if state.joined.is_empty() && state.left.is_empty() {
             return None;
         }
-        // However large the ring, rebuilds take at most 1/20 of one core.
+        // However large the ring, updates take at most 1/20 of one core.
         let window = if self.coalesce.is_zero() {
             Duration::ZERO
         } else {
@@ -202,13 +234,13 @@ impl Pick for ConsistentHash {
             return Some(window - since);
         }
         let started = Instant::now();
-        *state = self.rebuild(&state.ring, set);
+        state.apply(set);
         state.took = started.elapsed();
         tracing::debug!(
             instances = set.len(),
             points = state.ring.len() * state.ring.vnodes(),
-            took_us = started.elapsed().as_micros() as u64,
-            "consistent-hash ring rebuilt"
+            took_us = state.took.as_micros() as u64,
+            "consistent-hash ring updated"
         );
         None
     }

@@ -626,10 +626,23 @@ fn assert_same_ring(
 ) {
     assert_eq!(merged.len(), names.len(), "{ctx}");
     assert_eq!(fresh.len(), names.len(), "{ctx}");
+    // A fresh ring numbers its nodes in order; a merged one keeps each node's index (a new
+    // node takes a free one), so compare the nodes by name, and each index both ways.
     for (i, name) in names.iter().enumerate() {
-        assert_eq!(merged.name(i), name, "{ctx}: node {i}");
         assert_eq!(fresh.name(i), name, "{ctx}: node {i}");
+        let m = merged
+            .index_of(name)
+            .unwrap_or_else(|| panic!("{ctx}: {name} missing"));
+        assert_eq!(merged.name(m), name, "{ctx}: node {m}");
     }
+    let mut live: Vec<&str> = (0..merged.indices())
+        .map(|i| merged.name(i))
+        .filter(|n| !n.is_empty())
+        .collect();
+    live.sort_unstable();
+    let mut want: Vec<&str> = names.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(live, want, "{ctx}");
     // Every point, in ring order: the same points with the same tie-breaks.
     assert_eq!(all_points(merged), all_points(fresh), "{ctx}");
     for &h in probes {
@@ -667,8 +680,14 @@ fn a_merged_ring_equals_a_fresh_one_over_random_changes() {
                 }
                 added.push(absent.swap_remove(rng.below(absent.len())).clone());
             }
+            let kept: Vec<&str> = names
+                .iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(n, _)| n.as_str())
+                .collect();
             let merged = ring.with_changes(
-                |i| keep[i],
+                |i| kept.contains(&ring.name(i)),
                 added.iter().map(|n| Arc::<str>::from(n.as_str())),
             );
             let next: Vec<String> = names
