@@ -69,11 +69,54 @@ pub struct Ring {
 }
 
 /// Sorted points of one slice of the ring (positions, and at equal positions node names,
-/// ascending) and their owners.
-#[derive(Default)]
+/// ascending), their owners, and an index of 32 sub-slices: `starts[j]` = the first point of
+/// sub-slice `j` (the next 5 bits of the position), so a lookup searches about 4 points.
 struct Chunk {
     hashes: Vec<u64>,
     owners: Vec<u32>,
+    starts: [u16; SUBS + 1],
+}
+
+/// Sub-slices per chunk.
+const SUBS: usize = 32;
+
+impl Chunk {
+    fn new(hashes: Vec<u64>, owners: Vec<u32>, bits: u32) -> Self {
+        let mut starts = [0u16; SUBS + 1];
+        let mut i = 0usize;
+        for (j, start) in starts.iter_mut().enumerate().take(SUBS) {
+            while i < hashes.len() && sub_of(hashes[i], bits) < j {
+                i += 1;
+            }
+            *start = i.min(u16::MAX as usize) as u16;
+        }
+        starts[SUBS] = hashes.len().min(u16::MAX as usize) as u16;
+        Self {
+            hashes,
+            owners,
+            starts,
+        }
+    }
+
+    /// The first point at or after `hash` in this chunk, if any.
+    #[inline]
+    fn find(&self, hash: u64, bits: u32) -> Option<usize> {
+        let j = sub_of(hash, bits);
+        let (lo, hi) = (self.starts[j] as usize, self.starts[j + 1] as usize);
+        // A chunk too large for the u16 index (never at ~128 points) searches all of it.
+        let hi = if self.hashes.len() > u16::MAX as usize {
+            self.hashes.len()
+        } else {
+            hi
+        };
+        // About four points: a linear scan beats a binary search.
+        let i = lo
+            + self.hashes[lo..hi]
+                .iter()
+                .take_while(|&&p| p < hash)
+                .count();
+        (i < self.hashes.len()).then_some(i)
+    }
 }
 
 /// About this many points per chunk.
@@ -149,14 +192,17 @@ impl Ring {
         hash: HashFn,
     ) -> Self {
         let bits = bits_for(points.len());
-        let mut chunks: Vec<Chunk> = (0..1usize << bits).map(|_| Chunk::default()).collect();
+        let mut parts: Vec<(Vec<u64>, Vec<u32>)> = vec![Default::default(); 1usize << bits];
         for &(h, o) in &points {
-            let c = &mut chunks[chunk_of(h, bits)];
-            c.hashes.push(h);
-            c.owners.push(o);
+            let part = &mut parts[chunk_of(h, bits)];
+            part.0.push(h);
+            part.1.push(o);
         }
         Self {
-            chunks: chunks.into_iter().map(Arc::new).collect(),
+            chunks: parts
+                .into_iter()
+                .map(|(hashes, owners)| Arc::new(Chunk::new(hashes, owners, bits)))
+                .collect(),
             bits,
             index: names
                 .iter()
@@ -272,10 +318,11 @@ impl Ring {
                 let at = next.partition_point(|&p| by_position(&names, p, point).is_lt());
                 next.insert(at, point);
             }
-            chunks[c] = Arc::new(Chunk {
-                hashes: next.iter().map(|p| p.0).collect(),
-                owners: next.iter().map(|p| p.1).collect(),
-            });
+            chunks[c] = Arc::new(Chunk::new(
+                next.iter().map(|p| p.0).collect(),
+                next.iter().map(|p| p.1).collect(),
+                self.bits,
+            ));
         }
         let ring = Self {
             chunks: chunks.into(),
@@ -339,9 +386,7 @@ impl Ring {
             return None;
         }
         let c = chunk_of(hash, self.bits);
-        let chunk = &self.chunks[c];
-        let i = chunk.hashes.partition_point(|&p| p < hash);
-        if i < chunk.hashes.len() {
+        if let Some(i) = self.chunks[c].find(hash, self.bits) {
             return Some((c, i));
         }
         // Past this chunk's last point: the first point of the next non-empty chunk.
@@ -428,6 +473,12 @@ fn chunk_of(hash: u64, bits: u32) -> usize {
     } else {
         (hash >> (64 - bits)) as usize
     }
+}
+
+/// The sub-slice of position `hash` within its chunk (the 5 bits after the chunk's).
+#[inline]
+fn sub_of(hash: u64, bits: u32) -> usize {
+    ((hash << bits) >> (64 - 5)) as usize
 }
 
 /// Calls `f` with the position of each virtual node of `name`.
