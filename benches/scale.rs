@@ -42,6 +42,8 @@ use svckit_testing::Etcd;
 
 const BIG: &str = "big";
 const OTHER: &str = "other";
+/// The address of instances nobody calls.
+const NOWHERE: &str = "127.0.0.1:9";
 
 fn now_ns() -> i64 {
     SystemTime::now()
@@ -210,6 +212,7 @@ async fn churn(
     rate: u32,
     joins_only: bool,
     tag: String,
+    addr: &'static str,
 ) -> (Written, VecDeque<String>) {
     let written = Arc::new(std::sync::Mutex::new(Written::default()));
     let mut tasks = tokio::task::JoinSet::new();
@@ -235,7 +238,7 @@ async fn churn(
         let written = written.clone();
         let write = async move {
             if join {
-                etcd.put(key, "127.0.0.1:9", None).await.unwrap();
+                etcd.put(key, addr, None).await.unwrap();
             } else {
                 etcd.delete(key, None).await.unwrap();
             }
@@ -330,9 +333,9 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 async fn target() {
     let etcd = start_etcd();
     let mut raw = Client::connect([etcd.endpoint()], None).await.unwrap();
-    load(&mut raw, BIG, "b", 5_000, "127.0.0.1:9").await;
+    load(&mut raw, BIG, "b", 5_000, NOWHERE).await;
     for s in 0..95 {
-        load(&mut raw, &format!("s{s:03}"), "i", 50, "127.0.0.1:9").await;
+        load(&mut raw, &format!("s{s:03}"), "i", 50, NOWHERE).await;
     }
     for round in 0..5 {
         let mut child = ClientProcess::spawn(&etcd.endpoint(), 5_000, None);
@@ -348,6 +351,7 @@ async fn target() {
                 0,
                 true,
                 tag.clone(),
+                NOWHERE,
             ),
         )
         .await;
@@ -378,7 +382,7 @@ async fn target() {
 async fn cold() {
     let etcd = start_etcd();
     let mut raw = Client::connect([etcd.endpoint()], None).await.unwrap();
-    load(&mut raw, BIG, "b", 20_000, "127.0.0.1:9").await;
+    load(&mut raw, BIG, "b", 20_000, NOWHERE).await;
     for s in 0..600 {
         load(&mut raw, &format!("s{s:03}"), "i", 50, "10.1.2.3:8080").await;
     }
@@ -420,7 +424,7 @@ async fn matrix() {
     for n in [1_000usize, 10_000, 50_000] {
         let etcd = start_etcd();
         let mut raw = Client::connect([etcd.endpoint()], None).await.unwrap();
-        load(&mut raw, BIG, "b", n, "127.0.0.1:9").await;
+        load(&mut raw, BIG, "b", n, NOWHERE).await;
         let mut existing: VecDeque<String> = (0..n).map(|i| format!("b{i:06}")).collect();
         for (k, rate) in [100u32, 1_000].into_iter().enumerate() {
             let changes = if rate == 100 { 400 } else { 3_000 };
@@ -430,7 +434,16 @@ async fn matrix() {
             let tag = format!("m{k}x");
             let (seen, left) = observe(
                 &mut child,
-                churn(raw.clone(), BIG, existing, changes, rate, false, tag),
+                churn(
+                    raw.clone(),
+                    BIG,
+                    existing,
+                    changes,
+                    rate,
+                    false,
+                    tag,
+                    NOWHERE,
+                ),
             )
             .await;
             existing = left;
@@ -453,9 +466,9 @@ async fn endpoint() {
     let server = serve().await;
     let etcd = start_etcd();
     let mut raw = Client::connect([etcd.endpoint()], None).await.unwrap();
-    let addr = server.to_string();
-    load(&mut raw, BIG, "b", 5_000, &addr).await;
-    load(&mut raw, OTHER, "o", 5_000, &addr).await;
+    let addr: &'static str = server.to_string().leak();
+    load(&mut raw, BIG, "b", 5_000, addr).await;
+    load(&mut raw, OTHER, "o", 5_000, addr).await;
     let mut child = ClientProcess::spawn(&etcd.endpoint(), 5_000, Some(server));
     child.expect("ready");
     let mut left_big: VecDeque<String> = (0..5_000).map(|i| format!("b{i:06}")).collect();
@@ -482,6 +495,7 @@ async fn endpoint() {
                 1_000,
                 false,
                 tag,
+                addr,
             ));
             let calls = tokio::task::block_in_place(|| child.expect("calls"));
             *leaving = writer.await.unwrap().1;
@@ -656,7 +670,12 @@ fn client(args: &[String]) {
                                 k = k.wrapping_add(0x9E37_79B9_7F4A_7C15);
                                 match ep.invoke(k).await {
                                     Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
-                                    Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                                    Err(e) => {
+                                        if failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                                            eprintln!("first failed call: {e}");
+                                        }
+                                        0
+                                    }
                                 };
                             }
                         });
