@@ -569,8 +569,13 @@ fn client(args: &[String]) {
         let connected_ms = started.elapsed().as_secs_f64() * 1e3;
         let discovery = registry.discovery();
         let mut watch = discovery.watch(BIG).unwrap();
+        // The view publishes the listing, then says Live: wake on either.
+        let mut state = discovery.state_watch();
         while !(discovery.state() == DiscoveryState::Live && watch.snapshot().len() >= expect) {
-            let _ = tokio::time::timeout(Duration::from_millis(50), watch.changed()).await;
+            tokio::select! {
+                _ = watch.changed() => {}
+                _ = state.changed() => {}
+            }
         }
         let complete_ms = started.elapsed().as_secs_f64() * 1e3;
         let total = discovery.all().len();

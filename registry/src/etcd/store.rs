@@ -218,12 +218,12 @@ impl EtcdStore {
             request_timeout: options.shared.request_timeout,
         };
         // The channel connects lazily: make one cheap request so a wrong endpoint fails here.
-        let count_only = GetOptions::new().with_prefix().with_count_only();
+        // An exact key (the prefix itself), not a count over the prefix: etcd counts by
+        // walking every key, 25 ms at 50,000 instances.
         let left = dial.saturating_sub(started.elapsed());
         retrying("connect", left, || {
             let mut c = store.client.clone();
-            let count_only = count_only.clone();
-            async move { c.get(prefix, Some(count_only)).await }
+            async move { c.get(prefix, None).await }
         })
         .await
         .map_err(|e| connect_error(e, store.user.as_deref(), dial))?;
