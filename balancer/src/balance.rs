@@ -11,30 +11,7 @@ use svckit_registry::{Instance, InstanceChange, Instances, ServiceWatch};
 
 use crate::pick::{Candidates, Pick, SetChange};
 use crate::ring::HashFn;
-use crate::slot::Slot;
-
-/// Instance id → position in a table.
-pub(crate) type Positions = imbl::HashMap<Arc<str>, usize>;
-
-/// One instance in a table: what a pick and an attempt need of it.
-#[derive(Clone)]
-pub(crate) struct Entry {
-    pub(crate) instance: Instance,
-    /// The address parsed once (`None` if it is not a URI authority).
-    pub(crate) authority: Option<http::uri::Authority>,
-    /// Counters kept across tables while the instance stays in the set.
-    pub(crate) slot: Arc<Slot>,
-}
-
-impl Entry {
-    fn new(instance: &Instance, slot: Arc<Slot>) -> Self {
-        Self {
-            authority: instance.addr().parse().ok(),
-            instance: instance.clone(),
-            slot,
-        }
-    }
-}
+use crate::slot::{Entry, Positions, Slot};
 
 /// One immutable view of the instances at positions `0..len`, with their slots and the
 /// picker's state. Persistent: the next table shares all but what changed.

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use svckit_registry::Instance;
 
-use crate::balance::{Entry, Positions};
 use crate::ring::HashFn;
+use crate::slot::{Entry, Positions};
 
 /// Picks one instance of the current set for a request.
 ///

@@ -52,6 +52,7 @@ mod error;
 mod etcd;
 mod follow;
 mod instance;
+mod instances;
 mod layer;
 mod lease;
 mod lifecycle;
@@ -61,13 +62,11 @@ mod serve;
 mod store;
 mod task;
 
-pub use discover::{
-    Discovery, DiscoveryState, DiscoveryStats, InstanceChange, Instances, Iter, ServiceDiscover,
-    ServiceWatch,
-};
+pub use discover::{Discovery, DiscoveryState, DiscoveryStats, ServiceDiscover, ServiceWatch};
 pub use error::{Error, MalformedEntry};
 pub use etcd::{EtcdOptions, EtcdRegistry};
 pub use instance::{Instance, DEFAULT_PREFIX};
+pub use instances::{InstanceChange, Instances, Iter};
 pub use layer::{InFlight, InFlightCounter, InFlightFuture, InFlightLayer};
 pub use lease::{Registration, RegistrationState};
 pub use lifecycle::{Lifecycle, LifecycleBuilder, ShutdownSignal, DEFAULT_GRACE};

@@ -135,15 +135,16 @@ async fn etcd_state(client: &mut Client) -> (State, usize) {
     (parse(resp.kvs()), resp.kvs().len())
 }
 
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut cond: F)
+async fn eventually<F, Fut>(limit: Duration, what: &str, cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let start = Instant::now();
-    while !cond().await {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if svckit_testing::process::poll_until(limit, cond)
+        .await
+        .is_none()
+    {
+        panic!("{what}: not within {limit:?}");
     }
 }
 
