@@ -200,20 +200,33 @@ struct Written {
     at: HashMap<(String, bool), i64>,
 }
 
-/// Writes `changes` changes to `name` at `rate` per second (0: one after another, as fast
-/// as they return): alternately a new instance and the removal of the oldest of `existing`
-/// (which the new ones join); `joins_only` writes only new instances. Returns what was
-/// written when, and the instances left.
-async fn churn(
-    etcd: Client,
+/// A churn to write: `changes` changes to `name` at `rate` per second (0: one after another,
+/// as fast as they return), alternately a new instance (id `<tag><n>`, address `addr`) and the
+/// removal of the oldest existing one; `joins_only` writes only new instances.
+struct Churn {
     name: &'static str,
-    mut existing: VecDeque<String>,
     changes: usize,
     rate: u32,
     joins_only: bool,
     tag: String,
     addr: &'static str,
+}
+
+/// Writes `plan` over `existing` (which the new instances join). Returns what was written
+/// when, and the instances left.
+async fn churn(
+    etcd: Client,
+    mut existing: VecDeque<String>,
+    plan: Churn,
 ) -> (Written, VecDeque<String>) {
+    let Churn {
+        name,
+        changes,
+        rate,
+        joins_only,
+        tag,
+        addr,
+    } = plan;
     let written = Arc::new(std::sync::Mutex::new(Written::default()));
     let mut tasks = tokio::task::JoinSet::new();
     let mut ticker = (rate > 0).then(|| {
@@ -345,13 +358,15 @@ async fn target() {
             &mut child,
             churn(
                 raw.clone(),
-                BIG,
                 VecDeque::new(),
-                2_000,
-                0,
-                true,
-                tag.clone(),
-                NOWHERE,
+                Churn {
+                    name: BIG,
+                    changes: 2_000,
+                    rate: 0,
+                    joins_only: true,
+                    tag: tag.clone(),
+                    addr: NOWHERE,
+                },
             ),
         )
         .await;
@@ -436,13 +451,15 @@ async fn matrix() {
                 &mut child,
                 churn(
                     raw.clone(),
-                    BIG,
                     existing,
-                    changes,
-                    rate,
-                    false,
-                    tag,
-                    NOWHERE,
+                    Churn {
+                        name: BIG,
+                        changes,
+                        rate,
+                        joins_only: false,
+                        tag,
+                        addr: NOWHERE,
+                    },
                 ),
             )
             .await;
@@ -489,13 +506,15 @@ async fn endpoint() {
             };
             let writer = tokio::spawn(churn(
                 raw.clone(),
-                name,
                 std::mem::take(leaving),
-                changes,
-                1_000,
-                false,
-                tag,
-                addr,
+                Churn {
+                    name,
+                    changes,
+                    rate: 1_000,
+                    joins_only: false,
+                    tag,
+                    addr,
+                },
             ));
             let calls = tokio::task::block_in_place(|| child.expect("calls"));
             *leaving = writer.await.unwrap().1;
