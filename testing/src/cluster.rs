@@ -198,7 +198,9 @@ mod tests {
     fn two_of_three_keep_quorum_and_one_alone_has_none() {
         let mut cluster = EtcdCluster::start(3);
         cluster.stop(0);
-        cluster.wait_healthy(Duration::from_secs(15));
+        // Generous: on 2 busy cores (the test suite runs clusters side by side) the two left
+        // have been seen to need more than 15 s of elections to agree on a leader.
+        cluster.wait_healthy(Duration::from_secs(40));
         assert!(cluster.is_healthy(1) && cluster.is_healthy(2));
         cluster.stop(1);
         // m2 alone cannot serve a quorum read, says so on /health, and a leader without a
