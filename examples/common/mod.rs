@@ -22,30 +22,12 @@ pub(crate) fn split_list(value: &str) -> Vec<String> {
         .collect()
 }
 
-/// etcd options for the comma-separated `endpoints`, plus auth and TLS from the environment:
-/// `SVCKIT_ETCD_USER` / `SVCKIT_ETCD_PASSWORD`, `SVCKIT_ETCD_CA` (a PEM file; the endpoints
-/// then use `https://`), `SVCKIT_ETCD_CERT` / `SVCKIT_ETCD_KEY` (client identity, PEM files).
+/// etcd options for the comma-separated `endpoints`, plus auth and TLS from the environment
+/// ([`EtcdOptions::with_env`](svckit::registry::EtcdOptions::with_env)).
 pub(crate) fn etcd_options(endpoints: &str) -> anyhow::Result<svckit::registry::EtcdOptions> {
-    use anyhow::Context;
-    let mut options = svckit::registry::EtcdOptions::new(split_list(endpoints))
-        .dial_timeout(std::time::Duration::from_secs(3));
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    // A user without a password is passed on as such: connecting refuses it by name.
-    if let Some(user) = env("SVCKIT_ETCD_USER") {
-        options = options.auth(user, env("SVCKIT_ETCD_PASSWORD").unwrap_or_default());
-    }
-    let read =
-        |var: &str, path: String| std::fs::read(&path).with_context(|| format!("{var}={path}"));
-    if let Some(ca) = env("SVCKIT_ETCD_CA") {
-        options = options.tls_ca_pem(read("SVCKIT_ETCD_CA", ca)?);
-    }
-    if let (Some(cert), Some(key)) = (env("SVCKIT_ETCD_CERT"), env("SVCKIT_ETCD_KEY")) {
-        options = options.tls_identity_pem(
-            read("SVCKIT_ETCD_CERT", cert)?,
-            read("SVCKIT_ETCD_KEY", key)?,
-        );
-    }
-    Ok(options)
+    Ok(svckit::registry::EtcdOptions::new(split_list(endpoints))
+        .dial_timeout(std::time::Duration::from_secs(3))
+        .with_env()?)
 }
 
 /// An error and its sources on one line, `what failed: why: why`, for answers and messages

@@ -18,11 +18,13 @@ use tokio::sync::watch;
 use tower::discover::Change;
 
 use crate::error::{Error, MalformedEntry};
+use crate::follow::Follower;
 use crate::instance::{validate_ident, Instance};
 use crate::instances::{InstanceChange, Instances};
+use crate::store::{Listing, WatchEvent};
 use crate::task::OwnedTask;
 
-/// Where the discovery view stands with its backend.
+/// Where the discovery view (or a [`PrefixWatch`](crate::PrefixWatch)) stands with its backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DiscoveryState {
@@ -257,10 +259,6 @@ impl fmt::Debug for ViewWriter {
 }
 
 impl ViewWriter {
-    pub(crate) fn prefix(&self) -> &str {
-        &self.shared.prefix
-    }
-
     fn skip(&self, bad: &MalformedEntry) {
         self.shared.malformed.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(key = %bad.key, reason = bad.reason, "skipping malformed registry entry");
@@ -373,16 +371,7 @@ impl ViewWriter {
         self.batch().delete(key);
     }
 
-    /// Counts a watch that found its resume revision compacted.
-    pub(crate) fn compacted(&self) {
-        self.shared.compactions.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn state(&self) -> DiscoveryState {
-        *self.shared.state.borrow()
-    }
-
-    pub(crate) fn set_state(&self, state: DiscoveryState) {
+    fn set_state(&self, state: DiscoveryState) {
         self.shared.state.send_if_modified(|cur| {
             if *cur == state {
                 false
@@ -391,6 +380,48 @@ impl ViewWriter {
                 true
             }
         });
+    }
+}
+
+impl Follower for ViewWriter {
+    fn key_prefix(&self) -> String {
+        format!("{}/", self.shared.prefix)
+    }
+
+    fn listed(&self, listing: Listing) {
+        self.replace_all(
+            listing
+                .kvs
+                .iter()
+                .map(|kv| Instance::from_entry(&self.shared.prefix, &kv.key, &kv.value)),
+        );
+    }
+
+    fn apply(&self, events: Vec<WatchEvent>) {
+        // One response (often one etcd transaction) becomes visible at once.
+        let mut batch = self.batch();
+        for event in events {
+            match event {
+                WatchEvent::Put { key, value, .. } => match self.parse(&key, &value) {
+                    Some(instance) => batch.put(instance),
+                    // A valid key whose new value is malformed no longer names a usable instance.
+                    None => batch.delete(&key),
+                },
+                WatchEvent::Delete { key, .. } => batch.delete(&key),
+            }
+        }
+    }
+
+    fn state(&self) -> DiscoveryState {
+        *self.shared.state.borrow()
+    }
+
+    fn set_state(&self, state: DiscoveryState) {
+        ViewWriter::set_state(self, state);
+    }
+
+    fn compacted(&self) {
+        self.shared.compactions.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -115,6 +115,30 @@ pub enum Error {
         /// Requests in flight when it was forced.
         in_flight: usize,
     },
+    /// A conditional transaction ([`Txn::if_unchanged_since`](crate::Txn::if_unchanged_since))
+    /// found a key under its prefix changed after the expected revision; nothing was written.
+    #[error(
+        "conflict: a key under {prefix:?} changed after revision {expected} (now at {current})"
+    )]
+    Conflict {
+        /// The prefix the condition was on.
+        prefix: String,
+        /// The revision the caller expected the prefix to be at.
+        expected: i64,
+        /// The store's revision when the transaction was refused.
+        current: i64,
+    },
+    /// A file named by an environment variable could not be read.
+    #[error("cannot read {var}={path}")]
+    ReadFile {
+        /// The variable that named the file.
+        var: &'static str,
+        /// The path it named.
+        path: String,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
     /// The registry was shut down.
     #[error("the registry is closed")]
     Closed,

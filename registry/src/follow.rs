@@ -1,10 +1,11 @@
-//! The one watch per registry client that keeps the shared [`Discovery`](crate::Discovery)
-//! view current, written once over [`Store`] for both backends.
+//! The watch machinery every followed prefix goes through (the [`Discovery`](crate::Discovery)
+//! view of `/services/`, each [`PrefixWatch`](crate::PrefixWatch) of config or cache keys),
+//! written once over [`Store`] for both backends and once for every kind of [`Follower`].
 //!
-//! List `<prefix>/`, then watch from the listing's revision + 1 so nothing falls in between.
+//! List the prefix, then watch from the listing's revision + 1 so nothing falls in between.
 //! A broken stream resumes from the next unseen revision; a compacted or cancelled watch, and
-//! the periodic reconcile, re-list. While the store is unreachable the view keeps the last
-//! known instances and the state says `Reconnecting`.
+//! the periodic reconcile, re-list. While the store is unreachable the follower keeps the
+//! last known keys and the state says `Reconnecting`.
 
 use std::sync::Arc;
 
@@ -12,15 +13,32 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::Config;
-use crate::discover::{Batch, DiscoveryState, ViewWriter};
+use crate::discover::DiscoveryState;
 use crate::error::Error;
 use crate::store::{timed, Listing, Range, Store, WatchEvent, WatchMessage, WatchStream};
 use crate::task::sleep_or_cancel;
 
-/// How a watch ended.
+/// What a followed prefix feeds: the discovery view, a prefix watch's key snapshot.
+pub(crate) trait Follower: Send + Sync + 'static {
+    /// The watched keys: every key starting with this.
+    fn key_prefix(&self) -> String;
+    /// Replaces everything with a fresh listing.
+    fn listed(&self, listing: Listing);
+    /// Applies the events of one watch response; they become visible together (a response
+    /// never splits an etcd revision).
+    fn apply(&self, events: Vec<WatchEvent>);
+    /// The connection state readers see.
+    fn state(&self) -> DiscoveryState;
+    /// Sets the state.
+    fn set_state(&self, state: DiscoveryState);
+    /// Counts a compaction that forced a re-list.
+    fn compacted(&self);
+}
+
 /// A watch that lasted this long counts as healthy even without events.
 const HEALTHY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How a watch ended.
 enum Next {
     /// Start over with a fresh listing (the reconcile timer).
     Relist,
@@ -33,11 +51,12 @@ enum Next {
 
 pub(crate) async fn run(
     store: Arc<dyn Store>,
-    writer: ViewWriter,
+    writer: impl Follower,
     config: Arc<Config>,
     cancel: CancellationToken,
 ) {
-    let prefix = format!("{}/", writer.prefix());
+    let writer = &writer;
+    let prefix = writer.key_prefix();
     let mut backoff = Backoff::new(config.backoff_base, config.backoff_max);
     let mut resume: Option<i64> = None;
     loop {
@@ -49,7 +68,7 @@ pub(crate) async fn run(
             } {
                 Ok(listing) => (listing.revision + 1, Some(listing)),
                 Err(error) => {
-                    unreachable(&writer, &error, &mut backoff, "listing failed");
+                    unreachable(writer, &error, &mut backoff, "listing failed");
                     if !sleep_or_cancel(backoff.next_delay(), &cancel).await {
                         return;
                     }
@@ -64,12 +83,14 @@ pub(crate) async fn run(
             w = timed("watch", config.request_timeout, store.watch(prefix.as_bytes(), Range::Prefix, from)) => w,
         };
         if let Some(listing) = listing {
-            apply_listing(&writer, listing);
+            let (revision, keys) = (listing.revision, listing.kvs.len());
+            writer.listed(listing);
+            tracing::debug!(revision, keys, "listed prefix");
         }
         let stream = match watch {
             Ok(stream) => stream,
             Err(error) => {
-                unreachable(&writer, &error, &mut backoff, "starting the watch failed");
+                unreachable(writer, &error, &mut backoff, "starting the watch failed");
                 resume = Some(from);
                 if !sleep_or_cancel(backoff.next_delay(), &cancel).await {
                     return;
@@ -78,13 +99,13 @@ pub(crate) async fn run(
             }
         };
         if writer.state() != DiscoveryState::Live {
-            tracing::info!(revision = from, "discovery watch live");
+            tracing::info!(revision = from, "watch live");
         }
         writer.set_state(DiscoveryState::Live);
         let opened = tokio::time::Instant::now();
         let (next, progressed) = tokio::select! {
             () = cancel.cancelled() => return,
-            next = follow(stream, &writer, from, &config) => next,
+            next = follow(stream, writer, from, &config) => next,
         };
         // The backoff starts over once a watch delivered events or held for a while: a watch
         // the store ends at once (compacted, cancelled, broken) keeps backing off.
@@ -108,21 +129,9 @@ pub(crate) async fn run(
     }
 }
 
-/// Replaces the view with a fresh listing.
-fn apply_listing(writer: &ViewWriter, listing: Listing) {
-    let count = listing.kvs.len();
-    writer.replace_all(
-        listing
-            .kvs
-            .iter()
-            .map(|kv| crate::Instance::from_entry(writer.prefix(), &kv.key, &kv.value)),
-    );
-    tracing::debug!(revision = listing.revision, keys = count, "listed prefix");
-}
-
-fn unreachable(writer: &ViewWriter, error: &Error, backoff: &mut Backoff, what: &'static str) {
+fn unreachable(writer: &impl Follower, error: &Error, backoff: &mut Backoff, what: &'static str) {
     if writer.state() == DiscoveryState::Live {
-        tracing::warn!(error = %crate::error::Chain(error), "{what}; keeping the last known instances while reconnecting");
+        tracing::warn!(error = %crate::error::Chain(error), "{what}; keeping the last known keys while reconnecting");
     } else {
         tracing::debug!(error = %crate::error::Chain(error), attempt = backoff.attempts(), "{what}; retrying");
     }
@@ -133,7 +142,7 @@ fn unreachable(writer: &ViewWriter, error: &Error, backoff: &mut Backoff, what: 
 /// Also says whether any events arrived.
 async fn follow(
     mut stream: Box<dyn WatchStream>,
-    writer: &ViewWriter,
+    writer: &impl Follower,
     from: i64,
     config: &Config,
 ) -> (Next, bool) {
@@ -152,12 +161,10 @@ async fn follow(
         match message {
             Ok(WatchMessage::Events(events)) => {
                 progressed = true;
-                // One response (often one etcd transaction) becomes visible at once.
-                let mut batch = writer.batch();
-                for event in events {
-                    next_revision = next_revision.max(event.revision() + 1);
-                    apply(writer, &mut batch, event);
+                if let Some(last) = events.iter().map(WatchEvent::revision).max() {
+                    next_revision = next_revision.max(last + 1);
                 }
+                writer.apply(events);
             }
             Ok(WatchMessage::Compacted { compact_revision }) => {
                 writer.compacted();
@@ -179,21 +186,10 @@ async fn follow(
                 tracing::warn!(
                     error = %error,
                     resume_from = next_revision,
-                    "discovery watch broke; keeping the last known instances while reconnecting"
+                    "watch broke; keeping the last known keys while reconnecting"
                 );
                 return (Next::Resume(next_revision), progressed);
             }
         }
-    }
-}
-
-fn apply(writer: &ViewWriter, batch: &mut Batch<'_>, event: WatchEvent) {
-    match event {
-        WatchEvent::Put { key, value, .. } => match writer.parse(&key, &value) {
-            Some(instance) => batch.put(instance),
-            // A valid key whose new value is malformed no longer names a usable instance.
-            None => batch.delete(&key),
-        },
-        WatchEvent::Delete { key, .. } => batch.delete(&key),
     }
 }

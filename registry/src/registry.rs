@@ -10,6 +10,7 @@ use crate::discover::Discovery;
 use crate::error::Error;
 use crate::follow;
 use crate::instance::Instance;
+use crate::keyspace::Keyspace;
 use crate::lease::Registration;
 use crate::store::Store;
 use crate::task::OwnedTask;
@@ -30,6 +31,10 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     /// # Panics
     /// When first called outside a Tokio runtime.
     fn discovery(&self) -> Discovery;
+
+    /// svckit's own keys beside the instances (config, cache generations): get, write in
+    /// transactions, and watch prefixes live through the same machinery as discovery.
+    fn keyspace(&self) -> Keyspace;
 }
 
 #[async_trait]
@@ -41,6 +46,10 @@ impl<R: Registry + ?Sized> Registry for Arc<R> {
     fn discovery(&self) -> Discovery {
         (**self).discovery()
     }
+
+    fn keyspace(&self) -> Keyspace {
+        (**self).keyspace()
+    }
 }
 
 /// What both registries are made of: a store, the configuration and the lazily started
@@ -49,6 +58,7 @@ pub(crate) struct Core {
     store: Arc<dyn Store>,
     config: Arc<Config>,
     discovery: OnceLock<Discovery>,
+    keyspace: Keyspace,
 }
 
 impl fmt::Debug for Core {
@@ -64,11 +74,17 @@ impl fmt::Debug for Core {
 
 impl Core {
     pub(crate) fn new(store: Arc<dyn Store>, config: Config) -> Self {
+        let config = Arc::new(config);
         Self {
+            keyspace: Keyspace::new(store.clone(), config.clone()),
             store,
-            config: Arc::new(config),
+            config,
             discovery: OnceLock::new(),
         }
+    }
+
+    pub(crate) fn keyspace(&self) -> Keyspace {
+        self.keyspace.clone()
     }
 
     pub(crate) fn config(&self) -> &Config {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::Error;
+pub(crate) use crate::txn::{Committed, Txn, TxnOp};
 
 /// A lease id as etcd hands it out.
 pub(crate) type LeaseId = i64;
@@ -19,6 +20,10 @@ pub(crate) type LeaseId = i64;
 pub(crate) struct KeyValue {
     pub(crate) key: Vec<u8>,
     pub(crate) value: Vec<u8>,
+    /// The lease the key is attached to; `0` for none.
+    pub(crate) lease: LeaseId,
+    /// The revision of the key's last change.
+    pub(crate) mod_revision: i64,
 }
 
 /// A listing of a prefix at one revision.
@@ -87,6 +92,12 @@ pub(crate) trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Lists every key under `prefix` and the revision of the listing.
     async fn get_prefix(&self, prefix: &[u8]) -> Result<Listing, Error>;
+
+    /// Applies `txn` atomically at one revision, when its condition holds.
+    async fn txn(&self, txn: &Txn) -> Result<Committed, Error>;
+
+    /// The seconds left on `lease`; `None` when it no longer exists.
+    async fn lease_ttl(&self, lease: LeaseId) -> Result<Option<i64>, Error>;
 
     /// Watches `key` (or every key under it) from `start_revision` (inclusive).
     async fn watch(

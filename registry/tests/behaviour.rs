@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use svckit_registry::{EtcdOptions, EtcdRegistry, Instance, Instances, MemoryRegistry, Registry};
+use svckit_registry::{
+    DiscoveryState, Error, EtcdOptions, EtcdRegistry, Instance, Instances, KeySnapshot,
+    MemoryRegistry, Registry, Txn,
+};
 use tokio::time::Instant;
 use tower::discover::Change;
 
@@ -210,6 +213,119 @@ async fn three_names_one_view<B: Backend>(backend: &B) {
     }
 }
 
+fn keys(snapshot: &KeySnapshot) -> Vec<(String, String)> {
+    snapshot
+        .iter()
+        .map(|(k, v)| (k.to_owned(), String::from_utf8_lossy(v).into_owned()))
+        .collect()
+}
+
+/// A transaction of several keys is seen whole by a prefix watch: never a part of it.
+async fn keyspace_transaction_is_seen_whole<B: Backend>(backend: &B) {
+    let writer = backend.client().await.keyspace();
+    let reader = backend.client().await.keyspace();
+    let mut watch = reader.watch("/cfg/txn/").unwrap();
+    eventually(Duration::from_secs(5), "listed", || {
+        watch.state() == DiscoveryState::Live
+    })
+    .await;
+    watch.mark_seen();
+    for round in 0..20 {
+        let txn = (0..5).fold(Txn::new(), |t, i| {
+            t.put(format!("/cfg/txn/k{i}"), format!("{round}"))
+        });
+        let revision = writer.commit(txn).await.unwrap();
+        loop {
+            let seen = watch.changed().await.unwrap();
+            let values: Vec<String> = keys(&seen).into_iter().map(|(_, v)| v).collect();
+            assert_eq!(values.len(), 5, "round {round}: {values:?}");
+            assert!(
+                values.iter().all(|v| *v == values[0]),
+                "round {round}: half a transaction seen: {values:?}"
+            );
+            if seen.revision() >= revision {
+                assert_eq!(values[0], round.to_string());
+                break;
+            }
+        }
+    }
+}
+
+/// Puts, deletes and prefix deletes reach every watch; two watches of one prefix share one.
+async fn keyspace_watch_follows_puts_and_deletes<B: Backend>(backend: &B) {
+    let writer = backend.client().await.keyspace();
+    let reader = backend.client().await.keyspace();
+    let a = reader.watch("/cfg/app/").unwrap();
+    let b = reader.watch("/cfg/app/").unwrap();
+    assert!(format!("{reader:?}").contains("watches: 1"), "{reader:?}");
+    writer.put("/cfg/app/name", "x").await.unwrap();
+    writer.put("/cfg/app/db/user", "u").await.unwrap();
+    writer.put("/cfg/other/name", "not mine").await.unwrap();
+    eventually(Duration::from_secs(5), "puts seen", || {
+        a.snapshot().len() == 2
+    })
+    .await;
+    assert_eq!(a.snapshot().get("/cfg/app/db/user"), Some(&b"u"[..]));
+    writer.delete("/cfg/app/name").await.unwrap();
+    eventually(Duration::from_secs(5), "delete seen", || {
+        b.snapshot().get("/cfg/app/name").is_none()
+    })
+    .await;
+    let last = writer
+        .commit(Txn::new().delete_prefix("/cfg/app/db/"))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), "prefix delete seen", || {
+        a.snapshot().is_empty() && a.snapshot().revision() >= last
+    })
+    .await;
+    // A one-off get agrees.
+    let got = reader.get("/cfg/").await.unwrap();
+    assert_eq!(
+        keys(&got),
+        [("/cfg/other/name".to_owned(), "not mine".to_owned())]
+    );
+    assert!(matches!(
+        reader.watch("cfg"),
+        Err(Error::InvalidPrefix { .. })
+    ));
+}
+
+/// `if_unchanged_since` is a compare-and-swap on the prefix.
+async fn keyspace_compare_and_swap<B: Backend>(backend: &B) {
+    let ks = backend.client().await.keyspace();
+    ks.put("/cfg/cas/a", "1").await.unwrap();
+    let seen = ks.get("/cfg/cas/").await.unwrap().revision();
+    ks.put("/cfg/cas/a", "2").await.unwrap();
+    let refused = ks
+        .commit(
+            Txn::new()
+                .put("/cfg/cas/a", "3")
+                .if_unchanged_since("/cfg/cas/", seen),
+        )
+        .await;
+    assert!(
+        matches!(&refused, Err(Error::Conflict { expected, .. }) if *expected == seen),
+        "{refused:?}"
+    );
+    assert_eq!(
+        ks.get("/cfg/cas/").await.unwrap().get("/cfg/cas/a"),
+        Some(&b"2"[..])
+    );
+    let now = ks.get("/cfg/cas/").await.unwrap().revision();
+    ks.commit(
+        Txn::new()
+            .put("/cfg/cas/a", "3")
+            .if_unchanged_since("/cfg/cas/", now),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ks.get("/cfg/cas/").await.unwrap().get("/cfg/cas/a"),
+        Some(&b"3"[..])
+    );
+}
+
 macro_rules! suite {
     ($backend:ident, $make:expr, [$($test:ident),* $(,)?]) => {
         mod $backend {
@@ -232,6 +348,9 @@ suite!(
         expiry_without_keepalive,
         events_arrive_in_order,
         three_names_one_view,
+        keyspace_transaction_is_seen_whole,
+        keyspace_watch_follows_puts_and_deletes,
+        keyspace_compare_and_swap,
     ]
 );
 
@@ -243,5 +362,8 @@ suite!(
         expiry_without_keepalive,
         events_arrive_in_order,
         three_names_one_view,
+        keyspace_transaction_is_seen_whole,
+        keyspace_watch_follows_puts_and_deletes,
+        keyspace_compare_and_swap,
     ]
 );

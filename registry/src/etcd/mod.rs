@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use crate::discover::Discovery;
 use crate::error::Error;
 use crate::instance::Instance;
+use crate::keyspace::Keyspace;
 use crate::lease::Registration;
 use crate::registry::{Core, Registry};
 
@@ -81,5 +82,9 @@ impl Registry for EtcdRegistry {
 
     fn discovery(&self) -> Discovery {
         self.core.discovery()
+    }
+
+    fn keyspace(&self) -> Keyspace {
+        self.core.keyspace()
     }
 }

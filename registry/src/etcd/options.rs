@@ -149,6 +149,35 @@ impl EtcdOptions {
         self
     }
 
+    /// Adds auth and TLS from the environment, the variables every svckit program reads:
+    /// `SVCKIT_ETCD_USER` / `SVCKIT_ETCD_PASSWORD`, `SVCKIT_ETCD_CA` (a PEM file; the
+    /// endpoints then use `https://`), `SVCKIT_ETCD_CERT` / `SVCKIT_ETCD_KEY` (client
+    /// identity, PEM files). Unset or empty variables change nothing. A user without a
+    /// password is passed on as such: connecting refuses it by name.
+    ///
+    /// # Errors
+    /// [`Error::ReadFile`] when a named PEM file cannot be read.
+    #[cfg(feature = "tls")]
+    pub fn with_env(mut self) -> Result<Self, Error> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        if let Some(user) = env("SVCKIT_ETCD_USER") {
+            self = self.auth(user, env("SVCKIT_ETCD_PASSWORD").unwrap_or_default());
+        }
+        let read = |var: &'static str, path: String| {
+            std::fs::read(&path).map_err(|source| Error::ReadFile { var, path, source })
+        };
+        if let Some(ca) = env("SVCKIT_ETCD_CA") {
+            self = self.tls_ca_pem(read("SVCKIT_ETCD_CA", ca)?);
+        }
+        if let (Some(cert), Some(key)) = (env("SVCKIT_ETCD_CERT"), env("SVCKIT_ETCD_KEY")) {
+            self = self.tls_identity_pem(
+                read("SVCKIT_ETCD_CERT", cert)?,
+                read("SVCKIT_ETCD_KEY", key)?,
+            );
+        }
+        Ok(self)
+    }
+
     /// Checks the options and derives the shared configuration.
     pub(crate) fn config(&self) -> Result<Config, Error> {
         let trimmed = self.shared.prefix.trim_end_matches('/');

@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions,
+    LeaseTimeToLiveOptions, PutOptions, Txn as EtcdTxn, TxnOp as EtcdTxnOp, WatchOptions,
     WatchStream as EtcdWatchStream,
 };
 use tokio::time::Instant;
@@ -25,8 +26,8 @@ use tokio::time::Instant;
 use crate::error::Error;
 use crate::etcd::options::EtcdOptions;
 use crate::store::{
-    ttl_secs, KeepAlive, KeyValue, LeaseId, Listing, Range, Store, WatchEvent, WatchMessage,
-    WatchStream,
+    ttl_secs, Committed, KeepAlive, KeyValue, LeaseId, Listing, Range, Store, Txn, TxnOp,
+    WatchEvent, WatchMessage, WatchStream,
 };
 
 /// The first pause before retrying a request that failed on one endpoint; it doubles up to
@@ -344,11 +345,75 @@ impl Store for EtcdStore {
             .take_kvs()
             .into_iter()
             .map(|kv| {
+                let (lease, mod_revision) = (kv.lease(), kv.mod_revision());
                 let (key, value) = kv.into_key_value();
-                KeyValue { key, value }
+                KeyValue {
+                    key,
+                    value,
+                    lease,
+                    mod_revision,
+                }
             })
             .collect();
         Ok(Listing { kvs, revision })
+    }
+
+    async fn txn(&self, txn: &Txn) -> Result<Committed, Error> {
+        let ops: Vec<EtcdTxnOp> = txn
+            .ops
+            .iter()
+            .map(|op| match op {
+                TxnOp::Put { key, value } => EtcdTxnOp::put(key.as_str(), value.clone(), None),
+                TxnOp::Delete { key } => EtcdTxnOp::delete(key.as_str(), None),
+                TxnOp::DeletePrefix { prefix } => {
+                    EtcdTxnOp::delete(prefix.as_str(), Some(DeleteOptions::new().with_prefix()))
+                }
+            })
+            .collect();
+        let mut request = EtcdTxn::new();
+        if let Some((prefix, revision)) = &txn.unchanged_since {
+            // Every key in the range must have been modified before `revision + 1`; an
+            // empty range passes (etcd compares it as one key at revision 0).
+            request = request.when([Compare::mod_revision(
+                prefix.as_str(),
+                CompareOp::Less,
+                revision.saturating_add(1),
+            )
+            .with_prefix()]);
+        }
+        let request = request.and_then(ops);
+        // A retry after a lost answer applies the same writes again (idempotent); a
+        // conditional one may then see its own first write and report a conflict.
+        let resp = self
+            .request("txn", || {
+                let mut c = self.client.clone();
+                let request = request.clone();
+                async move { c.txn(request).await }
+            })
+            .await?;
+        Ok(Committed {
+            applied: resp.succeeded(),
+            revision: resp.header().map_or(0, |h| h.revision()),
+        })
+    }
+
+    async fn lease_ttl(&self, lease: LeaseId) -> Result<Option<i64>, Error> {
+        let resp = self
+            .request("lease ttl", || {
+                let mut c = self.client.clone();
+                async move {
+                    c.lease_time_to_live(lease, Some(LeaseTimeToLiveOptions::new()))
+                        .await
+                }
+            })
+            .await;
+        match resp {
+            // etcd answers TTL -1 for a lease that expired or never existed.
+            Ok(r) if r.ttl() < 0 => Ok(None),
+            Ok(r) => Ok(Some(r.ttl())),
+            Err(Error::Etcd { source, .. }) if source_is_not_found(&*source) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn watch(

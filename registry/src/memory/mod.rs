@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::discover::Discovery;
 use crate::error::Error;
 use crate::instance::{Instance, DEFAULT_PREFIX};
+use crate::keyspace::Keyspace;
 use crate::lease::Registration;
 use crate::registry::{Core, Registry};
 
@@ -128,5 +129,9 @@ impl Registry for MemoryRegistry {
 
     fn discovery(&self) -> Discovery {
         self.core.discovery()
+    }
+
+    fn keyspace(&self) -> Keyspace {
+        self.core.keyspace()
     }
 }

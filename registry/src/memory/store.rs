@@ -12,8 +12,8 @@ use tokio::time::Instant;
 
 use crate::error::Error;
 use crate::store::{
-    ttl_secs, KeepAlive, KeyValue, LeaseId, Listing, Range, Store, WatchEvent, WatchMessage,
-    WatchStream,
+    ttl_secs, Committed, KeepAlive, KeyValue, LeaseId, Listing, Range, Store, Txn, TxnOp,
+    WatchEvent, WatchMessage, WatchStream,
 };
 use crate::task::OwnedTask;
 
@@ -48,7 +48,8 @@ struct State {
     revision: i64,
     /// Events at or below this revision are no longer in `history`.
     compacted: i64,
-    kvs: BTreeMap<Vec<u8>, (Vec<u8>, LeaseId)>,
+    /// key → (value, lease, modification revision).
+    kvs: BTreeMap<Vec<u8>, (Vec<u8>, LeaseId, i64)>,
     leases: HashMap<LeaseId, Lease>,
     next_lease: LeaseId,
     history: VecDeque<WatchEvent>,
@@ -80,15 +81,10 @@ impl State {
 
     fn delete_keys(&mut self, keys: impl IntoIterator<Item = Vec<u8>>) {
         let revision = self.revision + 1;
-        let mut events = Vec::new();
-        for key in keys {
-            if let Some((_, lease)) = self.kvs.remove(&key) {
-                if let Some(l) = self.leases.get_mut(&lease) {
-                    l.keys.remove(&key);
-                }
-                events.push(WatchEvent::Delete { key, revision });
-            }
-        }
+        let events: Vec<WatchEvent> = keys
+            .into_iter()
+            .filter_map(|key| unset_key(self, &key, revision))
+            .collect();
         if !events.is_empty() {
             self.revision = revision;
             self.emit(events);
@@ -231,7 +227,23 @@ async fn reap(weak: Weak<Inner>, wake: Arc<Notify>, cancel: tokio_util::sync::Ca
 fn put_locked(state: &mut State, key: &[u8], value: &[u8], lease: LeaseId) -> i64 {
     state.revision += 1;
     let revision = state.revision;
-    if let Some((_, old)) = state.kvs.insert(key.to_vec(), (value.to_vec(), lease)) {
+    let event = set_key(state, key, value, lease, revision);
+    state.emit(vec![event]);
+    revision
+}
+
+/// Sets `key` at `revision` (already counted) and returns its event.
+fn set_key(
+    state: &mut State,
+    key: &[u8],
+    value: &[u8],
+    lease: LeaseId,
+    revision: i64,
+) -> WatchEvent {
+    if let Some((_, old, _)) = state
+        .kvs
+        .insert(key.to_vec(), (value.to_vec(), lease, revision))
+    {
         if old != lease {
             if let Some(l) = state.leases.get_mut(&old) {
                 l.keys.remove(key);
@@ -241,12 +253,70 @@ fn put_locked(state: &mut State, key: &[u8], value: &[u8], lease: LeaseId) -> i6
     if let Some(l) = state.leases.get_mut(&lease) {
         l.keys.insert(key.to_vec());
     }
-    state.emit(vec![WatchEvent::Put {
+    WatchEvent::Put {
         key: key.to_vec(),
         value: value.to_vec(),
         revision,
-    }]);
-    revision
+    }
+}
+
+/// Deletes `key` at `revision` (already counted); its event if it existed.
+fn unset_key(state: &mut State, key: &[u8], revision: i64) -> Option<WatchEvent> {
+    let (_, lease, _) = state.kvs.remove(key)?;
+    if let Some(l) = state.leases.get_mut(&lease) {
+        l.keys.remove(key);
+    }
+    Some(WatchEvent::Delete {
+        key: key.to_vec(),
+        revision,
+    })
+}
+
+/// Applies `txn` as etcd does: the condition, then every write at one new revision (none
+/// when nothing changed), published to watchers as one message.
+fn txn_locked(state: &mut State, txn: &Txn) -> Committed {
+    if let Some((prefix, since)) = &txn.unchanged_since {
+        let changed = state
+            .kvs
+            .range(prefix.as_bytes().to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix.as_bytes()))
+            .any(|(_, (_, _, modified))| modified > since);
+        if changed {
+            return Committed {
+                applied: false,
+                revision: state.revision,
+            };
+        }
+    }
+    let revision = state.revision + 1;
+    let mut events = Vec::new();
+    for op in &txn.ops {
+        match op {
+            TxnOp::Put { key, value } => {
+                events.push(set_key(state, key.as_bytes(), value, 0, revision));
+            }
+            TxnOp::Delete { key } => events.extend(unset_key(state, key.as_bytes(), revision)),
+            TxnOp::DeletePrefix { prefix } => {
+                let keys: Vec<Vec<u8>> = state
+                    .kvs
+                    .range(prefix.as_bytes().to_vec()..)
+                    .take_while(|(k, _)| k.starts_with(prefix.as_bytes()))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in keys {
+                    events.extend(unset_key(state, &key, revision));
+                }
+            }
+        }
+    }
+    if !events.is_empty() {
+        state.revision = revision;
+        state.emit(events);
+    }
+    Committed {
+        applied: true,
+        revision: state.revision,
+    }
 }
 
 #[async_trait]
@@ -298,15 +368,29 @@ impl Store for MemoryStore {
             .kvs
             .range(prefix.to_vec()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, (v, _))| KeyValue {
+            .map(|(k, (v, lease, modified))| KeyValue {
                 key: k.clone(),
                 value: v.clone(),
+                lease: *lease,
+                mod_revision: *modified,
             })
             .collect();
         Ok(Listing {
             kvs,
             revision: state.revision,
         })
+    }
+
+    async fn txn(&self, txn: &Txn) -> Result<Committed, Error> {
+        Ok(txn_locked(&mut self.inner.lock(), txn))
+    }
+
+    async fn lease_ttl(&self, lease: LeaseId) -> Result<Option<i64>, Error> {
+        let state = self.inner.lock();
+        Ok(state.leases.get(&lease).map(|l| {
+            let left = l.deadline.saturating_duration_since(Instant::now());
+            i64::try_from(left.as_secs()).unwrap_or(i64::MAX)
+        }))
     }
 
     async fn watch(
