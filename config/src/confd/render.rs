@@ -66,3 +66,228 @@ pub(crate) fn check_command(command: &str, stage: &str) -> Result<String, String
         .render(&Context::from(Value::Map(data)))
         .map_err(|e| super::error::one_line(&e.to_string(), 300))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn store() -> KvStore {
+        let pairs = [
+            ("/database/host", "127.0.0.1"),
+            ("/database/port", "3306"),
+            ("/upstream/app2", "10.0.1.11:8080"),
+            ("/upstream/app1", "10.0.1.10:8080"),
+            ("/services/web/a/addr", "a:80"),
+            ("/services/web/b/addr", "b:80"),
+            ("/services/db/x", "x"),
+            (
+                "/json/obj",
+                r#"{"Id":"host1","IP":"10.0.0.1","port":8080,"big":1000000,"tags":["a","b"],"z":1,"m":2,"n":null}"#,
+            ),
+            ("/json/arr", r#"["c","a","b"]"#),
+            ("/b64", "aGVsbG8gd29ybGQ="),
+            ("/flag", "true"),
+            ("/count", "3"),
+        ];
+        KvStore::from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>(),
+        )
+    }
+
+    fn render(text: &str) -> Result<String, String> {
+        funcs::with_store(store(), || render_text(text)).0
+    }
+
+    #[test]
+    fn every_confd_function_renders_as_confd() {
+        let cases: &[(&str, &str)] = &[
+            (
+                r#"{{getv "/database/host"}}:{{getv "/database/port"}}"#,
+                "127.0.0.1:3306",
+            ),
+            (r#"{{getv "/nope" "fallback"}}"#, "fallback"),
+            (r#"{{getv "/database/host" "fallback"}}"#, "127.0.0.1"),
+            (
+                r#"{{range getvs "/upstream/*"}}[{{.}}]{{end}}"#,
+                "[10.0.1.10:8080][10.0.1.11:8080]",
+            ),
+            (
+                r#"{{with get "/database/host"}}{{.Key}}={{.Value}}{{end}}"#,
+                "/database/host=127.0.0.1",
+            ),
+            (
+                r#"{{range gets "/upstream/*"}}{{base .Key}}={{.Value}};{{end}}"#,
+                "app1=10.0.1.10:8080;app2=10.0.1.11:8080;",
+            ),
+            (
+                r#"{{range gets "/services/*/*/addr"}}{{.Value}} {{end}}"#,
+                "a:80 b:80 ",
+            ),
+            (
+                r#"{{if exists "/flag"}}yes{{end}}{{if exists "/nope"}}no{{end}}"#,
+                "yes",
+            ),
+            (r#"{{range ls "/services"}}{{.}} {{end}}"#, "db web "),
+            (r#"{{range ls "/services/web"}}{{.}} {{end}}"#, "a b "),
+            (r#"{{range lsdir "/services"}}{{.}} {{end}}"#, "db web "),
+            (r#"{{range lsdir "/services/db"}}{{.}} {{end}}|"#, "|"),
+            (r#"{{range lsdir "/services/web"}}{{.}} {{end}}"#, "a b "),
+            (r#"{{base "/a/b/c"}} {{dir "/a/b/c"}}"#, "c /a/b"),
+            (
+                r#"{{$p := split (getv "/upstream/app1") ":"}}{{index $p 0}} {{index $p 1}}"#,
+                "10.0.1.10 8080",
+            ),
+            (
+                r#"{{join (getvs "/upstream/*") ","}}"#,
+                "10.0.1.10:8080,10.0.1.11:8080",
+            ),
+            (
+                r#"{{toUpper "abc"}} {{toLower "ABC"}} {{getv "/database/host" | toUpper}}"#,
+                "ABC abc 127.0.0.1",
+            ),
+            (
+                r#"{{$d := json (getv "/json/obj")}}{{$d.Id}} {{$d.IP}} {{$d.port}} {{$d.big}} {{index $d.tags 1}} {{$d.missing}} {{$d.n}}"#,
+                "host1 10.0.0.1 8080 1e+06 b <no value> <no value>",
+            ),
+            (
+                r#"{{range $k, $v := json (getv "/json/obj")}}{{$k}},{{end}}"#,
+                "IP,Id,big,m,n,port,tags,z,",
+            ),
+            (
+                r#"{{range jsonArray (getv "/json/arr")}}{{.}}{{end}}"#,
+                "cab",
+            ),
+            (
+                r#"{{range reverse (jsonArray (getv "/json/arr"))}}{{.}}{{end}}"#,
+                "bac",
+            ),
+            (
+                r#"{{contains "hello" "ell"}} {{replace "a-b-c" "-" "_" -1}} {{replace "a-b-c" "-" "_" 1}} {{trimSuffix "file.conf" ".conf"}}"#,
+                "true a_b_c a_b-c file",
+            ),
+            (
+                r#"{{base64Encode "hello world"}} {{base64Decode (getv "/b64")}} {{base64Encode "ab"}}"#,
+                "aGVsbG8gd29ybGQ= hello world YWI=",
+            ),
+            (r#"{{if parseBool (getv "/flag")}}on{{end}}"#, "on"),
+            (
+                r#"{{add 1 2}} {{sub 5 7}} {{mul 3 4}} {{div 7 2}} {{mod 7 2}} {{add (atoi (getv "/count")) 1}}"#,
+                "3 -2 12 3 1 4",
+            ),
+            (
+                r#"{{range seq 1 (atoi (getv "/count"))}}{{.}}{{end}}"#,
+                "123",
+            ),
+            (
+                r#"{{getenv "SVCKIT_CONFD_SURELY_UNSET"}}|{{getenv "SVCKIT_CONFD_SURELY_UNSET" "dflt"}}"#,
+                "|dflt",
+            ),
+            (
+                r#"{{fileExists "/"}} {{fileExists "/surely/not/here"}}"#,
+                "true false",
+            ),
+            (
+                r#"{{range sortByLength (split "ccc,a,bb" ",")}}{{.}} {{end}}"#,
+                "a bb ccc ",
+            ),
+            (
+                r#"{{$m := map "name" "es" "port" 9200}}{{index $m "name"}}:{{index $m "port"}}"#,
+                "es:9200",
+            ),
+            (
+                r#"{{range lookupIP "localhost"}}{{if eq . "127.0.0.1"}}lo{{end}}{{end}}"#,
+                "lo",
+            ),
+            // Go template features confd templates use.
+            (
+                "a\n{{- range getvs \"/upstream/*\" }}\n  server {{ . }};\n{{- end }}\nb",
+                "a\n  server 10.0.1.10:8080;\n  server 10.0.1.11:8080;\nb",
+            ),
+            (r#"{{range gets "/upstream/*"}}x{{else}}none{{end}}"#, "xx"),
+            (r#"{{range gets "/nothing/*"}}x{{else}}none{{end}}"#, "none"),
+            (
+                r#"{{range $i, $kv := gets "/upstream/*"}}{{$i}}:{{$kv.Value}} {{end}}"#,
+                "0:10.0.1.10:8080 1:10.0.1.11:8080 ",
+            ),
+            (
+                r#"{{printf "%s-%d" (getv "/database/host") 3}}"#,
+                "127.0.0.1-3",
+            ),
+            (
+                r#"{{define "srv"}}server {{.}};{{end}}{{range getvs "/upstream/*"}}{{template "srv" .}}{{end}}"#,
+                "server 10.0.1.10:8080;server 10.0.1.11:8080;",
+            ),
+            (
+                r#"{{if eq (getv "/database/port") "3306"}}mysql{{else}}other{{end}}"#,
+                "mysql",
+            ),
+            (r#"{{/* a comment */}}{{len (ls "/upstream")}}"#, "2"),
+        ];
+        for (template, want) in cases {
+            assert_eq!(
+                render(template).as_deref(),
+                Ok(*want),
+                "template {template}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_name_the_missing_key_and_stay_on_one_line() {
+        let (out, missing) = funcs::with_store(store(), || render_text("a {{getv \"/nope\"}}"));
+        assert_eq!(missing.as_deref(), Some("/nope"));
+        assert!(out.unwrap_err().contains("key does not exist: /nope"));
+        let (out, missing) = funcs::with_store(store(), || render_text("{{get \"/nope/x\"}}"));
+        assert_eq!(missing.as_deref(), Some("/nope/x"));
+        assert!(out.is_err());
+        for bad in [
+            "{{getv}}",
+            "{{nosuchfunc \"x\"}}",
+            "{{range gets \"/[\"}}{{end}}",
+            "{{div 1 0}}",
+            "{{atoi \"x\"}}",
+            "{{json \"[1]\"}}",
+            "{{ if }}",
+        ] {
+            let (out, missing) = funcs::with_store(store(), || render_text(bad));
+            let message = out.expect_err(bad);
+            assert!(!message.contains('\n'), "{bad}: {message}");
+            assert_eq!(missing, None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_render_is_stable_for_maps() {
+        let template = r#"{{range $k, $v := json (getv "/json/obj")}}{{$k}}={{$v}};{{end}}"#;
+        let first = render(template).unwrap();
+        for _ in 0..20 {
+            assert_eq!(render(template).unwrap(), first);
+        }
+    }
+
+    #[test]
+    fn check_command_templates_src() {
+        assert_eq!(
+            check_command("nginx -t -c {{.src}}", "/etc/.nginx.conf1").unwrap(),
+            "nginx -t -c /etc/.nginx.conf1"
+        );
+        assert_eq!(check_command("true", "/x").unwrap(), "true");
+    }
+
+    #[test]
+    fn go_floats_print_as_go() {
+        use super::funcs::go_float;
+        assert_eq!(go_float(8080.0), "8080");
+        assert_eq!(go_float(1_000_000.0), "1e+06");
+        assert_eq!(go_float(1_048_576.0), "1.048576e+06");
+        assert_eq!(go_float(123_456.0), "123456");
+        assert_eq!(go_float(0.5), "0.5");
+        assert_eq!(go_float(0.00001), "1e-05");
+        assert_eq!(go_float(-2.5), "-2.5");
+    }
+}
