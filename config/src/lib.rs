@@ -7,3 +7,11 @@
 //! revision, a re-list after compaction, the last known keys kept through an outage.
 
 pub mod confd;
+mod error;
+mod tree;
+mod watch;
+mod write;
+
+pub use error::{Error, Rejected};
+pub use watch::{ConfigWatch, ConfigWatchBuilder, Versioned, DEFAULT_STARTUP_TIMEOUT};
+pub use write::{put, put_if_unchanged};
