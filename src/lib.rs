@@ -9,6 +9,7 @@
 //! - [`balancer`]: Endpoints, pickers (random, round robin, consistent hash, power of two
 //!   choices), retry and the HTTP transport.
 //! - [`cache`]: the groupcache-style distributed cache.
+//! - [`config`]: live typed config from etcd, and a confd-compatible renderer of files.
 //!
 //! The README's tour, compiled here so it stays true:
 //!
@@ -53,4 +54,5 @@
 
 pub use svckit_balancer as balancer;
 pub use svckit_cache as cache;
+pub use svckit_config as config;
 pub use svckit_registry as registry;

@@ -1,0 +1,3 @@
+//! The `svckit` command-line tool (placeholder until the CLI lands).
+
+fn main() {}
