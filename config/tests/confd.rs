@@ -347,9 +347,11 @@ reload_cmd = "echo reload >> {}"
     wait_until("the first render", timeout, || read(&dest) == "value=1").await;
     wait_until("the first reload", timeout, || lines(&reloads) == 1).await;
 
-    // A put of the same value, and a key outside the resource: no reload.
+    // A put of the same value, a key outside the resource, and a key of the resource that
+    // the template does not print: the rendered content is unchanged, so no reload.
     s.put("/w/value", "1").await;
     s.put("/w/valueless", "x").await;
+    s.put("/w/value/unused", "x").await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(lines(&reloads), 1, "an unchanged value does not reload");
 

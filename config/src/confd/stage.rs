@@ -231,3 +231,70 @@ fn write_error(resource: &Resource, path: &Path, source: io::Error) -> ConfdErro
         source,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resource(dir: &Path, extra: &str) -> Resource {
+        let text = format!(
+            "[template]\nsrc = \"t.tmpl\"\ndest = \"{}\"\n{extra}",
+            dir.join("dest.conf").display()
+        );
+        Resource::parse(Path::new("conf.d/t.toml"), &text, dir, "").unwrap()
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().mode() & 0o777
+    }
+
+    #[test]
+    fn modes_default_to_0644_then_dest_and_a_mode_change_alone_is_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = resource(dir.path(), "");
+        let dest = &plain.dest;
+        assert_eq!(
+            apply(&plain, "a", ApplyOptions::default()).unwrap(),
+            Outcome::Updated
+        );
+        assert_eq!(mode(dest), 0o644);
+        fs::set_permissions(dest, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            apply(&plain, "a", ApplyOptions::default()).unwrap(),
+            Outcome::Unchanged
+        );
+        assert_eq!(mode(dest), 0o600, "dest's own mode is kept");
+        let strict = resource(dir.path(), "mode = \"0640\"\n");
+        assert_eq!(
+            apply(&strict, "a", ApplyOptions::default()).unwrap(),
+            Outcome::Updated
+        );
+        assert_eq!(mode(dest), 0o640);
+        let noop = ApplyOptions {
+            noop: true,
+            sync_only: false,
+        };
+        assert_eq!(apply(&plain, "b", noop).unwrap(), Outcome::WouldUpdate);
+        assert_eq!(fs::read_to_string(dest).unwrap(), "a");
+        // Only dest is left in the directory: no stage file.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn another_owner_without_the_right_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = fs::metadata(dir.path()).unwrap().uid();
+        if me == 0 {
+            return; // root may give files away
+        }
+        let other = resource(dir.path(), "uid = 0\n");
+        let err = apply(&other, "a", ApplyOptions::default()).unwrap_err();
+        assert!(matches!(err, ConfdError::Owner { uid: 0, .. }), "{err}");
+        assert!(err.to_string().contains("run as root"), "{err}");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "nothing written"
+        );
+    }
+}
