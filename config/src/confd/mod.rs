@@ -36,7 +36,7 @@
 //! ```
 //!
 //! Where gtmpl (the Go template engine used) differs from Go's text/template, see
-//! [`rewrite`](self#go-template-differences).
+//! [Go template differences](#go-template-differences).
 //!
 //! # Go template differences
 //!
