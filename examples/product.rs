@@ -5,8 +5,14 @@
 //! Run with: `cargo run --example product -- --name productservice --port 8081`
 //! (`--etcd 127.0.0.1:2379` by default; `--id`, `--ttl`, `--advertise` optional).
 //!
-//! `GET /prod/<digits>`: 200 `get product byID:<id>` with `x-served-by: <instance id>`.
+//! `GET /prod/<digits>`: 200 `get product byID:<id>` and, on a second line, the live config's
+//! greeting and the price (10.00 × `price_factor`), with `x-served-by: <instance id>`.
 //! `GET /health`: 200. Anything else: 404.
+//!
+//! Live config: the keys under `/config/<name>/` (`greeting`, `price_factor`), followed
+//! through one etcd watch. `etcdctl put /config/productservice/price_factor 1.2` changes the
+//! answers of every running instance at once; a value that is not a number or not in
+//! (0, 100] is refused and the last good one stays.
 
 mod common;
 
@@ -19,7 +25,9 @@ use axum::response::{AppendHeaders, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use clap::Parser;
-use svckit::registry::{EtcdRegistry, Lifecycle};
+use serde::Deserialize;
+use svckit::config::ConfigWatch;
+use svckit::registry::{EtcdRegistry, Lifecycle, Registry};
 
 /// Flags of the product service.
 #[derive(Debug, Parser)]
@@ -47,20 +55,71 @@ struct Args {
     advertise: Option<String>,
 }
 
+/// The live settings under `/config/<name>/`; every key is optional.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+struct ProductConfig {
+    /// Said on the second line of every answer.
+    greeting: String,
+    /// Multiplies the base price of 10.00.
+    price_factor: f64,
+}
+
+impl Default for ProductConfig {
+    fn default() -> Self {
+        Self {
+            greeting: "hello".to_owned(),
+            price_factor: 1.0,
+        }
+    }
+}
+
+impl ProductConfig {
+    /// Refuses what no answer should show.
+    fn check(&self) -> Result<(), String> {
+        if !(self.price_factor > 0.0 && self.price_factor <= 100.0) {
+            return Err(format!(
+                "price_factor {} is not in (0, 100]",
+                self.price_factor
+            ));
+        }
+        if self.greeting.len() > 200 || self.greeting.contains('\n') {
+            return Err("greeting must be one line of at most 200 bytes".to_owned());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    served_by: String,
+    config: ConfigWatch<ProductConfig>,
+}
+
 /// The product routes, testable without a socket. `instance_id` goes into `x-served-by`.
-fn app(instance_id: &str) -> Router {
+fn app(instance_id: &str, config: ConfigWatch<ProductConfig>) -> Router {
     Router::new()
         .route("/prod/{id}", get(product))
         .route("/health", get(|| async { "ok\n" }))
-        .with_state(instance_id.to_owned())
+        .with_state(AppState {
+            served_by: instance_id.to_owned(),
+            config,
+        })
 }
 
-async fn product(State(served_by): State<String>, Path(id): Path<String>) -> Response {
+async fn product(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
         return StatusCode::NOT_FOUND.into_response();
     }
-    let served_by = AppendHeaders([("x-served-by", served_by)]);
-    (served_by, format!("get product byID:{id}")).into_response()
+    // Lock-free: the last good config, whatever etcd is doing.
+    let config = state.config.get();
+    let price = 10.0 * config.price_factor;
+    let served_by = AppendHeaders([("x-served-by", state.served_by)]);
+    let body = format!(
+        "get product byID:{id}\n{} price {price:.2}",
+        config.greeting
+    );
+    (served_by, body).into_response()
 }
 
 #[tokio::main]
@@ -88,6 +147,16 @@ async fn main() -> anyhow::Result<()> {
         .register(&registry, listener.local_addr()?)
         .await
         .context("cannot register the product service")?;
+    // The live config, one watch on /config/<name>/ (defaults when the keys are absent).
+    let config = ConfigWatch::<ProductConfig>::builder(
+        &registry.keyspace(),
+        &format!("/config/{}/", args.name),
+    )
+    .validate(ProductConfig::check)
+    .default_value(ProductConfig::default())
+    .start()
+    .await
+    .context("cannot read the live config")?;
     let instance = lifecycle.instance();
     tracing::info!(
         id = instance.id(),
@@ -97,7 +166,9 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // Serve until SIGINT/SIGTERM: deregister first, then finish the requests in flight.
-    lifecycle.serve(listener, app(instance.id())).await?;
+    lifecycle
+        .serve(listener, app(instance.id(), config))
+        .await?;
     Ok(())
 }
 
@@ -106,11 +177,21 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use http_body_util::BodyExt;
+    use svckit::registry::MemoryRegistry;
     use tower::ServiceExt;
 
-    async fn call(path: &str) -> (StatusCode, Option<String>, String) {
+    async fn call_with(
+        registry: &MemoryRegistry,
+        path: &str,
+    ) -> (StatusCode, Option<String>, String) {
+        let config = ConfigWatch::<ProductConfig>::builder(&registry.keyspace(), "/config/p/")
+            .validate(ProductConfig::check)
+            .default_value(ProductConfig::default())
+            .start()
+            .await
+            .unwrap();
         let req = axum::http::Request::get(path).body(Body::empty()).unwrap();
-        let resp = app("inst1").oneshot(req).await.unwrap();
+        let resp = app("inst1", config).oneshot(req).await.unwrap();
         let status = resp.status();
         let served = resp
             .headers()
@@ -120,12 +201,34 @@ mod tests {
         (status, served, String::from_utf8(body.to_vec()).unwrap())
     }
 
+    async fn call(path: &str) -> (StatusCode, Option<String>, String) {
+        call_with(&MemoryRegistry::new(), path).await
+    }
+
     #[tokio::test]
     async fn product_by_id() {
         let (status, served, body) = call("/prod/42").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(served.as_deref(), Some("inst1"));
-        assert_eq!(body, "get product byID:42");
+        assert_eq!(body, "get product byID:42\nhello price 10.00");
+    }
+
+    #[tokio::test]
+    async fn the_answer_follows_the_config_and_refuses_a_bad_factor() {
+        let registry = MemoryRegistry::new();
+        let keys = registry.keyspace();
+        keys.put("/config/p/greeting", "hi").await.unwrap();
+        keys.put("/config/p/price_factor", "1.5").await.unwrap();
+        assert_eq!(
+            call_with(&registry, "/prod/1").await.2,
+            "get product byID:1\nhi price 15.00"
+        );
+        // Refused at start: the defaults serve.
+        keys.put("/config/p/price_factor", "-1").await.unwrap();
+        assert_eq!(
+            call_with(&registry, "/prod/1").await.2,
+            "get product byID:1\nhello price 10.00"
+        );
     }
 
     #[tokio::test]

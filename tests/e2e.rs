@@ -133,6 +133,117 @@ async fn rolling_restart_during_a_client_run_loses_no_call() {
     assert!(out.status.success(), "client exit status {:?}", out.status);
 }
 
+/// The second line of a product answer (the live config's greeting and price).
+async fn config_line(addr: &str) -> Result<String, String> {
+    let resp = HttpClient::new()
+        .get(&format!("http://{addr}/prod/7"), Limits::default())
+        .await
+        .map_err(|e| format!("GET {addr}: {e}"))?;
+    let body = String::from_utf8_lossy(resp.body()).into_owned();
+    match (resp.status().as_u16(), body.split_once('\n')) {
+        (200, Some(("get product byID:7", line))) => Ok(line.to_owned()),
+        (status, _) => Err(format!("{addr}: {status} {body:?}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_put_changes_every_instance_and_a_bad_value_is_refused() {
+    let etcd = Etcd::start();
+    let endpoint = etcd.endpoint();
+    let (registry, discovery) = discovery(&etcd).await;
+    let keys = registry.keyspace();
+    let _children: Vec<Child> = (0..3)
+        .map(|i| product(&endpoint, &format!("cfg_{i}")))
+        .collect();
+    wait_until("three product instances", || {
+        discovery.instances("productservice").len() == 3
+    })
+    .await;
+    let addrs: Vec<String> = discovery
+        .instances("productservice")
+        .iter()
+        .map(|i| i.addr().to_owned())
+        .collect();
+    for addr in &addrs {
+        assert_eq!(config_line(addr).await.unwrap(), "hello price 10.00");
+    }
+
+    // Callers keep calling every instance throughout; none may fail.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (addrs, stop) = (addrs.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut calls, mut failures) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for addr in &addrs {
+                    calls += 1;
+                    if let Err(e) = config_line(addr).await {
+                        failures.push(e);
+                    }
+                }
+            }
+            (calls, failures)
+        })
+    };
+
+    // One put (two keys, one transaction): every instance answers with it.
+    let put = Instant::now();
+    keys.commit(
+        svckit::registry::Txn::new()
+            .put("/config/productservice/greeting", "welcome")
+            .put("/config/productservice/price_factor", "1.5"),
+    )
+    .await
+    .unwrap();
+    let mut lags = Vec::new();
+    for addr in &addrs {
+        loop {
+            if config_line(addr).await.unwrap() == "welcome price 15.00" {
+                lags.push(put.elapsed());
+                break;
+            }
+            assert!(
+                put.elapsed() < Duration::from_secs(2),
+                "{addr} never changed"
+            );
+        }
+    }
+    println!("put -> all three instances answer with it: {lags:?}");
+
+    // A factor that is not a number, then one out of range: refused, the last good stays.
+    keys.put("/config/productservice/price_factor", "cheap")
+        .await
+        .unwrap();
+    keys.put("/config/productservice/price_factor", "-3")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for addr in &addrs {
+        assert_eq!(config_line(addr).await.unwrap(), "welcome price 15.00");
+    }
+    keys.put("/config/productservice/price_factor", "2")
+        .await
+        .unwrap();
+    for addr in &addrs {
+        let start = Instant::now();
+        while config_line(addr).await.unwrap() != "welcome price 20.00" {
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "{addr} never changed"
+            );
+        }
+    }
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (calls, failures) = load.await.unwrap();
+    assert!(calls > 30, "only {calls} calls");
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} calls failed: {failures:?}",
+        failures.len()
+    );
+}
+
 /// Runs `product` with `args`, expecting a quick failure that says what failed on its first
 /// line (`Error: ...`, anyhow's report from `main`) and why below it.
 async fn product_fails(args: &[&str], expect: &str) {
