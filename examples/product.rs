@@ -224,7 +224,12 @@ mod tests {
             "get product byID:1\nhi price 15.00"
         );
         // Refused at start: the defaults serve.
-        keys.put("/config/p/price_factor", "-1").await.unwrap();
+        let registry = MemoryRegistry::new();
+        registry
+            .keyspace()
+            .put("/config/p/price_factor", "-1")
+            .await
+            .unwrap();
         assert_eq!(
             call_with(&registry, "/prod/1").await.2,
             "get product byID:1\nhello price 10.00"
