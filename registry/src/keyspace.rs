@@ -186,8 +186,10 @@ impl Keyspace {
     }
 }
 
+/// A prefix of svckit's keys starts with `/` (`/` alone is every key, as confd's
+/// `keys = ["/"]` asks).
 fn check_prefix(prefix: &str) -> Result<(), Error> {
-    if prefix.starts_with('/') && prefix.len() > 1 {
+    if prefix.starts_with('/') {
         Ok(())
     } else {
         Err(Error::InvalidPrefix {
