@@ -72,12 +72,12 @@ enum Command {
     Services(services::ServicesArgs),
 }
 
-/// A key or prefix: starts with `/` and names at least one segment.
+/// A key or prefix: starts with `/` (`/` alone is every key).
 fn key_prefix(value: &str) -> Result<String, String> {
-    if value.starts_with('/') && value.len() > 1 {
+    if value.starts_with('/') {
         Ok(value.to_owned())
     } else {
-        Err("it must start with `/` and name at least one segment (e.g. /config/app/)".to_owned())
+        Err("it must start with `/` (e.g. /config/app/)".to_owned())
     }
 }
 
