@@ -62,7 +62,10 @@ fn insert(
 ) -> Result<(), Refusal> {
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let Some((last, dirs)) = segments.split_last() else {
-        return Err(Refusal::at(key, "the key names the prefix itself, not a field"));
+        return Err(Refusal::at(
+            key,
+            "the key names the prefix itself, not a field",
+        ));
     };
     let mut dir = root;
     for segment in dirs {
@@ -264,7 +267,11 @@ mod tests {
         keys.insert("/c/app/db/port".into(), "not a port".into());
         let pairs: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (&**k, &**v)).collect();
         let refused = from_snapshot::<App>(&snapshot(&pairs).await, "/c/app/").unwrap_err();
-        assert_eq!(refused.key.as_deref(), Some("/c/app/db/port"), "{refused:?}");
+        assert_eq!(
+            refused.key.as_deref(),
+            Some("/c/app/db/port"),
+            "{refused:?}"
+        );
         assert!(refused.reason.contains("not a port"), "{refused:?}");
     }
 

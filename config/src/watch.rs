@@ -318,7 +318,8 @@ fn build<T: DeserializeOwned>(
         key,
         reason,
     };
-    let value = tree::from_snapshot::<T>(snapshot, prefix).map_err(|r| rejected(r.key, r.reason))?;
+    let value =
+        tree::from_snapshot::<T>(snapshot, prefix).map_err(|r| rejected(r.key, r.reason))?;
     if let Some(check) = validate {
         check(&value).map_err(|reason| rejected(None, reason))?;
     }
@@ -346,7 +347,9 @@ async fn follow<T: DeserializeOwned>(
         match build(&snapshot, &shared.prefix, validate.as_ref()) {
             Ok(value) => {
                 let revision = snapshot.revision();
-                shared.current.store(Arc::new(Versioned { value, revision }));
+                shared
+                    .current
+                    .store(Arc::new(Versioned { value, revision }));
                 shared.notify.send_replace(revision);
                 tracing::debug!(revision, "config updated");
             }

@@ -111,7 +111,10 @@ async fn transactions_are_seen_whole_and_invalid_values_keep_the_last_good_one()
     .await;
     let rejected = config.last_rejected().unwrap();
     assert_eq!(rejected.revision, bad);
-    assert_eq!(rejected.key.as_deref(), Some("/config/product/price_factor"));
+    assert_eq!(
+        rejected.key.as_deref(),
+        Some("/config/product/price_factor")
+    );
     assert!(rejected.reason.contains("cheap"), "{rejected}");
     let negative = writer
         .put("/config/product/price_factor", "-2")
