@@ -18,27 +18,11 @@ use tokio::sync::watch;
 use tower::discover::Change;
 
 use crate::error::{Error, MalformedEntry};
-use crate::follow::Follower;
+use crate::follow::{DiscoveryState, Follower};
 use crate::instance::{validate_ident, Instance};
 use crate::instances::{InstanceChange, Instances};
 use crate::store::{Listing, WatchEvent};
 use crate::task::OwnedTask;
-
-/// Where the discovery view (or a [`PrefixWatch`](crate::PrefixWatch)) stands with its backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum DiscoveryState {
-    /// The first listing has not completed yet; the view is empty.
-    Connecting,
-    /// Listed and watching: the view follows the backend.
-    Live,
-    /// The backend is unreachable, the watch broke, or it must start over with a fresh
-    /// listing (its revision was compacted). The view keeps the last known instances while
-    /// the watcher reconnects with backoff.
-    Reconnecting,
-    /// A fixed view that never changes (see [`Discovery::from_static`]).
-    Static,
-}
 
 /// Counters of the discovery view.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

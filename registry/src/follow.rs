@@ -13,10 +13,25 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::Config;
-use crate::discover::DiscoveryState;
 use crate::error::Error;
 use crate::store::{timed, Listing, Range, Store, WatchEvent, WatchMessage, WatchStream};
 use crate::task::sleep_or_cancel;
+
+/// Where the discovery view (or a [`PrefixWatch`](crate::PrefixWatch)) stands with its backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DiscoveryState {
+    /// The first listing has not completed yet; the view is empty.
+    Connecting,
+    /// Listed and watching: the view follows the backend.
+    Live,
+    /// The backend is unreachable, the watch broke, or it must start over with a fresh
+    /// listing (its revision was compacted). The view keeps the last known instances while
+    /// the watcher reconnects with backoff.
+    Reconnecting,
+    /// A fixed view that never changes (see [`Discovery::from_static`]).
+    Static,
+}
 
 /// What a followed prefix feeds: the discovery view, a prefix watch's key snapshot.
 pub(crate) trait Follower: Send + Sync + 'static {

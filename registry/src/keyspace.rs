@@ -12,9 +12,8 @@ use imbl::OrdMap;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::discover::DiscoveryState;
 use crate::error::Error;
-use crate::follow::{self, Follower};
+use crate::follow::{self, DiscoveryState, Follower};
 use crate::store::{timed, Listing, Store, Txn, WatchEvent};
 use crate::task::OwnedTask;
 

@@ -64,9 +64,10 @@ mod store;
 mod task;
 mod txn;
 
-pub use discover::{Discovery, DiscoveryState, DiscoveryStats, ServiceDiscover, ServiceWatch};
+pub use discover::{Discovery, DiscoveryStats, ServiceDiscover, ServiceWatch};
 pub use error::{Error, MalformedEntry};
 pub use etcd::{EtcdOptions, EtcdRegistry};
+pub use follow::DiscoveryState;
 pub use instance::{Instance, DEFAULT_PREFIX};
 pub use instances::{InstanceChange, Instances, Iter};
 pub use keyspace::{KeyEntry, KeySnapshot, Keyspace, PrefixWatch};
