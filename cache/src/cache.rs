@@ -5,12 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
-use svckit_registry::Discovery;
+use svckit_registry::{Discovery, Keyspace};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::error::Error;
+use crate::flush::FlushFollower;
 use crate::follower::PeerFollower;
-use crate::group::{Getter, Group, GroupBuilder, GroupParts, Groups};
+use crate::getter::Getter;
+use crate::group::{Group, GroupBuilder, GroupParts, Groups};
 use crate::peers::{validate_peer_url, Cluster, PeerClient, Peers};
 use crate::ring::{crc32_ieee, GroupcacheHashFn, DEFAULT_REPLICAS};
 use crate::server::PeerService;
@@ -23,6 +25,14 @@ pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The default limit on the body of a peer's answer: 64 MiB.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 << 20;
+
+/// The default limit on the body of a peer's `PUT` (a set): 64 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 << 20;
+
+/// How long after a change of the peer list a key's new owner asks the key's previous owner
+/// before calling its getter, by default: 30 s (a node's default shutdown grace,
+/// [`svckit_registry::DEFAULT_GRACE`]).
+pub const DEFAULT_HANDOFF_WINDOW: Duration = Duration::from_secs(30);
 
 struct CacheInner {
     cluster: Arc<Cluster>,
@@ -81,6 +91,8 @@ pub struct CacheBuilder {
     hash: GroupcacheHashFn,
     peer_timeout: Duration,
     max_response_bytes: usize,
+    max_request_bytes: usize,
+    handoff_window: Duration,
     secret: Option<String>,
 }
 
@@ -120,8 +132,26 @@ impl CacheBuilder {
         self
     }
 
+    /// The largest `PUT` body (a set from a peer) accepted; a larger one is answered 413.
+    /// Default: [`DEFAULT_MAX_REQUEST_BYTES`] (64 MiB).
+    pub fn max_request_bytes(mut self, bytes: usize) -> Self {
+        self.max_request_bytes = bytes;
+        self
+    }
+
+    /// For how long after the peer list changes a key's new owner, on a miss, first asks
+    /// the key's owner before the change for the value in its memory (the handoff: a
+    /// rolling restart then moves keys without reloading them from the origin). A previous
+    /// owner that left the list is asked too: a node shutting down keeps serving through
+    /// its grace period. `Duration::ZERO` turns the handoff off. Default:
+    /// [`DEFAULT_HANDOFF_WINDOW`] (30 s).
+    pub fn handoff_window(mut self, window: Duration) -> Self {
+        self.handoff_window = window;
+        self
+    }
+
     /// A secret sent to peers in the [`SECRET_HEADER`](crate::SECRET_HEADER) header and
-    /// required from them: requests without it get 403. Default: none (golang/groupcache
+    /// required from them: requests without it (gets and writes alike) get 403. Default: none (golang/groupcache
     /// peers do not send it, so a mixed cluster must leave it off).
     pub fn shared_secret(mut self, secret: impl Into<String>) -> Self {
         self.secret = Some(secret.into());
@@ -142,7 +172,7 @@ impl CacheBuilder {
             None => None,
         };
         let cluster = Cluster {
-            peers: Peers::new(self.self_url, self.replicas, self.hash),
+            peers: Peers::new(self.self_url, self.replicas, self.hash, self.handoff_window),
             client: PeerClient::new(
                 self.base_path.clone(),
                 self.peer_timeout,
@@ -151,6 +181,7 @@ impl CacheBuilder {
             ),
             base_path: self.base_path,
             secret,
+            max_request_bytes: self.max_request_bytes,
         };
         let cancel = CancellationToken::new();
         Ok(Cache {
@@ -175,6 +206,8 @@ impl Cache {
             hash: crc32_ieee,
             peer_timeout: DEFAULT_PEER_TIMEOUT,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            handoff_window: DEFAULT_HANDOFF_WINDOW,
             secret: None,
         }
     }
@@ -262,6 +295,18 @@ impl Cache {
         axum::Router::new()
             .route_service(&format!("{base}{{*rest}}"), self.service())
             .route_service(base, self.service())
+    }
+
+    /// Follows the flush generations of this cache's groups in `keyspace`
+    /// (`/svckit/cache/<group>/generation`, see [`Group::flush`]): a group drops its entries
+    /// as soon as the watch brings a newer generation. The task is owned by the returned
+    /// handle. Must be called within a tokio runtime.
+    pub fn follow_flushes(&self, keyspace: &Keyspace) -> Result<FlushFollower, Error> {
+        FlushFollower::start(
+            keyspace,
+            self.inner.groups.clone(),
+            self.inner.cancel.child_token(),
+        )
     }
 
     /// Takes the peer list from `discovery`'s instances of `service` now, and keeps following

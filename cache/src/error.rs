@@ -70,6 +70,31 @@ pub enum Error {
     /// A shared secret that cannot be sent as an HTTP header value.
     #[error("the shared secret must be visible ASCII to fit an HTTP header")]
     InvalidSecret,
+    /// A write to the peer that owns the key failed ([`Group::set`](crate::Group::set));
+    /// nothing was stored on this node.
+    #[error("{op} of key {key:?} in group {group:?} failed on its owner")]
+    Peer {
+        /// What was asked: `set`.
+        op: &'static str,
+        /// The group name.
+        group: String,
+        /// The key (cut to 128 bytes).
+        key: String,
+        /// Why the peer failed.
+        #[source]
+        source: Arc<PeerError>,
+    },
+    /// Reading or bumping a group's flush generation in the registry failed.
+    #[error("flush generation {key:?}: {what}")]
+    Generation {
+        /// The registry key of the generation.
+        key: String,
+        /// What failed.
+        what: &'static str,
+        /// The registry's error, if it was one.
+        #[source]
+        source: Option<Arc<svckit_registry::Error>>,
+    },
     /// Following a registry's discovery failed.
     #[error("following service {service:?} in the registry failed")]
     Discovery {
@@ -128,6 +153,19 @@ pub enum PeerError {
         #[source]
         source: BoxError,
     },
+}
+
+impl PeerError {
+    /// The base URL of the peer that failed.
+    pub fn peer(&self) -> &str {
+        match self {
+            Self::Transport { peer, .. }
+            | Self::Timeout { peer, .. }
+            | Self::Status { peer, .. }
+            | Self::TooLarge { peer, .. }
+            | Self::Decode { peer, .. } => peer,
+        }
+    }
 }
 
 /// An error and its sources on one line (`what failed: why: why`): a getter error's own text

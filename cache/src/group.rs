@@ -2,18 +2,20 @@
 //! (golang/groupcache's `Group`).
 
 use std::collections::HashMap;
-use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::SystemTime;
 
-use async_trait::async_trait;
 use bytes::Bytes;
+use http::StatusCode;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::error::{short_key, BoxError, Error};
-use crate::peers::Cluster;
+use crate::error::{short_key, Error, PeerError};
+use crate::getter::{Getter, Loaded};
+use crate::peers::{Cluster, FetchOptions};
 use crate::singleflight::{FlightError, SingleFlight};
 use crate::stats::{LoadCounters, Stats};
-use crate::store::{default_shards, Store, Tier};
+use crate::store::{default_shards, Store, Ticket, Tier};
 
 /// The default limit on key length: 1 KiB.
 pub const DEFAULT_MAX_KEY_LEN: usize = 1024;
@@ -21,58 +23,8 @@ pub const DEFAULT_MAX_KEY_LEN: usize = 1024;
 /// By default one in this many values fetched from a peer also goes to the hot cache.
 pub const DEFAULT_HOT_ONE_IN: u32 = 10;
 
-/// Loads the value of a key on a miss (golang/groupcache's `Getter`).
-///
-/// Called at most once at a time per key on a node (singleflight), in a task owned by the
-/// load rather than by any one caller. An error goes to every caller waiting for the key and
-/// is not cached.
-#[async_trait]
-pub trait Getter: Send + Sync + 'static {
-    /// The value of `key`.
-    async fn get(&self, key: &str) -> Result<Bytes, BoxError>;
-}
-
-/// A [`Getter`] from an async closure; see [`getter_fn`].
-#[derive(Clone)]
-pub struct GetterFn<F> {
-    f: F,
-}
-
-impl<F> std::fmt::Debug for GetterFn<F> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GetterFn").finish_non_exhaustive()
-    }
-}
-
-/// A [`Getter`] calling `f(key)`.
-///
-/// ```
-/// use bytes::Bytes;
-/// let getter = svckit_cache::getter_fn(|key: String| async move {
-///     Ok::<_, svckit_cache::BoxError>(Bytes::from(key.to_uppercase()))
-/// });
-/// # let _ = getter;
-/// ```
-pub fn getter_fn<F, Fut>(f: F) -> GetterFn<F>
-where
-    F: Fn(String) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Bytes, BoxError>> + Send + 'static,
-{
-    GetterFn { f }
-}
-
-#[async_trait]
-impl<F, Fut> Getter for GetterFn<F>
-where
-    F: Fn(String) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Bytes, BoxError>> + Send + 'static,
-{
-    async fn get(&self, key: &str) -> Result<Bytes, BoxError> {
-        (self.f)(key.to_owned()).await
-    }
-}
-
-type Loaded = Result<Bytes, Error>;
+/// The outcome of one load, shared by every caller waiting for it.
+type Outcome = Result<Loaded, Error>;
 
 pub(crate) struct GroupInner {
     name: String,
@@ -80,12 +32,14 @@ pub(crate) struct GroupInner {
     store: Store,
     max_key_len: usize,
     hot_one_in: u32,
+    /// The flush generation this node has seen (see [`crate::flush`]).
+    generation: AtomicU64,
     /// Loads started by callers on this node: may fetch from the owning peer.
-    flights: SingleFlight<Loaded>,
+    flights: SingleFlight<Outcome>,
     /// Loads through the getter, on this node only. Requests from peers join these and
     /// never the flights above, so two nodes that disagree about an owner cannot wait on
     /// each other.
-    local_flights: SingleFlight<Loaded>,
+    local_flights: SingleFlight<Outcome>,
     counters: LoadCounters,
     cluster: Arc<Cluster>,
 }
@@ -235,6 +189,7 @@ impl<'a> GroupBuilder<'a> {
         let shards = self.shards.unwrap_or_else(|| default_shards(self.budget));
         let inner = GroupInner {
             store: Store::new(self.budget, shards),
+            generation: AtomicU64::new(0),
             flights: SingleFlight::new(cancel.clone()),
             local_flights: SingleFlight::new(cancel),
             name: self.name,
@@ -260,14 +215,14 @@ impl Group {
     }
 
     /// The value of `key`: from memory, else from the peer that owns it, else from the
-    /// getter. Concurrent misses of one key share one load.
+    /// getter. Concurrent misses of one key share one load; an expired value is a miss.
     pub async fn get(&self, key: &str) -> Result<Bytes, Error> {
         self.inner.check_key(key)?;
         if let Some(v) = self.inner.store.get(key) {
             return Ok(v);
         }
         // Boxed so the hit path's future stays small.
-        Box::pin(self.inner.load(key)).await
+        Box::pin(self.inner.load(key)).await.map(Loaded::into_value)
     }
 
     /// Like [`get`](Self::get), but lends the value to `f` instead of returning a handle to
@@ -295,19 +250,138 @@ impl Group {
             Err(f) => f,
         };
         let v = Box::pin(self.inner.load(key)).await?;
-        Ok(f(&v))
+        Ok(f(v.value()))
     }
 
-    /// A get on behalf of a peer: served from memory or the getter on this node, never
-    /// forwarded to another peer.
-    pub(crate) async fn get_for_peer(&self, key: &str) -> Result<Bytes, Error> {
+    /// Stores `value` for `key` on the key's owner (over the wire when that is a peer,
+    /// mailgun/groupcache's `Set`), expiring at `expire` (`None`: never). With `hot`, this
+    /// node keeps a copy in its hot cache too; without, it drops any copy it had.
+    ///
+    /// A load of the key in flight meanwhile does not overwrite the value with the one it
+    /// read (see [`crate::store`]). Fails, storing nothing here, when the owner cannot be
+    /// reached or refuses ([`Error::Peer`]).
+    pub async fn set(
+        &self,
+        key: &str,
+        value: impl Into<Bytes>,
+        expire: Option<SystemTime>,
+        hot: bool,
+    ) -> Result<(), Error> {
+        self.inner.check_key(key)?;
+        let mut loaded = Loaded::new(value);
+        if let Some(at) = expire {
+            loaded = loaded.expires_at(at);
+        }
+        let inner = &self.inner;
+        let Some(owner) = inner.cluster.peers.pick(key) else {
+            inner.store.set(key, &loaded, Tier::Main);
+            return Ok(());
+        };
+        inner
+            .cluster
+            .client
+            .set(&owner, &inner.name, key, &loaded)
+            .await
+            .map_err(|e| Error::Peer {
+                op: "set",
+                group: inner.name.clone(),
+                key: short_key(key),
+                source: Arc::new(e),
+            })?;
+        if hot {
+            inner.store.set(key, &loaded, Tier::Hot);
+        } else {
+            inner.store.remove(key);
+        }
+        Ok(())
+    }
+
+    /// Removes `key` from every node (mailgun/groupcache's `Remove`): from its owner first,
+    /// then from every other peer at once (each request bounded by the peer timeout), then
+    /// from this node. A peer that fails does not stop the others; the result names them.
+    ///
+    /// Loads of the key in flight on a node when the removal reaches it do not bring the old
+    /// value back, and an owner that has just removed it does not take it back from the
+    /// key's previous owner (the handoff).
+    pub async fn remove(&self, key: &str) -> Result<Removed, Error> {
+        self.inner.check_key(key)?;
+        let inner = &self.inner;
+        let (peers, client) = (&inner.cluster.peers, &inner.cluster.client);
+        let mut failed = Vec::new();
+        let owner = peers.pick(key);
+        if let Some(owner) = &owner {
+            if let Err(e) = client.remove(owner, &inner.name, key).await {
+                failed.push(e);
+            }
+        }
+        let mut others = peers.others();
+        // A previous owner that left the list may still serve its grace period.
+        others.extend(peers.previous_owner(key));
+        others.sort();
+        others.dedup();
+        others.retain(|p| Some(p) != owner.as_ref());
+        let removals = others
+            .iter()
+            .map(|peer| client.remove(peer, &inner.name, key));
+        for result in futures_util::future::join_all(removals).await {
+            if let Err(e) = result {
+                failed.push(e);
+            }
+        }
+        inner.store.remove(key);
+        for e in &failed {
+            tracing::warn!(group = %inner.name, key = %short_key(key), peer = %e.peer(), error = %e, "remove failed on a peer");
+        }
+        Ok(Removed { failed })
+    }
+
+    /// A request from a peer: served from memory or the getter on this node, never
+    /// forwarded to another peer. A handoff ask is served from the main cache only; its miss
+    /// is `None`.
+    pub(crate) async fn get_for_peer(
+        &self,
+        key: &str,
+        ask: FetchOptions,
+    ) -> Result<Option<Loaded>, Error> {
         LoadCounters::inc(&self.inner.counters.server_requests);
         self.inner.check_key(key)?;
-        if let Some(v) = self.inner.store.get(key) {
-            return Ok(v);
+        self.inner.adopt_generation(ask.generation);
+        if let Some(v) = self.inner.store.get_loaded(key, ask.handoff) {
+            return Ok(Some(v));
+        }
+        if ask.handoff {
+            return Ok(None);
         }
         LoadCounters::inc(&self.inner.counters.loads);
-        self.inner.load_local(key).await
+        self.inner.load_local(key).await.map(Some)
+    }
+
+    /// A set from a peer: this node is the owner (mailgun/groupcache's `localSet` into the
+    /// main cache).
+    pub(crate) fn set_for_peer(&self, key: &str, loaded: &Loaded) -> Result<(), Error> {
+        LoadCounters::inc(&self.inner.counters.server_requests);
+        self.inner.check_key(key)?;
+        self.inner.store.set(key, loaded, Tier::Main);
+        Ok(())
+    }
+
+    /// A remove from a peer.
+    pub(crate) fn remove_for_peer(&self, key: &str) -> Result<(), Error> {
+        LoadCounters::inc(&self.inner.counters.server_requests);
+        self.inner.check_key(key)?;
+        self.inner.store.remove(key);
+        Ok(())
+    }
+
+    /// The flush generation this node has seen: 0 until the first flush it hears of.
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
+    }
+
+    /// Moves this node to flush generation `generation` if it is newer: drops every entry,
+    /// and loads in flight will not populate. Returns whether it was newer.
+    pub(crate) fn adopt_generation(&self, generation: u64) -> bool {
+        self.inner.adopt_generation(generation)
     }
 
     /// A snapshot of the group's counters.
@@ -323,6 +397,7 @@ impl Group {
             loads_deduped: LoadCounters::get(&c.loads_deduped),
             local_loads: LoadCounters::get(&c.local_loads),
             local_load_errors: LoadCounters::get(&c.local_load_errors),
+            handoff_loads: LoadCounters::get(&c.handoff_loads),
             server_requests: LoadCounters::get(&c.server_requests),
             main_cache: s.main,
             hot_cache: s.hot,
@@ -336,6 +411,24 @@ impl Group {
     }
 }
 
+/// What [`Group::remove`] did: which peers failed to remove the key.
+#[derive(Debug)]
+pub struct Removed {
+    failed: Vec<PeerError>,
+}
+
+impl Removed {
+    /// The peers that failed, each error naming its peer ([`PeerError::peer`]).
+    pub fn failed(&self) -> &[PeerError] {
+        &self.failed
+    }
+
+    /// Whether every peer removed the key.
+    pub fn is_complete(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
 impl GroupInner {
     #[inline]
     fn check_key(&self, key: &str) -> Result<(), Error> {
@@ -346,6 +439,26 @@ impl GroupInner {
             });
         }
         Ok(())
+    }
+
+    fn adopt_generation(&self, generation: u64) -> bool {
+        if self.generation.fetch_max(generation, Ordering::AcqRel) >= generation {
+            return false;
+        }
+        self.store.clear();
+        tracing::info!(group = %self.name, generation, "flushed");
+        true
+    }
+
+    /// The key of a flight: a load started before a flush must not answer a get made after
+    /// it, so flights of different generations do not merge.
+    fn flight_key(&self, key: &str) -> (u64, String) {
+        let generation = self.generation.load(Ordering::Acquire);
+        if generation == 0 {
+            (0, key.to_owned())
+        } else {
+            (generation, format!("{generation}\0{key}"))
+        }
     }
 
     fn flight_error(&self, key: &str, e: FlightError) -> Error {
@@ -368,14 +481,25 @@ impl GroupInner {
         }
     }
 
+    /// Stores what a load with `ticket` read, unless the key was written since; then the
+    /// newer value is what the load's callers get, if the write left one.
+    fn keep(&self, key: &str, loaded: Loaded, tier: Tier, ticket: Ticket) -> Loaded {
+        if self.store.populate(key, &loaded, tier, ticket) {
+            return loaded;
+        }
+        self.store.peek(key).unwrap_or(loaded)
+    }
+
     /// A miss from a caller on this node: fetch from the owner, or load locally.
-    async fn load(self: &Arc<Self>, key: &str) -> Result<Bytes, Error> {
+    async fn load(self: &Arc<Self>, key: &str) -> Result<Loaded, Error> {
         LoadCounters::inc(&self.counters.loads);
         let this = self.clone();
         let k = key.to_owned();
+        let (generation, flight) = self.flight_key(key);
         let (out, _led) = self
             .flights
-            .run(key, move || async move {
+            .run(&flight, move || async move {
+                let ticket = this.store.ticket(&k);
                 // Between our caller's cache lookup and this flight starting, an earlier
                 // flight of the same key may have finished and cached its value (it left the
                 // flight table after populating the cache). Look again, or that key would be
@@ -385,11 +509,15 @@ impl GroupInner {
                 }
                 LoadCounters::inc(&this.counters.loads_deduped);
                 if let Some(peer) = this.cluster.peers.pick(&k) {
-                    match this.cluster.client.fetch(&peer, &this.name, &k).await {
+                    let ask = FetchOptions {
+                        generation,
+                        handoff: false,
+                    };
+                    match this.cluster.client.fetch(&peer, &this.name, &k, ask).await {
                         Ok(v) => {
                             LoadCounters::inc(&this.counters.peer_loads);
                             if this.keep_hot() {
-                                this.store.populate(&k, v.clone(), Tier::Hot);
+                                return Ok(this.keep(&k, v, Tier::Hot, ticket));
                             }
                             return Ok(v);
                         }
@@ -410,23 +538,29 @@ impl GroupInner {
         out.unwrap_or_else(|e| Err(self.flight_error(key, e)))
     }
 
-    /// A load through the getter on this node, shared with every concurrent local load of
-    /// the key (from callers here and from peers).
-    async fn load_local(self: &Arc<Self>, key: &str) -> Result<Bytes, Error> {
+    /// A load on this node (the key's owner, or a fallback), shared with every concurrent
+    /// local load of the key (from callers here and from peers): from the key's previous
+    /// owner's memory if the ring changed lately, else through the getter.
+    async fn load_local(self: &Arc<Self>, key: &str) -> Result<Loaded, Error> {
         let this = self.clone();
         let k = key.to_owned();
+        let (generation, flight) = self.flight_key(key);
         let (out, led) = self
             .local_flights
-            .run(key, move || async move {
+            .run(&flight, move || async move {
+                let ticket = this.store.ticket(&k);
                 // Same race as in `load`: a just-finished local load may have cached it.
                 if let Some(v) = this.store.peek(&k) {
                     return Ok(v);
                 }
-                match this.getter.get(&k).await {
+                if let Some(v) = this.handoff(&k, generation).await {
+                    LoadCounters::inc(&this.counters.handoff_loads);
+                    return Ok(this.keep(&k, v, Tier::Main, ticket));
+                }
+                match this.getter.load(&k).await {
                     Ok(v) => {
                         LoadCounters::inc(&this.counters.local_loads);
-                        this.store.populate(&k, v.clone(), Tier::Main);
-                        Ok(v)
+                        Ok(this.keep(&k, v, Tier::Main, ticket))
                     }
                     Err(e) => {
                         LoadCounters::inc(&this.counters.local_load_errors);
@@ -446,5 +580,35 @@ impl GroupInner {
             }
             Err(self.flight_error(key, e))
         })
+    }
+
+    /// The value of `key` from the memory of its owner before the ring's last change, when
+    /// that was another node (issue 13's handoff: a rolling restart moves keys away and back
+    /// without reloading them from the origin). `None` on its miss or failure.
+    async fn handoff(&self, key: &str, generation: u64) -> Option<Loaded> {
+        let previous = self.cluster.peers.previous_owner(key)?;
+        // The race: remove(k) reaches this node (the owner) first and the previous owner
+        // later; a load in between would take the old value back from the previous owner's
+        // memory. A key written here lately is this node's to answer.
+        if self.store.recently_written(key) {
+            return None;
+        }
+        let ask = FetchOptions {
+            generation,
+            handoff: true,
+        };
+        match self
+            .cluster
+            .client
+            .fetch(&previous, &self.name, key, ask)
+            .await
+        {
+            Ok(v) => Some(v),
+            Err(PeerError::Status { status, .. }) if status == StatusCode::NOT_FOUND => None,
+            Err(e) => {
+                tracing::debug!(group = %self.name, peer = %previous, error = %e, "handoff ask failed");
+                None
+            }
+        }
     }
 }

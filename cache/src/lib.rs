@@ -45,8 +45,11 @@
 //! ```
 
 mod cache;
+mod clock;
 mod error;
+mod flush;
 mod follower;
+mod getter;
 mod group;
 mod lru;
 mod peers;
@@ -58,13 +61,14 @@ mod stats;
 mod store;
 
 pub use cache::{
-    Cache, CacheBuilder, DEFAULT_BASE_PATH, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_PEER_TIMEOUT,
+    Cache, CacheBuilder, DEFAULT_BASE_PATH, DEFAULT_HANDOFF_WINDOW, DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_PEER_TIMEOUT,
 };
 pub use error::{BoxError, Error, PeerError};
+pub use flush::{generation_key, FlushFollower, GENERATION_PREFIX};
 pub use follower::{PeerFollower, PEER_COALESCE};
-pub use group::{
-    getter_fn, Getter, GetterFn, Group, GroupBuilder, DEFAULT_HOT_ONE_IN, DEFAULT_MAX_KEY_LEN,
-};
+pub use getter::{getter_fn, loader_fn, Getter, GetterFn, Loaded, LoaderFn};
+pub use group::{Group, GroupBuilder, Removed, DEFAULT_HOT_ONE_IN, DEFAULT_MAX_KEY_LEN};
 pub use peers::SECRET_HEADER;
 pub use ring::{crc32_ieee, GroupcacheHashFn, GroupcacheRing, DEFAULT_REPLICAS};
 pub use server::{PeerFuture, PeerService};

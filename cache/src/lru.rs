@@ -86,6 +86,18 @@ impl Lru {
         self.stale = 0;
     }
 
+    /// Forgets every entry; returns the keys it held (some more than once), for the store to
+    /// remove. Evictions stay counted.
+    pub(crate) fn clear(&mut self) -> Vec<Arc<str>> {
+        self.len = 0;
+        self.bytes = 0;
+        self.stale = 0;
+        std::mem::take(&mut self.heap)
+            .into_iter()
+            .map(|Reverse(q)| q.key)
+            .collect()
+    }
+
     /// Removes the least recently used entry from the order and returns its key, or `None`
     /// when empty; the caller removes the entry itself. `current` tells each queued entry's
     /// last use and charge.

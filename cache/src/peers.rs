@@ -1,17 +1,22 @@
-//! The peers of a cache: who owns which key (the ring), and fetching a value from its owner
-//! over golang/groupcache's HTTP protocol through svckit's one HTTP transport
-//! ([`svckit_balancer::HttpClient`]).
+//! The peers of a cache: who owns which key (the ring, and the one before its last change),
+//! and talking to them over the peer protocol ([`crate::protocol`]) through svckit's one HTTP
+//! transport ([`svckit_balancer::HttpClient`]).
 
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Request, StatusCode};
+use http::{header, HeaderName, HeaderValue, Request, StatusCode};
 use prost::Message;
 use svckit_balancer::{HttpClient, Limits, TransportError};
+use tokio::time::Instant;
 
+use crate::clock;
 use crate::error::{BoxError, Error, PeerError};
-use crate::protocol::{peer_url, GetResponse};
+use crate::getter::Loaded;
+use crate::protocol::{
+    peer_url, GetResponse, SetRequest, CONTENT_TYPE, GENERATION_HEADER, HANDOFF_HEADER,
+};
 use crate::ring::{GroupcacheHashFn, GroupcacheRing};
 
 /// The header carrying the optional shared secret between svckit peers.
@@ -48,20 +53,39 @@ pub(crate) struct Cluster {
     pub(crate) client: PeerClient,
     pub(crate) base_path: String,
     pub(crate) secret: Option<HeaderValue>,
+    /// The largest `PUT` body accepted from a peer.
+    pub(crate) max_request_bytes: usize,
 }
 
-/// The ring of peer base URLs and this node's own URL.
+/// The ring of peer base URLs and this node's own URL, and the ring before the last change
+/// (for the handoff: a key's new owner asks its previous one before its getter).
 #[derive(Debug)]
 pub(crate) struct Peers {
     self_url: String,
     ring: RwLock<Arc<GroupcacheRing>>,
+    previous: RwLock<Option<Previous>>,
+    handoff_window: Duration,
+}
+
+/// The ring before the last change, and when it changed.
+#[derive(Debug, Clone)]
+struct Previous {
+    ring: Arc<GroupcacheRing>,
+    until: Instant,
 }
 
 impl Peers {
-    pub(crate) fn new(self_url: String, replicas: usize, hash: GroupcacheHashFn) -> Self {
+    pub(crate) fn new(
+        self_url: String,
+        replicas: usize,
+        hash: GroupcacheHashFn,
+        handoff_window: Duration,
+    ) -> Self {
         Self {
             self_url,
             ring: RwLock::new(Arc::new(GroupcacheRing::with_hash(replicas, hash))),
+            previous: RwLock::new(None),
+            handoff_window,
         }
     }
 
@@ -80,10 +104,30 @@ impl Peers {
         for u in &urls {
             validate_peer_url(u)?;
         }
+        let old = self.ring();
+        // Before this node's first list, the others owned its keys: the ring of the list
+        // without this node stands for the previous one.
+        let joining = old.peers().is_empty() && urls.iter().any(|u| **u == *self.self_url);
+        let previous = if joining {
+            let others = urls.iter().filter(|u| ***u != *self.self_url).cloned();
+            Arc::new(old.with_peers(others.collect()))
+        } else {
+            old.clone()
+        };
         // Made from the current ring: the points of peers that stay are merged, not
         // computed and sorted again (O(points)).
-        let ring = self.ring().with_peers(urls);
+        let ring = old.with_peers(urls);
+        if ring.peers() == old.peers() {
+            return Ok(());
+        }
         tracing::debug!(peers = ring.peers().len(), "peer list set");
+        *self
+            .previous
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Previous {
+            ring: previous,
+            until: Instant::now() + self.handoff_window,
+        });
         *self.ring.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(ring);
         Ok(())
     }
@@ -102,9 +146,49 @@ impl Peers {
         let owner = ring.get(key)?;
         (**owner != *self.self_url).then(|| owner.clone())
     }
+
+    /// The owner of `key` before the last change of the ring, when that was another node
+    /// than this one and than the current owner, and the change is less than the handoff
+    /// window old. It may have left the list: a node shutting down keeps serving through its
+    /// grace period after it deregistered.
+    pub(crate) fn previous_owner(&self, key: &str) -> Option<Arc<str>> {
+        let previous = self
+            .previous
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()?;
+        if Instant::now() >= previous.until {
+            return None;
+        }
+        let owner = previous.ring.get(key)?;
+        let moved = self.ring().get(key) != Some(owner);
+        (moved && **owner != *self.self_url).then(|| owner.clone())
+    }
+
+    /// Every peer but this node.
+    pub(crate) fn others(&self) -> Vec<Arc<str>> {
+        let ring = self.ring();
+        ring.peers()
+            .iter()
+            .filter(|p| ***p != *self.self_url)
+            .cloned()
+            .collect()
+    }
 }
 
-/// Fetches values from peers.
+/// What a fetch asks of the peer besides the key.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct FetchOptions {
+    /// The asker's flush generation of the group (sent when not 0).
+    pub(crate) generation: u64,
+    /// From memory only: a key's new owner asking its previous one.
+    pub(crate) handoff: bool,
+}
+
+/// The longest a handoff ask may take before the new owner calls its getter instead.
+pub(crate) const HANDOFF_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Talks to peers: fetches values, and sets and removes keys.
 #[derive(Debug)]
 pub(crate) struct PeerClient {
     client: HttpClient,
@@ -114,8 +198,8 @@ pub(crate) struct PeerClient {
 }
 
 impl PeerClient {
-    /// A client whose fetches, connecting included, take at most `timeout` and accept bodies
-    /// of at most `max_body` bytes.
+    /// A client whose requests, connecting included, take at most `timeout` and accept
+    /// bodies of at most `max_body` bytes.
     pub(crate) fn new(
         base_path: String,
         timeout: Duration,
@@ -140,20 +224,74 @@ impl PeerClient {
         peer: &str,
         group: &str,
         key: &str,
+        opts: FetchOptions,
+    ) -> Result<Loaded, PeerError> {
+        let mut req = Request::get(peer_url(peer, &self.base_path, group, key));
+        let mut limits = self.limits;
+        if opts.generation != 0 {
+            req = req.header(GENERATION_HEADER, opts.generation);
+        }
+        if opts.handoff {
+            req = req.header(HANDOFF_HEADER, "1");
+            limits = Limits::new(limits.timeout().min(HANDOFF_TIMEOUT), limits.max_body());
+        }
+        let body = self.send(peer, req, Bytes::new(), limits).await?;
+        let msg = GetResponse::decode(body).map_err(|e| PeerError::Decode {
+            peer: peer.to_owned(),
+            source: e.into(),
+        })?;
+        Ok(Loaded::from_parts(
+            msg.value.unwrap_or_default(),
+            msg.expire.unwrap_or(clock::NEVER),
+        ))
+    }
+
+    /// `PUT <peer><base><group>/<key>` with a `SetRequest` (mailgun/groupcache's `Set`).
+    pub(crate) async fn set(
+        &self,
+        peer: &str,
+        group: &str,
+        key: &str,
+        loaded: &Loaded,
+    ) -> Result<(), PeerError> {
+        let expire = loaded.expire_nanos();
+        let body = SetRequest {
+            group: Some(group.to_owned()),
+            key: Some(key.to_owned()),
+            value: Some(loaded.value().clone()),
+            expire: (expire != clock::NEVER).then_some(expire),
+        }
+        .encode_to_vec();
+        let req = Request::put(peer_url(peer, &self.base_path, group, key))
+            .header(header::CONTENT_TYPE, CONTENT_TYPE);
+        self.send(peer, req, Bytes::from(body), self.limits).await?;
+        Ok(())
+    }
+
+    /// `DELETE <peer><base><group>/<key>` (mailgun/groupcache's `Remove`).
+    pub(crate) async fn remove(&self, peer: &str, group: &str, key: &str) -> Result<(), PeerError> {
+        let req = Request::delete(peer_url(peer, &self.base_path, group, key));
+        self.send(peer, req, Bytes::new(), self.limits).await?;
+        Ok(())
+    }
+
+    /// Sends a request with the secret, and returns the body of a 200 answer.
+    async fn send(
+        &self,
+        peer: &str,
+        mut req: http::request::Builder,
+        body: Bytes,
+        limits: Limits,
     ) -> Result<Bytes, PeerError> {
-        let url = peer_url(peer, &self.base_path, group, key);
         let transport = |e: BoxError| PeerError::Transport {
             peer: peer.to_owned(),
             source: e,
         };
-        let mut req = Request::get(url)
-            .body(Bytes::new())
-            .map_err(|e| transport(e.into()))?;
         if let Some(secret) = &self.secret {
-            req.headers_mut()
-                .insert(HeaderName::from_static(SECRET_HEADER), secret.clone());
+            req = req.header(HeaderName::from_static(SECRET_HEADER), secret.clone());
         }
-        let resp = match self.client.send(req, self.limits).await {
+        let req = req.body(body).map_err(|e| transport(e.into()))?;
+        let resp = match self.client.send(req, limits).await {
             Ok(resp) => resp,
             Err(TransportError::Timeout { after }) => {
                 return Err(PeerError::Timeout {
@@ -181,11 +319,7 @@ impl PeerClient {
                 status: resp.status(),
             });
         }
-        let msg = GetResponse::decode(resp.into_body()).map_err(|e| PeerError::Decode {
-            peer: peer.to_owned(),
-            source: e.into(),
-        })?;
-        Ok(msg.value.unwrap_or_default())
+        Ok(resp.into_body())
     }
 }
 
@@ -214,7 +348,12 @@ mod tests {
 
     #[test]
     fn pick_skips_self() {
-        let peers = Peers::new("http://a:1".into(), 50, crate::ring::crc32_ieee);
+        let peers = Peers::new(
+            "http://a:1".into(),
+            50,
+            crate::ring::crc32_ieee,
+            Duration::from_secs(30),
+        );
         assert!(peers.pick("k").is_none(), "empty ring: load locally");
         peers.set(["http://a:1"]).unwrap();
         assert!(peers.pick("k").is_none());

@@ -1,11 +1,28 @@
-//! golang/groupcache's HTTP peer protocol: the request path and the `GetResponse` message.
+//! The HTTP peer protocol: golang/groupcache's for gets, mailgun/groupcache's (v2) for
+//! writes and expiry; the request path and every message, in this one place.
 //!
 //! A value is asked for with `GET <base><group>/<key>`, group and key escaped as Go's
 //! `url.QueryEscape` does (everything but `A-Za-z0-9-_.~` as `%XX`), except that svckit sends a
 //! space as `%20` where Go sends `+`: golang/groupcache's server reads the key from the
 //! *decoded path*, where `+` stays `+`, so only `%20` reaches a Go owner as a space. Our server
 //! decodes both (`+` is what Go's client means by a space). The answer is
-//! `application/x-protobuf` `GetResponse { bytes value = 1; double minute_qps = 2; }`.
+//! `application/x-protobuf` `GetResponse { bytes value = 1; double minute_qps = 2;
+//! int64 expire = 3; }`, `expire` in Unix nanoseconds and sent only for a value that expires
+//! (golang/groupcache ignores the field; mailgun/groupcache reads it, absent or 0 as never).
+//!
+//! Writes are mailgun/groupcache's (`http.go`, `groupcachepb/groupcache.proto`):
+//!
+//! - `PUT <base><group>/<key>` with a `SetRequest { required string group = 1; required
+//!   string key = 2; optional bytes value = 3; optional int64 expire = 4; }` body stores the
+//!   value in the main cache: 200 and an empty body; 400 for a body that does not decode (or
+//!   lacks `group` or `key`). As in mailgun's server, the key is the body's.
+//! - `DELETE <base><group>/<key>` removes the key from both tiers: 200 and an empty body.
+//! - An unknown group is 404 `no such group: <group>` for every method.
+//!
+//! svckit adds two headers that other implementations ignore: [`GENERATION_HEADER`] (the
+//! sender's flush generation of the group, so an owner that has not yet seen a flush adopts
+//! it before answering) and [`HANDOFF_HEADER`] (answer from memory only, 404 on a miss: a new
+//! owner asking the key's previous one).
 
 use bytes::Bytes;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -13,13 +30,41 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_AL
 /// The content type of a `GetResponse` body.
 pub(crate) const CONTENT_TYPE: &str = "application/x-protobuf";
 
-/// golang/groupcache's `pb.GetResponse`. Kept out of the public API.
+/// The header carrying the sender's flush generation of the group (a decimal number), on
+/// gets from svckit peers when it is not 0.
+pub(crate) const GENERATION_HEADER: &str = "x-svckit-cache-generation";
+
+/// The header asking for a value from memory only (`1`): a miss is 404, the getter is not
+/// called. Sent by a key's new owner to its previous one after a ring change.
+pub(crate) const HANDOFF_HEADER: &str = "x-svckit-cache-handoff";
+
+/// mailgun/groupcache's `pb.GetResponse` (golang/groupcache's, plus `expire`). Kept out of
+/// the public API.
 #[derive(Clone, PartialEq, prost::Message)]
 pub(crate) struct GetResponse {
     #[prost(bytes = "bytes", optional, tag = "1")]
     pub(crate) value: Option<Bytes>,
     #[prost(double, optional, tag = "2")]
     pub(crate) minute_qps: Option<f64>,
+    /// Unix nanoseconds; absent or 0: never expires.
+    #[prost(int64, optional, tag = "3")]
+    pub(crate) expire: Option<i64>,
+}
+
+/// mailgun/groupcache's `pb.SetRequest`, the body of a `PUT`. `group` and `key` are
+/// `required` in the `.proto`; they are optional here so that a body lacking them can be
+/// told apart and refused, as Go's proto2 decoder refuses it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct SetRequest {
+    #[prost(string, optional, tag = "1")]
+    pub(crate) group: Option<String>,
+    #[prost(string, optional, tag = "2")]
+    pub(crate) key: Option<String>,
+    #[prost(bytes = "bytes", optional, tag = "3")]
+    pub(crate) value: Option<Bytes>,
+    /// Unix nanoseconds; absent or 0: never expires.
+    #[prost(int64, optional, tag = "4")]
+    pub(crate) expire: Option<i64>,
 }
 
 /// What svckit escapes in a group or a key it sends: every byte but `A-Za-z0-9-_.~`, as Go's
@@ -167,10 +212,36 @@ mod tests {
         let msg = GetResponse {
             value: Some(Bytes::from_static(b"hi")),
             minute_qps: Some(1.5),
+            expire: None,
         };
         let mut want = vec![0x0a, 0x02, b'h', b'i', 0x11];
         want.extend_from_slice(&1.5f64.to_le_bytes());
         assert_eq!(msg.encode_to_vec(), want);
         assert_eq!(GetResponse::decode(&want[..]).unwrap(), msg);
+        // mailgun's field 3 (int64, varint): 0x18 then the varint of the nanoseconds.
+        let msg = GetResponse {
+            value: Some(Bytes::from_static(b"hi")),
+            minute_qps: None,
+            expire: Some(300),
+        };
+        assert_eq!(
+            msg.encode_to_vec(),
+            [0x0a, 0x02, b'h', b'i', 0x18, 0xac, 0x02]
+        );
+    }
+
+    #[test]
+    fn set_request_matches_mailgun_encoding() {
+        // protoc's encoding of SetRequest{group: "g", key: "k", value: "v", expire: 1}:
+        // fields 1, 2, 3 length-delimited (0x0a, 0x12, 0x1a), field 4 varint (0x20).
+        let msg = SetRequest {
+            group: Some("g".into()),
+            key: Some("k".into()),
+            value: Some(Bytes::from_static(b"v")),
+            expire: Some(1),
+        };
+        let want = [0x0a, 1, b'g', 0x12, 1, b'k', 0x1a, 1, b'v', 0x20, 1];
+        assert_eq!(msg.encode_to_vec(), want);
+        assert_eq!(SetRequest::decode(&want[..]).unwrap(), msg);
     }
 }

@@ -22,6 +22,9 @@ pub struct Stats {
     pub local_loads: u64,
     /// Failed (or panicked) calls of the getter on this node.
     pub local_load_errors: u64,
+    /// Values a new owner took from the memory of the key's previous owner after the ring
+    /// changed, instead of calling the getter (the handoff).
+    pub handoff_loads: u64,
     /// Requests served to peers over the wire protocol.
     pub server_requests: u64,
     /// The main cache: keys this node owns or loaded itself.
@@ -55,6 +58,7 @@ pub(crate) struct LoadCounters {
     pub(crate) loads_deduped: AtomicU64,
     pub(crate) local_loads: AtomicU64,
     pub(crate) local_load_errors: AtomicU64,
+    pub(crate) handoff_loads: AtomicU64,
     pub(crate) server_requests: AtomicU64,
 }
 

@@ -15,6 +15,18 @@
 //! holds about the same slice of recent keys). A value larger than a shard's budget is
 //! returned but not cached; one shard gives one exact, global LRU.
 //!
+//! # Expiry, and writes racing loads
+//!
+//! An entry may carry an expiry time ([`crate::clock`]); a read past it is a miss, and the
+//! entry stays until a load of the key replaces it or eviction reclaims it. Entries that never
+//! expire cost the hit path one compare, no clock read.
+//!
+//! A load reads the origin (or a peer) *before* it populates, so a write of the same key in
+//! between ([`Store::set`], [`Store::remove`], [`Store::clear`]) must win over it. Each shard
+//! counts its writes; a load takes the count when it starts ([`Store::ticket`]) and its
+//! populate is dropped if the key was written since ([`Store::populate`]). See the comment in
+//! [`Store::populate`] for the race.
+//!
 //! # What an entry is charged
 //!
 //! The budget counts what an entry costs in memory ([`charge`]), not only its key and value:
@@ -24,6 +36,7 @@
 //! a 12-byte key and a 10-byte value (golang/groupcache counts key and value only, and costs
 //! about 330 bytes besides).
 
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::mem::size_of;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -32,6 +45,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use bytes::Bytes;
 use foldhash::fast::RandomState;
 
+use crate::clock::{self, Expire};
+use crate::getter::Loaded;
 use crate::lru::{Current, Lru, QUEUED_BYTES};
 use crate::stats::CacheStats;
 
@@ -47,10 +62,44 @@ struct Entry {
     value: Bytes,
     /// The stamp of the last hit, or of the insertion ([`Store::stamp`]).
     last_use: AtomicU64,
-    /// Which insertion of the key this is (the LRU's heap items name it).
-    id: u64,
-    tier: Tier,
+    /// Which insertion of the key this is (the LRU's heap items name it), shifted left by
+    /// one, the low bit set in the hot tier (one word where two would grow the entry).
+    id_tier: u64,
+    /// When it expires, in Unix nanoseconds; [`clock::NEVER`] for never.
+    expire: Expire,
 }
+
+impl Entry {
+    fn id(&self) -> u64 {
+        self.id_tier >> 1
+    }
+
+    #[inline]
+    fn tier(&self) -> Tier {
+        if self.id_tier & 1 == 1 {
+            Tier::Hot
+        } else {
+            Tier::Main
+        }
+    }
+
+    #[inline]
+    fn is_expired(&self) -> bool {
+        self.expire != clock::NEVER && clock::expired(self.expire, clock::now_nanos())
+    }
+
+    fn loaded(&self) -> Loaded {
+        Loaded::from_parts(self.value.clone(), self.expire)
+    }
+}
+
+/// Which load a populate comes from: its shard's write count when it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ticket(u64);
+
+/// Keys written recently per shard, kept to tell a load whether its key was written since it
+/// started; past this many the shard forgets them and refuses older loads' populates.
+const RECENT_WRITES: usize = 256;
 
 /// The heap block glibc's malloc gives a request of `n` bytes: `n` plus an 8-byte header,
 /// rounded up to 16 bytes, at least 32; nothing for 0 bytes, which `Arc`, `Box` and `Bytes`
@@ -100,12 +149,17 @@ pub(crate) fn charge(key: &str, value: &Bytes) -> usize {
     heap_block(16 + key.len()) + heap_block(value.len()) + overhead()
 }
 
-/// The LRUs of one shard; `next_id` numbers its insertions.
+/// The LRUs of one shard; `next_id` numbers its insertions; `writes` counts its writes
+/// (sets, removes, clears), `written` tells the count of each key's last write, and loads
+/// that started before `floor` may have missed a write it forgot.
 #[derive(Default)]
 struct Tiers {
     main: Lru,
     hot: Lru,
     next_id: u64,
+    writes: u64,
+    written: HashMap<Arc<str>, u64>,
+    floor: u64,
 }
 
 impl Tiers {
@@ -114,6 +168,21 @@ impl Tiers {
             Tier::Main => &mut self.main,
             Tier::Hot => &mut self.hot,
         }
+    }
+
+    /// Counts a write of `key`.
+    fn wrote(&mut self, key: &Arc<str>) {
+        self.writes += 1;
+        if self.written.len() >= RECENT_WRITES {
+            self.written.clear();
+            self.floor = self.writes;
+        }
+        self.written.insert(key.clone(), self.writes);
+    }
+
+    /// Whether a load with `ticket` may still populate `key`: no write of it since.
+    fn current(&self, key: &str, ticket: Ticket) -> bool {
+        ticket.0 >= self.floor && self.written.get(key).is_none_or(|&w| w <= ticket.0)
     }
 }
 
@@ -238,7 +307,7 @@ impl Store {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Counts a get and returns the value if either tier holds it, marking it used.
+    /// Counts a get and returns the value if either tier holds it unexpired, marking it used.
     #[inline]
     pub(crate) fn get(&self, key: &str) -> Option<Bytes> {
         self.get_with(key, Bytes::clone).ok()
@@ -249,10 +318,38 @@ impl Store {
     #[inline]
     pub(crate) fn get_with<R, F: FnOnce(&Bytes) -> R>(&self, key: &str, f: F) -> Result<R, F> {
         let guard = self.index.guard();
+        match self.hit(key, &guard) {
+            Some(e) => Ok(f(&e.value)),
+            None => Err(f),
+        }
+    }
+
+    /// Like [`get`](Self::get), with the value's expiry (what a peer is sent); with
+    /// `main_only`, a value in the hot tier is a miss.
+    pub(crate) fn get_loaded(&self, key: &str, main_only: bool) -> Option<Loaded> {
+        let guard = self.index.guard();
+        if main_only {
+            let e = self.index.get(key, &guard)?;
+            if e.tier() == Tier::Hot {
+                return None;
+            }
+        }
+        self.hit(key, &guard).map(Entry::loaded)
+    }
+
+    /// Whether `key` was set or removed lately (among its shard's last writes).
+    pub(crate) fn recently_written(&self, key: &str) -> bool {
+        self.lock(key).written.contains_key(key)
+    }
+
+    /// The entry of `key` if either tier holds it unexpired, marked used; counts a hit or a
+    /// miss. An expired entry is a miss and stays until replaced or evicted.
+    #[inline]
+    fn hit<'g>(&self, key: &str, guard: &'g impl papaya::Guard) -> Option<&'g Entry> {
         let stripe = self.stripe();
-        let Some(e) = self.index.get(key, &guard) else {
+        let Some(e) = self.index.get(key, guard).filter(|e| !e.is_expired()) else {
             stripe.misses.fetch_add(1, Relaxed);
-            return Err(f);
+            return None;
         };
         let stamp = self.stamp(stripe.hits.fetch_add(1, Relaxed));
         // Raised only, and only written when it rises: a thread's own stamps always do, so
@@ -263,53 +360,134 @@ impl Store {
         if e.last_use.load(Relaxed) < stamp {
             e.last_use.store(stamp, Relaxed);
         }
-        if e.tier == Tier::Hot {
+        if e.tier() == Tier::Hot {
             stripe.hot_hits.fetch_add(1, Relaxed);
         }
-        Ok(f(&e.value))
+        Some(e)
     }
 
-    /// The value if either tier holds it, without counting a get or marking it used.
-    pub(crate) fn peek(&self, key: &str) -> Option<Bytes> {
+    /// The value and its expiry if either tier holds it unexpired, without counting a get or
+    /// marking it used.
+    pub(crate) fn peek(&self, key: &str) -> Option<Loaded> {
         let guard = self.index.guard();
-        self.index.get(key, &guard).map(|e| e.value.clone())
+        self.index
+            .get(key, &guard)
+            .filter(|e| !e.is_expired())
+            .map(Entry::loaded)
     }
 
-    /// Stores `value` in `tier`, then evicts until the hot tier holds at most an eighth of
-    /// the shard's budget and both tiers together fit it (golang/groupcache's
-    /// `populateCache`, evicting from hot while it is over an eighth of main). A value that
-    /// does not fit is not stored, and a hot value does not replace a main one.
-    pub(crate) fn populate(&self, key: &str, value: Bytes, tier: Tier) {
+    /// What a load of `key` starting now takes, to populate with.
+    pub(crate) fn ticket(&self, key: &str) -> Ticket {
+        Ticket(self.lock(key).writes)
+    }
+
+    /// Stores a loaded value in `tier` unless `key` was written since the load took
+    /// `ticket`; returns whether it stored it. Then evicts until the hot tier holds at most
+    /// an eighth of the shard's budget and both tiers together fit it (golang/groupcache's
+    /// `populateCache`). A value that does not fit or has expired is not stored, and a hot
+    /// value does not replace a main one.
+    pub(crate) fn populate(&self, key: &str, loaded: &Loaded, tier: Tier, ticket: Ticket) -> bool {
+        let mut shard = self.lock(key);
+        // The race: a load of k takes its ticket and asks the origin (or a peer), which
+        // answers v1; meanwhile set(k, v2) stores v2, or remove(k) drops k on every node.
+        // Stored now, v1 would overwrite the newer v2 (or bring back the removed value) until
+        // it is evicted. Every write counts itself under this lock before it changes the
+        // entry, so a write after the ticket is seen here and the older value is dropped.
+        if !shard.current(key, ticket) {
+            return false;
+        }
+        self.put_locked(&mut shard, key, loaded, tier, false)
+    }
+
+    /// Writes `key`: stores `loaded` in `tier`, replacing whatever either tier held (a value
+    /// that does not fit or has expired only removes the old one). Loads of the key in
+    /// flight will not overwrite it.
+    pub(crate) fn set(&self, key: &str, loaded: &Loaded, tier: Tier) {
+        let mut shard = self.lock(key);
+        shard.wrote(&Arc::from(key));
+        if !self.put_locked(&mut shard, key, loaded, tier, true) {
+            self.remove_locked(&mut shard, key);
+        }
+    }
+
+    /// Writes `key` away: removes it from either tier. Loads of the key in flight will not
+    /// bring it back.
+    pub(crate) fn remove(&self, key: &str) {
+        let mut shard = self.lock(key);
+        shard.wrote(&Arc::from(key));
+        self.remove_locked(&mut shard, key);
+    }
+
+    /// Removes every entry; loads in flight will not populate (a flush).
+    pub(crate) fn clear(&self) {
+        for shard in self.shards.iter() {
+            let mut t = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
+            t.writes += 1;
+            t.floor = t.writes;
+            t.written.clear();
+            let guard = self.index.guard();
+            let keys = t.main.clear().into_iter().chain(t.hot.clear());
+            for k in keys {
+                self.index.remove(&*k, &guard);
+            }
+        }
+    }
+
+    fn remove_locked(&self, t: &mut Tiers, key: &str) {
+        let guard = self.index.guard();
+        let Some(e) = self.index.remove(key, &guard) else {
+            return;
+        };
+        let (tier, size) = (e.tier(), charge(key, &e.value));
+        let current = |k: &str, id: u64| -> Current {
+            let e = self.index.get(k, &guard).filter(|e| e.id() == id)?;
+            Some((e.last_use.load(Relaxed), charge(k, &e.value)))
+        };
+        t.tier(tier).removed(size, current);
+    }
+
+    /// Stores `loaded` under the shard's lock and evicts; a `write` replaces a main entry
+    /// with a hot one, a load does not. Returns whether it stored it.
+    fn put_locked(
+        &self,
+        t: &mut Tiers,
+        key: &str,
+        loaded: &Loaded,
+        tier: Tier,
+        write: bool,
+    ) -> bool {
         let budget = self.shard_budget;
         let hot_budget = budget / 8;
-        let size = charge(key, &value);
-        let mut shard = self.lock(key);
-        let t = &mut *shard;
+        let value = loaded.value();
+        let size = charge(key, value);
         let guard = self.index.guard();
         let current = |k: &str, id: u64| -> Current {
-            let e = self.index.get(k, &guard).filter(|e| e.id == id)?;
+            let e = self.index.get(k, &guard).filter(|e| e.id() == id)?;
             Some((e.last_use.load(Relaxed), charge(k, &e.value)))
         };
         let present = self
             .index
             .get(key, &guard)
-            .map(|e| (e.tier, charge(key, &e.value)));
-        let fits = match tier {
-            Tier::Main => size <= budget,
-            Tier::Hot => size <= hot_budget && !matches!(present, Some((Tier::Main, _))),
-        };
+            .map(|e| (e.tier(), charge(key, &e.value)));
+        let fits = !loaded.is_expired()
+            && match tier {
+                Tier::Main => size <= budget,
+                Tier::Hot => {
+                    size <= hot_budget && (write || !matches!(present, Some((Tier::Main, _))))
+                }
+            };
         if !fits {
-            return;
+            return false;
         }
         let id = t.next_id;
         t.next_id += 1;
         let key: Arc<str> = Arc::from(key);
         let now = self.insertion_stamp();
         let entry = Entry {
-            value,
+            value: value.clone(),
             last_use: AtomicU64::new(now),
-            id,
-            tier,
+            id_tier: id << 1 | u64::from(tier == Tier::Hot),
+            expire: loaded.expire_nanos(),
         };
         self.index.insert(key.clone(), entry, &guard);
         if let Some((old_tier, old_size)) = present {
@@ -338,6 +516,7 @@ impl Store {
                 None => break,
             }
         }
+        true
     }
 
     /// Counters summed over all shards and stripes.
@@ -363,7 +542,7 @@ impl Store {
     fn recency(&self) -> (Vec<String>, Vec<String>) {
         let guard = self.index.guard();
         let current = |k: &str, id: u64| -> Current {
-            let e = self.index.get(k, &guard).filter(|e| e.id == id)?;
+            let e = self.index.get(k, &guard).filter(|e| e.id() == id)?;
             Some((e.last_use.load(Relaxed), 0))
         };
         let (mut main, mut hot) = (Vec::new(), Vec::new());
@@ -386,6 +565,11 @@ fn add(c: &mut CacheStats, lru: &Lru) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Stores a value as a load that started just now.
+    fn put(s: &Store, key: &str, value: Bytes, tier: Tier) {
+        s.populate(key, &Loaded::new(value), tier, s.ticket(key));
+    }
 
     /// An 8-byte value.
     fn v8() -> Bytes {
@@ -427,17 +611,17 @@ mod tests {
         let e = e();
         let s = Store::new(48 * e, 1); // the hot tier gets 6 entries
         for i in 1..=7 {
-            s.populate(&format!("h{i}"), v8(), Tier::Hot);
+            put(&s, &format!("h{i}"), v8(), Tier::Hot);
         }
         assert!(
             s.peek("h1").is_none(),
             "the seventh hot entry pushed out the first"
         );
         assert!(s.peek("h7").is_some());
-        s.populate("big", Bytes::from(vec![0; 6 * e]), Tier::Hot); // over 1/8: not stored
+        put(&s, "big", Bytes::from(vec![0; 6 * e]), Tier::Hot); // over 1/8: not stored
         assert!(s.peek("big").is_none());
         for i in 0..60 {
-            s.populate(&format!("m{i}"), v8(), Tier::Main);
+            put(&s, &format!("m{i}"), v8(), Tier::Main);
         }
         let st = s.stats();
         assert!(st.main.bytes + st.hot.bytes <= 48 * e as u64, "{st:?}");
@@ -451,9 +635,9 @@ mod tests {
         let st = s.stats();
         assert_eq!((st.gets, st.main.hits, st.hot.hits), (3, 1, 1));
         // A hot value does not replace a main one; a main one replaces a hot one.
-        s.populate("m59", Bytes::from_static(b"hot"), Tier::Hot);
-        assert_eq!(s.peek("m59"), Some(v8()));
-        s.populate(&hot, v8(), Tier::Main);
+        put(&s, "m59", Bytes::from_static(b"hot"), Tier::Hot);
+        assert_eq!(s.peek("m59").map(Loaded::into_value), Some(v8()));
+        put(&s, &hot, v8(), Tier::Main);
         let (main, hot_keys) = s.recency();
         assert!(main.contains(&hot) && !hot_keys.contains(&hot));
     }
@@ -464,13 +648,13 @@ mod tests {
         // recently *used* goes.
         let s = Store::new(10 * e(), 1);
         for i in 0..10 {
-            s.populate(&format!("k{i}"), v8(), Tier::Main);
+            put(&s, &format!("k{i}"), v8(), Tier::Main);
         }
         for _ in 0..1000 {
             assert!(s.get("k0").is_some());
         }
         assert!(s.get("k1").is_some());
-        s.populate("new", v8(), Tier::Main);
+        put(&s, "new", v8(), Tier::Main);
         assert!(s.peek("k0").is_some() && s.peek("k1").is_some());
         assert!(s.peek("k2").is_none(), "k2 was the least recently used");
         let (main, _) = s.recency();
@@ -483,7 +667,7 @@ mod tests {
     fn hits_on_other_threads_count_for_recency() {
         let s = Store::new(10 * e(), 1);
         for i in 0..10 {
-            s.populate(&format!("k{i}"), v8(), Tier::Main);
+            put(&s, &format!("k{i}"), v8(), Tier::Main);
         }
         std::thread::scope(|scope| {
             scope.spawn(|| assert!(s.get("k0").is_some()));
@@ -491,10 +675,10 @@ mod tests {
         std::thread::scope(|scope| {
             scope.spawn(|| assert!(s.get("k1").is_some()));
         });
-        s.populate("new", v8(), Tier::Main);
+        put(&s, "new", v8(), Tier::Main);
         assert!(s.peek("k0").is_some() && s.peek("k1").is_some());
         assert!(s.peek("k2").is_none(), "k2 was the least recently used");
-        s.populate("newer", v8(), Tier::Main);
+        put(&s, "newer", v8(), Tier::Main);
         assert!(s.peek("k3").is_none());
         let (main, _) = s.recency();
         assert_eq!(main[..4], ["newer", "new", "k1", "k0"]);
@@ -503,19 +687,19 @@ mod tests {
     #[test]
     fn a_hit_on_an_evicted_entry_promotes_nothing() {
         let s = Store::new(3 * e(), 1);
-        s.populate("a", v8(), Tier::Main);
-        s.populate("b", v8(), Tier::Main);
+        put(&s, "a", v8(), Tier::Main);
+        put(&s, "b", v8(), Tier::Main);
         assert!(s.get("a").is_some()); // a is now the most recent
-        s.populate("c", v8(), Tier::Main);
-        s.populate("d", v8(), Tier::Main); // b goes, then...
+        put(&s, "c", v8(), Tier::Main);
+        put(&s, "d", v8(), Tier::Main); // b goes, then...
         assert!(s.peek("b").is_none());
         assert!(s.get("b").is_none());
         assert!(s.get("a").is_some());
         let big = Bytes::from(vec![0; 100]); // between one and two entries
         assert!(charge("e", &big) > e() && charge("e", &big) < 2 * e());
-        s.populate("e", big, Tier::Main); // ...c and d go
+        put(&s, "e", big, Tier::Main); // ...c and d go
         assert_eq!(s.recency().0, ["e", "a"]);
-        s.populate("f", v8(), Tier::Main);
+        put(&s, "f", v8(), Tier::Main);
         assert_eq!(s.recency().0, ["f", "e"]);
     }
 
@@ -523,7 +707,7 @@ mod tests {
     fn concurrent_hits_are_all_counted_and_the_budget_holds() {
         let s = Store::new(40 * 200, 2);
         for i in 0..40 {
-            s.populate(&format!("k{i}"), Bytes::from(vec![0; 40]), Tier::Main);
+            put(&s, &format!("k{i}"), Bytes::from(vec![0; 40]), Tier::Main);
         }
         std::thread::scope(|scope| {
             for t in 0..3u64 {
@@ -532,7 +716,7 @@ mod tests {
                     for i in 0..5000u64 {
                         let k = format!("k{}", (i * 7 + t) % 60);
                         if s.get(&k).is_none() && i % 5 == 0 {
-                            s.populate(&k, Bytes::from(vec![0; 40 + t as usize]), Tier::Main);
+                            put(s, &k, Bytes::from(vec![0; 40 + t as usize]), Tier::Main);
                         }
                     }
                 });
@@ -553,7 +737,7 @@ mod tests {
         let s = Store::new(20_000, 1);
         let keys = ["", "k", &"x".repeat(22), &"y".repeat(23), &"z".repeat(1024)];
         for k in keys {
-            s.populate(k, Bytes::from_static(b"v"), Tier::Main);
+            put(&s, k, Bytes::from_static(b"v"), Tier::Main);
         }
         for k in keys {
             assert_eq!(s.get(k).as_deref(), Some(&b"v"[..]), "{}", k.len());
@@ -561,7 +745,7 @@ mod tests {
         assert!(s.get(&"x".repeat(21)).is_none());
         // Fill the budget with other keys: all five are evicted.
         for i in 0..40 {
-            s.populate(&format!("n{i}"), Bytes::from(vec![0; 900]), Tier::Main);
+            put(&s, &format!("n{i}"), Bytes::from(vec![0; 900]), Tier::Main);
         }
         for k in keys {
             assert!(s.peek(k).is_none(), "{}", k.len());
@@ -595,7 +779,7 @@ mod tests {
                 } else {
                     let value = Bytes::from(vec![k; len]);
                     let size = charge(&key, &value);
-                    s.populate(&key, value, Tier::Main);
+                    put(&s, &key, value, Tier::Main);
                     if size <= budget {
                         model.retain(|e| e.0 != key);
                         model.insert(0, (key, size));
@@ -633,7 +817,7 @@ mod tests {
                         continue;
                     }
                 };
-                s.populate(&key, Bytes::from(vec![1; len]), tier);
+                put(&s, &key, Bytes::from(vec![1; len]), tier);
                 let st = s.stats();
                 prop_assert!(st.main.bytes + st.hot.bytes <= budget as u64);
                 prop_assert!(st.hot.bytes <= (budget / n / 8 * n) as u64);
