@@ -214,6 +214,7 @@ async fn usage_errors_exit_2() {
     for args in [
         &["config", "get", "no-slash"][..],
         &["services", "bad-name"],
+        &["services", "--prefix", "/"],
         &["confd", "--interval", "0"],
         &[],
     ] {

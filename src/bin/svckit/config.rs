@@ -70,6 +70,11 @@ pub(crate) struct WatchArgs {
 }
 
 impl ConfigCommand {
+    /// Whether this is `config watch`.
+    pub(crate) fn is_watch(&self) -> bool {
+        matches!(self, Self::Watch(_))
+    }
+
     /// Runs the command against `keyspace`; a watch stops when `shutdown` is cancelled.
     pub(crate) async fn run(
         &self,

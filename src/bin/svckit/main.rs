@@ -72,6 +72,17 @@ enum Command {
     Services(services::ServicesArgs),
 }
 
+impl Command {
+    /// Whether the command runs until SIGINT/SIGTERM (a watch, confd's watch or interval).
+    fn runs_until_stopped(&self) -> bool {
+        match self {
+            Self::Confd(args) => !args.is_onetime(),
+            Self::Config(command) => command.is_watch(),
+            Self::Services(args) => args.is_watch(),
+        }
+    }
+}
+
 /// A key or prefix: starts with `/` (`/` alone is every key).
 fn key_prefix(value: &str) -> Result<String, String> {
     if value.starts_with('/') {
@@ -109,21 +120,27 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    let shutdown = Shutdown::install()?;
+    // Commands that run until stopped end cleanly (exit 0) on SIGINT/SIGTERM; the others
+    // keep the default: a signal ends them at once.
+    let shutdown = if cli.command.runs_until_stopped() {
+        Some(Shutdown::install()?)
+    } else {
+        None
+    };
+    let stop = shutdown.as_ref().map(Shutdown::token).unwrap_or_default();
     match &cli.command {
         Command::Confd(args) => {
             let confd = args.load()?;
             let registry = cli.etcd.connect(None).await?;
-            args.run(&confd, &registry.keyspace(), shutdown.token())
-                .await
+            args.run(&confd, &registry.keyspace(), stop.clone()).await
         }
         Command::Config(command) => {
             let registry = cli.etcd.connect(None).await?;
-            command.run(&registry.keyspace(), shutdown.token()).await
+            command.run(&registry.keyspace(), stop.clone()).await
         }
         Command::Services(args) => {
             let registry = cli.etcd.connect(Some(args.prefix())).await?;
-            args.run(&registry.keyspace(), shutdown.token()).await
+            args.run(&registry.keyspace(), stop.clone()).await
         }
     }
 }

@@ -24,7 +24,7 @@ pub(crate) struct ServicesArgs {
     name: Option<String>,
 
     /// The key prefix instances are registered under (`<prefix>/<id>/<name>` = `host:port`).
-    #[arg(long, global = true, default_value = DEFAULT_PREFIX, value_parser = crate::key_prefix)]
+    #[arg(long, global = true, default_value = DEFAULT_PREFIX, value_parser = services_prefix)]
     prefix: String,
 }
 
@@ -47,6 +47,11 @@ pub(crate) enum ServicesCommand {
 }
 
 impl ServicesArgs {
+    /// Whether this is `services watch`.
+    pub(crate) fn is_watch(&self) -> bool {
+        self.command.is_some()
+    }
+
     /// The key prefix of instances (without a trailing `/`).
     pub(crate) fn prefix(&self) -> &str {
         self.prefix.trim_end_matches('/')
@@ -65,6 +70,15 @@ impl ServicesArgs {
                 watch(keyspace, &dir, name.as_deref(), shutdown).await
             }
         }
+    }
+}
+
+/// The instances' prefix: `/` and at least one segment, as the registry requires.
+fn services_prefix(value: &str) -> Result<String, String> {
+    if value.starts_with('/') && !value.trim_end_matches('/').is_empty() {
+        Ok(value.to_owned())
+    } else {
+        Err("it must start with `/` and name at least one segment (e.g. /services)".to_owned())
     }
 }
 
