@@ -18,9 +18,8 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone, Args)]
 pub(crate) struct EtcdArgs {
     /// etcd endpoints, comma-separated: `host:port` or `http(s)://host:port`
-    /// [default: http://127.0.0.1:2379]. Auth and TLS come from the environment:
-    /// SVCKIT_ETCD_USER, SVCKIT_ETCD_PASSWORD, SVCKIT_ETCD_CA, SVCKIT_ETCD_CERT,
-    /// SVCKIT_ETCD_KEY.
+    /// [default: http://127.0.0.1:2379]. Auth and TLS: the SVCKIT_ETCD_* environment
+    /// variables (see `svckit --help`).
     #[arg(long, global = true, value_name = "ENDPOINTS", value_delimiter = ',')]
     etcd: Vec<String>,
 

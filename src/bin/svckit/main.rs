@@ -62,9 +62,11 @@ enum Command {
     #[command(subcommand)]
     Config(config::ConfigCommand),
 
-    /// List the registered instances of every service (or of NAME): name, id, address and
-    /// the time left on their lease; keys that do not fit `<prefix>/<id>/<name>` =
-    /// `host:port` are flagged MALFORMED. `services watch` follows them live.
+    /// List registered service instances, or follow them live (`services watch`).
+    ///
+    /// A table of NAME, ID, ADDRESS and TTL (the time left on the instance's lease) of every
+    /// service, or of NAME; then a `MALFORMED KEY: REASON` line for every key that does not
+    /// fit `<prefix>/<id>/<name>` = `host:port`.
     #[command(
         after_help = "Examples:\n  svckit services\n  svckit services productservice\n  \
                             svckit services watch productservice"
