@@ -1,7 +1,8 @@
 //! The svckit demo: a private etcd, three `product` instances, two `thumbnail` instances that
 //! share one group cache, and the image `origin`, all as real child processes. It runs
 //! `product_client` with every picker, asks both thumbnail instances for the same thumbnails,
-//! restarts a product instance during a client run, prints a summary and stops everything.
+//! changes the products' live config with one etcd transaction, restarts a product instance
+//! during a client run, prints a summary and stops everything.
 //!
 //! Run with: `./scripts/demo` (or `cargo build --examples && cargo run --example demo`;
 //! `-- --etcd 127.0.0.1:2379` uses an existing etcd instead of a private one).
@@ -15,7 +16,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Parser;
 use svckit::balancer::{HttpClient, Limits};
-use svckit::registry::{Discovery, EtcdRegistry, Registry};
+use svckit::registry::{Discovery, EtcdRegistry, Registry, Txn};
 use svckit_testing::process::{example_bin, Fleet};
 
 /// Flags of the demo.
@@ -147,6 +148,53 @@ fn strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
 
+/// The second line of a product's answer: its live greeting and price.
+async fn config_line(addr: &str) -> anyhow::Result<String> {
+    let (_, body) = http_get(&format!("http://{addr}/prod/1")).await?;
+    let body = String::from_utf8_lossy(&body).into_owned();
+    Ok(body.lines().nth(1).unwrap_or_default().to_owned())
+}
+
+/// Puts a greeting and a price factor in one transaction, shows how soon each product
+/// instance answers with them, then puts an invalid factor that every instance refuses.
+async fn live_config(registry: &EtcdRegistry, discovery: &Discovery) -> anyhow::Result<bool> {
+    let keys = registry.keyspace();
+    let put = Instant::now();
+    keys.commit(
+        Txn::new()
+            .put("/config/productservice/greeting", "welcome")
+            .put("/config/productservice/price_factor", "1.2"),
+    )
+    .await?;
+    let mut ok = true;
+    for instance in discovery.instances("productservice").iter() {
+        let line = loop {
+            let line = config_line(instance.addr()).await?;
+            if line == "welcome price 12.00" || put.elapsed() > Duration::from_secs(2) {
+                break line;
+            }
+        };
+        ok &= line == "welcome price 12.00";
+        println!(
+            "  {}: {line:?} {:.1} ms after the put",
+            instance.id(),
+            put.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    keys.put("/config/productservice/price_factor", "cheap")
+        .await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for instance in discovery.instances("productservice").iter() {
+        let line = config_line(instance.addr()).await?;
+        ok &= line == "welcome price 12.00";
+        println!(
+            "  {} after price_factor=cheap (refused): {line:?}",
+            instance.id()
+        );
+    }
+    Ok(ok)
+}
+
 async fn run(args: Args, etcd: String, fleet: &mut Fleet) -> anyhow::Result<()> {
     println!("etcd: {etcd}");
     let registry = EtcdRegistry::connect(common::etcd_options(&etcd)?).await?;
@@ -215,6 +263,12 @@ async fn run(args: Args, etcd: String, fleet: &mut Fleet) -> anyhow::Result<()> 
             spread(&s, &names)
         );
     }
+
+    // Live config: one etcd transaction changes what every product instance answers.
+    println!(
+        "\nlive config: one etcd transaction puts /config/productservice/{{greeting,price_factor}}"
+    );
+    let config_ok = live_config(&registry, &discovery).await?;
 
     // Thumbnails: the same ones from both instances, each produced once.
     println!("\nthumbnails from both instances:");
@@ -290,9 +344,14 @@ async fn run(args: Args, etcd: String, fleet: &mut Fleet) -> anyhow::Result<()> 
         origin_fetches == wanted.len() as u64
     );
     println!("  calls served by the restarted instance product4: {product4_calls}");
+    println!("  live config reached every product instance, bad value refused: {config_ok}");
     drop(registry);
     fleet.stop_all(Duration::from_secs(5)).await;
-    if total_failures != 0 || same != wanted.len() || origin_fetches != wanted.len() as u64 {
+    if total_failures != 0
+        || same != wanted.len()
+        || origin_fetches != wanted.len() as u64
+        || !config_ok
+    {
         bail!("the demo did not go as expected (see above)");
     }
     println!("  everything stopped; done.");
