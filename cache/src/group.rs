@@ -612,3 +612,184 @@ impl GroupInner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::getter::loader_fn;
+    use crate::{clock, BoxError, Cache};
+
+    /// A getter counting its calls, answering `v<n>` for its nth call, expiring after `ttl`
+    /// when set, and waiting for `gate` (when closed) before answering.
+    fn counting(ttl: Option<Duration>) -> (impl Getter, Arc<AtomicUsize>, watch::Sender<bool>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (gate, rx) = watch::channel(true);
+        let c = calls.clone();
+        let getter = loader_fn(move |_key: String| {
+            let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+            let mut rx = rx.clone();
+            async move {
+                let _ = rx.wait_for(|open| *open).await;
+                let v = Loaded::new(format!("v{n}"));
+                Ok::<_, BoxError>(match ttl {
+                    Some(ttl) => v.expires_in(ttl),
+                    None => v,
+                })
+            }
+        });
+        (getter, calls, gate)
+    }
+
+    fn group(getter: impl Getter) -> (Cache, Group) {
+        let cache = Cache::builder("http://127.0.0.1:1").build().unwrap();
+        let group = cache.new_group("g", 1 << 20, getter).build().unwrap();
+        (cache, group)
+    }
+
+    /// Waits until the getter has been called `n` times (and so read its value).
+    async fn until_calls(calls: &AtomicUsize, n: usize) {
+        while calls.load(Ordering::SeqCst) < n {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_value_is_a_miss_loaded_once() {
+        let (getter, calls, _gate) = counting(Some(Duration::from_secs(10)));
+        let (_cache, g) = group(getter);
+        assert_eq!(g.get("k").await.unwrap(), "v1");
+        tokio::time::advance(Duration::from_millis(9_999)).await;
+        assert_eq!(g.get("k").await.unwrap(), "v1", "not yet expired");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        // Expired: a hundred concurrent gets load it once.
+        let gets: Vec<_> = (0..100)
+            .map(|_| {
+                let g = g.clone();
+                tokio::spawn(async move { g.get("k").await })
+            })
+            .collect();
+        for t in gets {
+            assert_eq!(t.await.unwrap().unwrap(), "v2");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(g.get_with("k", |v| v.len()).await.unwrap(), 2);
+        let s = g.stats();
+        assert_eq!((s.local_loads, s.main_cache.items), (2, 1), "{s:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn set_stores_locally_when_this_node_owns_the_key_and_expires() {
+        let (getter, calls, _gate) = counting(None);
+        let (_cache, g) = group(getter);
+        let at = clock::now() + Duration::from_secs(5);
+        g.set("k", "set", Some(at), false).await.unwrap();
+        assert_eq!(g.get("k").await.unwrap(), "set");
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(g.get("k").await.unwrap(), "v1", "expired: loaded");
+        g.set("k", "forever", None, true).await.unwrap();
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert_eq!(g.get("k").await.unwrap(), "forever");
+        // A value already expired replaces nothing but removes the old one.
+        g.set("k", "stale", Some(clock::now()), false)
+            .await
+            .unwrap();
+        assert_eq!(g.get("k").await.unwrap(), "v2");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_load_in_flight_does_not_overwrite_a_newer_set() {
+        let (getter, calls, gate) = counting(None);
+        let (_cache, g) = group(getter);
+        gate.send_replace(false);
+        let get = tokio::spawn({
+            let g = g.clone();
+            async move { g.get("k").await }
+        });
+        until_calls(&calls, 1).await;
+        // The getter has been called and read its (older) value; the set lands meanwhile.
+        g.set("k", "newer", None, false).await.unwrap();
+        gate.send_replace(true);
+        assert_eq!(
+            get.await.unwrap().unwrap(),
+            "newer",
+            "the load's callers get the set"
+        );
+        assert_eq!(g.get("k").await.unwrap(), "newer");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_load_in_flight_does_not_bring_back_a_removed_key() {
+        let (getter, calls, gate) = counting(None);
+        let (_cache, g) = group(getter);
+        assert_eq!(g.get("k").await.unwrap(), "v1");
+        // Expire it by a set in the past, then reload with the gate closed.
+        g.set("k", "x", Some(clock::now()), false).await.unwrap();
+        gate.send_replace(false);
+        let get = tokio::spawn({
+            let g = g.clone();
+            async move { g.get("k").await }
+        });
+        until_calls(&calls, 2).await;
+        let removed = g.remove("k").await.unwrap();
+        assert!(removed.is_complete() && removed.failed().is_empty());
+        gate.send_replace(true);
+        assert_eq!(
+            get.await.unwrap().unwrap(),
+            "v2",
+            "loaded before the remove"
+        );
+        assert_eq!(g.stats().main_cache.items, 0, "but not cached");
+        assert_eq!(g.get("k").await.unwrap(), "v3");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_newer_generation_drops_entries_and_loads_in_flight() {
+        let (getter, calls, gate) = counting(None);
+        let (_cache, g) = group(getter);
+        for k in ["a", "b", "c"] {
+            g.get(k).await.unwrap();
+        }
+        assert_eq!(g.stats().main_cache.items, 3);
+        gate.send_replace(false);
+        let get = tokio::spawn({
+            let g = g.clone();
+            async move { g.get("d").await }
+        });
+        until_calls(&calls, 4).await;
+        assert!(g.adopt_generation(1));
+        assert!(!g.adopt_generation(1), "once per generation");
+        assert_eq!(g.generation(), 1);
+        let s = g.stats();
+        assert_eq!((s.main_cache.items, s.main_cache.bytes), (0, 0));
+        // A get after the flush does not join the flight begun before it.
+        let after = tokio::spawn({
+            let g = g.clone();
+            async move { g.get("d").await }
+        });
+        until_calls(&calls, 5).await;
+        gate.send_replace(true);
+        // The load begun before the flush is not kept; its callers get what the cache holds
+        // when it ends, if anything (the later load's value), else what it read.
+        let first = get.await.unwrap().unwrap();
+        assert!(first == "v4" || first == "v5", "{first:?}");
+        assert_eq!(after.await.unwrap().unwrap(), "v5");
+        assert_eq!(
+            g.get("d").await.unwrap(),
+            "v5",
+            "only the post-flush load was kept"
+        );
+        assert_eq!(g.get("a").await.unwrap(), "v6");
+        assert!(!g.adopt_generation(0));
+        assert_eq!(calls.load(Ordering::SeqCst), 6);
+    }
+}

@@ -752,6 +752,60 @@ mod tests {
         }
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn expired_entries_are_misses_and_evicted_like_others() {
+        let s = Store::new(3 * e(), 1);
+        let soon = Loaded::new(v8()).expires_in(std::time::Duration::from_secs(1));
+        s.populate("a", &soon, Tier::Main, s.ticket("a"));
+        put(&s, "b", v8(), Tier::Main);
+        assert_eq!(s.peek("a"), Some(soon.clone()));
+        tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        assert!(s.get("a").is_none() && s.peek("a").is_none());
+        assert!(s.get_with("a", |_| ()).is_err());
+        assert_eq!(
+            s.stats().main.items,
+            2,
+            "still held until evicted or replaced"
+        );
+        put(&s, "c", v8(), Tier::Main);
+        put(&s, "d", v8(), Tier::Main);
+        let (main, _) = s.recency();
+        assert_eq!(
+            main,
+            ["d", "c", "b"],
+            "the expired entry went first (least recent)"
+        );
+        // An already expired value is not stored.
+        assert!(!s.populate("e", &soon, Tier::Main, s.ticket("e")));
+    }
+
+    #[test]
+    fn writes_refuse_older_loads_and_forgetting_them_stays_safe() {
+        let s = Store::new(1 << 20, 1);
+        let old = s.ticket("k");
+        s.set("k", &Loaded::new(v8()), Tier::Main);
+        assert!(!s.populate("k", &Loaded::new("old"), Tier::Main, old));
+        assert_eq!(s.peek("k").map(Loaded::into_value), Some(v8()));
+        assert!(s.recently_written("k") && !s.recently_written("j"));
+        // A load of another key is not refused for it.
+        assert!(s.populate("j", &Loaded::new("j"), Tier::Main, old));
+        // Past RECENT_WRITES other writes the shard forgets "k" and refuses every older load.
+        let before = s.ticket("x");
+        for i in 0..RECENT_WRITES + 1 {
+            s.remove(&format!("w{i}"));
+        }
+        assert!(!s.recently_written("k"));
+        assert!(!s.populate("x", &Loaded::new("x"), Tier::Main, before));
+        assert!(s.populate("x", &Loaded::new("x"), Tier::Main, s.ticket("x")));
+        // A hot set replaces a main entry (a load's hot value would not).
+        s.set("x", &Loaded::new("hot"), Tier::Hot);
+        assert_eq!(s.recency().1, ["x"]);
+        s.clear();
+        assert!(s.peek("x").is_none() && s.peek("j").is_none());
+        let st = s.stats();
+        assert_eq!((st.main.items, st.hot.items, st.main.bytes), (0, 0, 0));
+    }
+
     /// One entry of the LRU model: key and charged size.
     type ModelEntry = (String, usize);
 

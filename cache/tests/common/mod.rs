@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use svckit_cache::{BoxError, Cache, CacheBuilder, Getter, Group};
+use svckit_cache::{BoxError, Cache, CacheBuilder, Getter, Group, Loaded};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +30,8 @@ pub struct TestGetter {
     pub fail: Arc<AtomicBool>,
     pub panic: Arc<AtomicBool>,
     pub gate: Option<watch::Receiver<bool>>,
+    /// When set, values expire this long after they are loaded.
+    pub ttl: Arc<Mutex<Option<Duration>>>,
 }
 
 impl TestGetter {
@@ -56,6 +58,10 @@ impl TestGetter {
 #[async_trait]
 impl Getter for TestGetter {
     async fn get(&self, key: &str) -> Result<Bytes, BoxError> {
+        self.load(key).await.map(Loaded::into_value)
+    }
+
+    async fn load(&self, key: &str) -> Result<Loaded, BoxError> {
         *self
             .calls
             .lock()
@@ -72,7 +78,11 @@ impl Getter for TestGetter {
         if self.fail.load(Ordering::SeqCst) {
             return Err(format!("origin refused {key:?}").into());
         }
-        Ok(value_of(key))
+        let loaded = Loaded::new(value_of(key));
+        Ok(match *self.ttl.lock().unwrap() {
+            Some(ttl) => loaded.expires_in(ttl),
+            None => loaded,
+        })
     }
 }
 
@@ -101,6 +111,15 @@ impl Node {
         getter: TestGetter,
         opts: impl FnOnce(CacheBuilder) -> CacheBuilder,
     ) -> Self {
+        Self::start_hot(getter, opts, 0).await
+    }
+
+    /// A node keeping one in `hot_one_in` peer values in its hot cache (0: none).
+    pub async fn start_hot(
+        getter: TestGetter,
+        opts: impl FnOnce(CacheBuilder) -> CacheBuilder,
+        hot_one_in: u32,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let url = format!("http://{addr}");
@@ -109,7 +128,7 @@ impl Node {
             .unwrap();
         let group = cache
             .new_group(GROUP, 8 << 20, getter)
-            .hot_one_in(0)
+            .hot_one_in(hot_one_in)
             .build()
             .unwrap();
         let mut node = Self {
@@ -161,9 +180,14 @@ impl Drop for Node {
 
 /// Three nodes sharing one getter, each with the full static peer list.
 pub async fn cluster(getter: &TestGetter) -> Vec<Node> {
+    hot_cluster(getter, 0).await
+}
+
+/// Three nodes as [`cluster`], keeping one in `hot_one_in` peer values hot.
+pub async fn hot_cluster(getter: &TestGetter, hot_one_in: u32) -> Vec<Node> {
     let mut nodes = Vec::new();
     for _ in 0..3 {
-        nodes.push(Node::start(getter.clone()).await);
+        nodes.push(Node::start_hot(getter.clone(), |b| b, hot_one_in).await);
     }
     let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
     for n in &nodes {
