@@ -15,7 +15,7 @@
 //! - `POST /remove?key=K`: removes it from every node, answers which peers failed (JSON);
 //! - `POST /flush`: bumps the group's generation in etcd (needs `--etcd`): every node drops
 //!   the group's entries;
-//! - `GET /stats`: the group's counters as JSON.
+//! - `GET /stats`: the group's counters, its generation and the peers in the ring, as JSON.
 //!
 //! Start the `origin` example first, or point `--origin` at any HTTP server: the key `/a/b`
 //! is fetched from `<origin>/a/b`.
@@ -209,6 +209,7 @@ fn dir_getter(root: PathBuf) -> impl svckit::cache::Getter {
 /// What the routes share.
 #[derive(Clone)]
 struct Node {
+    cache: Cache,
     group: Group,
     /// The canonical `--dir`, when values come from files.
     dir: Option<PathBuf>,
@@ -352,6 +353,8 @@ async fn stats(State(node): State<Node>) -> Json<serde_json::Value> {
     let tier = |c: svckit::cache::CacheStats| serde_json::json!({ "bytes": c.bytes, "items": c.items, "hits": c.hits, "evictions": c.evictions });
     Json(serde_json::json!({
         "group": group.name(),
+        "peers": node.cache.peers(),
+        "generation": group.generation(),
         "gets": s.gets,
         "cache_hits": s.cache_hits,
         "peer_loads": s.peer_loads,
@@ -465,6 +468,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(listen = %bound, self_url = %self_url, group = %args.group, peers = ?cache.peers(), "cache node serving");
 
     let node = Node {
+        cache: cache.clone(),
         group,
         dir,
         keyspace,
@@ -516,6 +520,7 @@ mod tests {
             .build()
             .unwrap();
         let node = Node {
+            cache: cache.clone(),
             group,
             dir: None,
             keyspace: None,
@@ -566,6 +571,7 @@ mod tests {
             .build()
             .unwrap();
         let node = Node {
+            cache: cache.clone(),
             group: group.clone(),
             dir: Some(root),
             keyspace: None,
