@@ -558,3 +558,32 @@ fn svckit_asks_a_go_owner_for_keys_with_spaces_intact() {
         assert_eq!(cluster.rust[0].group.stats().peer_errors, 0);
     });
 }
+
+#[test]
+fn go_gets_an_expiring_value_from_an_svckit_owner_as_the_plain_value() {
+    run_bounded(async {
+        let cluster = Cluster::start().await;
+        let owner = &cluster.rust[0];
+        let keys: Vec<String> = (0..200)
+            .map(|i| format!("expiring {i}"))
+            .filter(|k| owner.cache.owner(k).as_deref() == Some(owner.url.as_str()))
+            .take(10)
+            .collect();
+        assert!(!keys.is_empty());
+        // The owner answers with mailgun/groupcache's `expire` (field 3); golang/groupcache
+        // does not know the field and keeps the value.
+        let at = std::time::SystemTime::now() + Duration::from_secs(600);
+        for key in &keys {
+            let value = format!("set {key}");
+            owner
+                .group
+                .set(key, value.clone(), Some(at), false)
+                .await
+                .unwrap();
+            assert_eq!(cluster.go.get(key).await, value, "{key:?}");
+        }
+        assert!(owner.loads().is_empty(), "served from the set values");
+        assert_eq!(cluster.go.loads().await, Vec::<String>::new());
+        assert_eq!(cluster.go.stats().await["peer_errors"], 0);
+    });
+}

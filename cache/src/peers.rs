@@ -105,15 +105,12 @@ impl Peers {
             validate_peer_url(u)?;
         }
         let old = self.ring();
-        // Before this node's first list, the others owned its keys: the ring of the list
-        // without this node stands for the previous one.
-        let joining = old.peers().is_empty() && urls.iter().any(|u| **u == *self.self_url);
-        let previous = if joining {
-            let others = urls.iter().filter(|u| ***u != *self.self_url).cloned();
-            Arc::new(old.with_peers(others.collect()))
-        } else {
-            old.clone()
-        };
+        // No handoff from the first list: a node that follows the registry before it
+        // registers gets the list without itself first, and its keys' previous owners from
+        // the change that adds it. (A first list that already holds this node would make
+        // every key's "previous" owner another node, golang/groupcache nodes included, which
+        // would answer a handoff ask as a plain get.)
+        let previous = (!old.peers().is_empty()).then(|| old.clone());
         // Made from the current ring: the points of peers that stay are merged, not
         // computed and sorted again (O(points)).
         let ring = old.with_peers(urls);
@@ -121,13 +118,14 @@ impl Peers {
             return Ok(());
         }
         tracing::debug!(peers = ring.peers().len(), "peer list set");
+        let previous = previous.map(|ring| Previous {
+            ring,
+            until: Instant::now() + self.handoff_window,
+        });
         *self
             .previous
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Previous {
-            ring: previous,
-            until: Instant::now() + self.handoff_window,
-        });
+            .unwrap_or_else(PoisonError::into_inner) = previous;
         *self.ring.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(ring);
         Ok(())
     }

@@ -33,7 +33,9 @@ async fn join_and_leave(handoff: bool) -> (usize, usize, usize, (usize, usize), 
         assert_eq!(nodes[0].group.get(k).await.unwrap(), value_of(k));
     }
     let warm = getter.total();
+    // The newcomer follows the registry before it registers: its first list lacks itself.
     nodes.push(node(&getter, handoff).await);
+    nodes[2].cache.set_peers(&two).unwrap();
     let three: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
     for n in &nodes {
         n.cache.set_peers(&three).unwrap();
