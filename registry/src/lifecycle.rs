@@ -35,6 +35,7 @@ pub struct LifecycleBuilder {
     id: Option<String>,
     advertise_host: Option<String>,
     grace: Duration,
+    linger: Duration,
     signals: bool,
     serve: ServeOptions,
 }
@@ -57,6 +58,15 @@ impl LifecycleBuilder {
     /// signal. Default: 30 s ([`DEFAULT_GRACE`]).
     pub fn grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
+        self
+    }
+
+    /// How long the server keeps serving, new connections included, after it deregistered
+    /// and before it stops accepting and drains: for callers that picked it before they saw
+    /// the deregistration, and for cache peers that take over its keys and ask it for them
+    /// meanwhile (the cache's handoff). A second signal ends it at once. Default: zero.
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
         self
     }
 
@@ -113,8 +123,9 @@ impl LifecycleBuilder {
                 deregistered: deregistered.clone(),
                 forced: forced.clone(),
             };
+            let linger = self.linger;
             OwnedTask::spawn("lifecycle", span, move |cancel| {
-                run(registration, signals, tokens, cancel)
+                run(registration, signals, tokens, linger, cancel)
             })
         };
         Ok(Lifecycle {
@@ -199,13 +210,14 @@ impl fmt::Debug for Lifecycle {
 }
 
 impl Lifecycle {
-    /// Options: id, advertised host, grace timeout, signal handling.
+    /// Options: id, advertised host, grace timeout, linger, signal handling.
     pub fn builder(name: impl Into<String>) -> LifecycleBuilder {
         LifecycleBuilder {
             name: name.into(),
             id: None,
             advertise_host: None,
             grace: DEFAULT_GRACE,
+            linger: Duration::ZERO,
             signals: true,
             serve: ServeOptions::default(),
         }
@@ -379,6 +391,7 @@ async fn run(
     registration: Registration,
     mut signals: Option<Signals>,
     tokens: Tokens,
+    linger: Duration,
     cancel: CancellationToken,
 ) {
     let reason = tokio::select! {
@@ -390,6 +403,21 @@ async fn run(
     tracing::info!(reason, "shutting down: deregistering first");
     // Errors are logged by deregister; the key then expires with its TTL.
     let _ = registration.deregister().await;
+    if !linger.is_zero() {
+        tracing::info!(
+            ?linger,
+            "deregistered; still serving while callers and peers catch up"
+        );
+        tokio::select! {
+            () = cancel.cancelled() => {}
+            () = tokio::time::sleep(linger) => {}
+            () = tokens.forced.cancelled() => {}
+            signal = next_signal(&mut signals) => {
+                tracing::warn!(signal, "second signal: forcing the shutdown");
+                tokens.forced.cancel();
+            }
+        }
+    }
     tokens.deregistered.cancel();
     // A second signal while draining: the operator wants out now.
     tokio::select! {

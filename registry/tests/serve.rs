@@ -215,3 +215,61 @@ async fn serves_http2_with_prior_knowledge() {
     server.await.unwrap().unwrap();
     driver.abort();
 }
+
+/// One GET over a new connection; `None` when the connection is refused or cut.
+async fn get_fast(addr: &str) -> Option<String> {
+    let mut conn = TcpStream::connect(addr).await.ok()?;
+    conn.write_all(b"GET /fast HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.ok()?;
+    Some(answer)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn linger_serves_new_connections_after_deregistering_then_stops() {
+    use svckit_registry::Registry;
+    let registry = MemoryRegistry::new();
+    let discovery = registry.discovery();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let lifecycle = std::sync::Arc::new(
+        Lifecycle::builder("svc")
+            .handle_signals(false)
+            .linger(Duration::from_millis(800))
+            .register(&registry, addr)
+            .await
+            .unwrap(),
+    );
+    let serving = lifecycle.clone();
+    let server = tokio::spawn(async move { serving.serve(listener, app()).await });
+    let addr = addr.to_string();
+    while discovery.instances("svc").is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let started = Instant::now();
+    lifecycle.shutdown();
+    while !discovery.instances("svc").is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "not deregistered"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Deregistered, and still serving new connections while it lingers.
+    let answer = get_fast(&addr).await.expect("served while lingering");
+    assert!(answer.ends_with("fast"), "{answer}");
+    assert!(!server.is_finished());
+    server.await.unwrap().unwrap();
+    let stopped = started.elapsed();
+    assert!(
+        stopped >= Duration::from_millis(800) && stopped < Duration::from_secs(3),
+        "stopped {stopped:?} after the shutdown, linger 800 ms"
+    );
+    assert!(
+        get_fast(&addr).await.is_none(),
+        "still accepting after the linger"
+    );
+}
