@@ -79,6 +79,14 @@ struct Args {
     /// This node's own base URL as its peers list it. Default: `http://<listen>`.
     #[arg(long = "self")]
     self_url: Option<String>,
+    /// After SIGTERM, how long (ms) the node keeps serving once deregistered: the peers that
+    /// take over its keys ask it for them meanwhile (the handoff) instead of the origin.
+    #[arg(long, default_value_t = 2000)]
+    linger_ms: u64,
+    /// For how long (ms) after the ring changed a key's new owner first asks the key's
+    /// previous owner on a miss; 0 turns the handoff off.
+    #[arg(long, default_value_t = 30_000)]
+    handoff_ms: u64,
 }
 
 /// What a key must escape to be a URL path: the WHATWG path percent-encode set (controls,
@@ -399,7 +407,9 @@ async fn main() -> anyhow::Result<()> {
 
     // One group; a miss is loaded by the key's owner among the peers, from the origin or
     // the directory.
-    let cache = Cache::builder(&self_url).build()?;
+    let cache = Cache::builder(&self_url)
+        .handoff_window(Duration::from_millis(args.handoff_ms))
+        .build()?;
     let dir = match &args.dir {
         Some(dir) => Some(
             dir.canonicalize()
@@ -417,7 +427,9 @@ async fn main() -> anyhow::Result<()> {
     // Peers and registration. With etcd the node registers as --service and its ring follows
     // the instances; with a static list an in-process registry only gives the same ordered
     // shutdown (SIGINT/SIGTERM: deregister, stop accepting, drain).
-    let mut lifecycle = Lifecycle::builder(args.service.as_str()).grace(Duration::from_secs(10));
+    let mut lifecycle = Lifecycle::builder(args.service.as_str())
+        .grace(Duration::from_secs(10))
+        .linger(Duration::from_millis(args.linger_ms));
     // Register the host peers reach us at: the one in --self when given.
     let self_uri = args
         .self_url
