@@ -128,6 +128,14 @@ pub enum Error {
         /// The store's revision when the transaction was refused.
         current: i64,
     },
+    /// A transaction with more writes than etcd takes in one (`--max-txn-ops`, 128 by
+    /// default): nothing was written.
+    #[error("etcd refused a transaction with more writes than it takes in one (its --max-txn-ops, 128 by default); nothing was written")]
+    TxnTooLarge {
+        /// What etcd said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A file named by an environment variable could not be read.
     #[error("cannot read {var}={path}")]
     ReadFile {

@@ -396,7 +396,10 @@ impl Follower for Writer {
 
     fn listed(&self, listing: Listing) {
         let (fresh, skipped) = KeySnapshot::from_listing(&listing);
-        self.0.skipped.fetch_add(skipped, Ordering::Relaxed);
+        if skipped > 0 {
+            tracing::warn!(skipped, "skipping keys that are not UTF-8");
+            self.0.skipped.fetch_add(skipped, Ordering::Relaxed);
+        }
         self.0.snapshot.send_if_modified(|current| {
             // A re-list that changed nothing does not wake readers; the first listing does
             // (an empty prefix is news too).
@@ -414,6 +417,7 @@ impl Follower for Writer {
                     WatchEvent::Put { key, .. } | WatchEvent::Delete { key, .. } => key,
                 };
                 let Ok(key) = std::str::from_utf8(key) else {
+                    tracing::warn!(key = %String::from_utf8_lossy(key), "skipping a key that is not UTF-8");
                     self.0.skipped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };

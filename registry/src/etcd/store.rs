@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions,
-    LeaseTimeToLiveOptions, PutOptions, Txn as EtcdTxn, TxnOp as EtcdTxnOp, WatchOptions,
-    WatchStream as EtcdWatchStream,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KvClient,
+    LeaseTimeToLiveOptions, PutOptions, Txn as EtcdTxn, TxnOp as EtcdTxnOp, WatchClient,
+    WatchOptions, WatchStream as EtcdWatchStream,
 };
 use tokio::time::Instant;
 
@@ -38,6 +38,12 @@ const RETRY_PAUSE_MAX: Duration = Duration::from_millis(400);
 /// A request that hangs (a member that accepts but never answers) is given up after this
 /// share of its deadline, so that another endpoint can still be tried within it.
 const ATTEMPT_SHARE: u32 = 3;
+
+/// The largest answer read from etcd (a listing, a watch response). tonic's default of 4 MiB
+/// is less than a prefix of large config values or tens of thousands of instances can take;
+/// etcd's own Go client accepts 2 GiB. 256 MiB bounds memory while fitting what etcd
+/// (`--max-request-bytes` 1.5 MiB per write, 8 GiB of data) realistically returns.
+const MAX_RESPONSE_BYTES: usize = 256 << 20;
 
 /// True for failures of the connection rather than of the request: the endpoint refused or
 /// dropped the connection, or the member has no leader. Another endpoint may succeed.
@@ -74,6 +80,10 @@ fn grpc_message(e: &etcd_client::Error) -> Option<&str> {
     }
 }
 
+fn is_permission_denied(e: &etcd_client::Error) -> bool {
+    grpc_message(e).is_some_and(|m| m.contains("permission denied"))
+}
+
 fn is_not_found(e: &etcd_client::Error) -> bool {
     matches!(e, etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::NotFound)
 }
@@ -91,6 +101,11 @@ fn etcd_error(op: &'static str, user: Option<&str>, e: etcd_client::Error) -> Er
     }
     if message.contains("user name is empty") {
         return Error::AuthRequired {
+            source: Box::new(e),
+        };
+    }
+    if message.contains("too many operations in txn request") {
+        return Error::TxnTooLarge {
             source: Box::new(e),
         };
     }
@@ -157,6 +172,9 @@ enum RetryError {
 #[derive(Clone)]
 pub(crate) struct EtcdStore {
     client: Client,
+    /// The client's KV and watch services with [`MAX_RESPONSE_BYTES`] as their limit.
+    kv: KvClient,
+    watcher: WatchClient,
     endpoints: Vec<String>,
     user: Option<String>,
     request_timeout: Duration,
@@ -213,6 +231,12 @@ impl EtcdStore {
         .await
         .map_err(|e| connect_error(e, user.as_deref(), dial))?;
         let store = Self {
+            kv: client
+                .kv_client()
+                .max_decoding_message_size(MAX_RESPONSE_BYTES),
+            watcher: client
+                .watch_client()
+                .max_decoding_message_size(MAX_RESPONSE_BYTES),
             client,
             endpoints: options.endpoints.clone(),
             user,
@@ -222,13 +246,18 @@ impl EtcdStore {
         // An exact key (the prefix itself), not a count over the prefix: etcd counts by
         // walking every key, 25 ms at 50,000 instances.
         let left = dial.saturating_sub(started.elapsed());
-        retrying("connect", left, || {
-            let mut c = store.client.clone();
+        let probe = retrying("connect", left, || {
+            let mut c = store.kv.clone();
             async move { c.get(prefix, None).await }
         })
-        .await
-        .map_err(|e| connect_error(e, store.user.as_deref(), dial))?;
-        Ok(store)
+        .await;
+        match probe {
+            // etcd answered and knows the user; that user may only read other keys (a
+            // config reader without access to the instances): connecting worked.
+            Err(RetryError::Refused(e)) if is_permission_denied(&e) => Ok(store),
+            Err(e) => Err(connect_error(e, store.user.as_deref(), dial)),
+            Ok(_) => Ok(store),
+        }
     }
 
     /// Runs one request with the retry of [`retrying`] within the request timeout.
@@ -336,7 +365,7 @@ impl Store for EtcdStore {
     async fn get_prefix(&self, prefix: &[u8]) -> Result<Listing, Error> {
         let mut resp = self
             .request("get", || {
-                let mut c = self.client.clone();
+                let mut c = self.kv.clone();
                 async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
             })
             .await?;
@@ -386,7 +415,7 @@ impl Store for EtcdStore {
         // conditional one may then see its own first write and report a conflict.
         let resp = self
             .request("txn", || {
-                let mut c = self.client.clone();
+                let mut c = self.kv.clone();
                 let request = request.clone();
                 async move { c.txn(request).await }
             })
@@ -431,7 +460,7 @@ impl Store for EtcdStore {
         }
         let stream = self
             .request("watch", || {
-                let mut c = self.client.clone();
+                let mut c = self.watcher.clone();
                 let options = options.clone();
                 async move { c.watch(key, Some(options)).await }
             })
