@@ -136,6 +136,17 @@ async fn main() -> anyhow::Result<()> {
     let registry = EtcdRegistry::connect(options)
         .await
         .with_context(|| format!("cannot connect to etcd at {}", args.etcd))?;
+    // The live config, one watch on /config/<name>/ (defaults when the keys are absent);
+    // read before registering, so no caller is served before it.
+    let config = ConfigWatch::<ProductConfig>::builder(
+        &registry.keyspace(),
+        &format!("/config/{}/", args.name),
+    )
+    .validate(ProductConfig::check)
+    .default_value(ProductConfig::default())
+    .start()
+    .await
+    .context("cannot read the live config")?;
     let mut lifecycle = Lifecycle::builder(&args.name);
     if let Some(id) = &args.id {
         lifecycle = lifecycle.id(id);
@@ -147,16 +158,6 @@ async fn main() -> anyhow::Result<()> {
         .register(&registry, listener.local_addr()?)
         .await
         .context("cannot register the product service")?;
-    // The live config, one watch on /config/<name>/ (defaults when the keys are absent).
-    let config = ConfigWatch::<ProductConfig>::builder(
-        &registry.keyspace(),
-        &format!("/config/{}/", args.name),
-    )
-    .validate(ProductConfig::check)
-    .default_value(ProductConfig::default())
-    .start()
-    .await
-    .context("cannot read the live config")?;
     let instance = lifecycle.instance();
     tracing::info!(
         id = instance.id(),

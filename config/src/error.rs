@@ -11,7 +11,8 @@ pub struct Rejected {
     pub prefix: String,
     /// The etcd revision of the refused keys.
     pub revision: i64,
-    /// The key at fault, when one is.
+    /// The key at fault: the one that did not deserialize, or for a failed validation the
+    /// keys that changed since the last good value (comma-separated); none when unknown.
     pub key: Option<String>,
     /// Why.
     pub reason: String,

@@ -60,7 +60,14 @@ fn insert(
     rest: &str,
     value: &str,
 ) -> Result<(), Refusal> {
-    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    // An empty segment (`a//b`, `a/`) would make two keys one field: refused.
+    let segments: Vec<&str> = rest.split('/').collect();
+    if segments.iter().any(|s| s.is_empty()) {
+        return Err(Refusal::at(
+            key,
+            "the key has an empty path segment (`//` or a trailing `/`)",
+        ));
+    }
     let Some((last, dirs)) = segments.split_last() else {
         return Err(Refusal::at(
             key,
@@ -286,6 +293,15 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(refused.key.as_deref(), Some("/c/x/a/b"), "{refused:?}");
+        // `/c/x/a` and `/c/x//a` would be one field: refused.
+        for odd in ["/c/x//a", "/c/x/a/"] {
+            let refused = from_snapshot::<BTreeMap<String, String>>(
+                &snapshot(&[("/c/x/a", "1"), (odd, "2")]).await,
+                "/c/x/",
+            )
+            .unwrap_err();
+            assert_eq!(refused.key.as_deref(), Some(odd), "{refused:?}");
+        }
     }
 
     #[test]

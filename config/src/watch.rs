@@ -133,7 +133,7 @@ where
                 })?;
         }
         let validate = self.validate;
-        let (value, rejected) = match build(&first, &prefix, validate.as_ref()) {
+        let (value, rejected) = match build(&first, None, &prefix, validate.as_ref()) {
             Ok(value) => (value, None),
             Err(rejected) => match self.default {
                 Some(value) => {
@@ -144,6 +144,8 @@ where
             },
         };
         let revision = first.revision();
+        // The snapshot the value was built from; none when it is the default.
+        let last_good = rejected.is_none().then(|| first.clone());
         let shared = Arc::new(Shared {
             prefix,
             current: ArcSwap::from_pointee(Versioned { value, revision }),
@@ -155,7 +157,7 @@ where
         let cancel = CancellationToken::new();
         let span = tracing::info_span!("config_watch", prefix = %shared.prefix);
         let handle = tokio::spawn(tracing::Instrument::instrument(
-            follow(shared.clone(), source, validate, cancel.clone()),
+            follow(shared.clone(), source, last_good, validate, cancel.clone()),
             span,
         ));
         Ok(ConfigWatch {
@@ -306,9 +308,11 @@ impl<T> ConfigWatch<T> {
     }
 }
 
-/// Builds and checks a value from `snapshot`.
+/// Builds and checks a value from `snapshot`. A failed validation names the keys that differ
+/// from `last_good` (the snapshot of the current value), when there is one.
 fn build<T: DeserializeOwned>(
     snapshot: &KeySnapshot,
+    last_good: Option<&KeySnapshot>,
     prefix: &str,
     validate: Option<&Validate<T>>,
 ) -> Result<T, Rejected> {
@@ -321,15 +325,35 @@ fn build<T: DeserializeOwned>(
     let value =
         tree::from_snapshot::<T>(snapshot, prefix).map_err(|r| rejected(r.key, r.reason))?;
     if let Some(check) = validate {
-        check(&value).map_err(|reason| rejected(None, reason))?;
+        check(&value).map_err(|reason| {
+            let changed = last_good.map(|old| changed_keys(old, snapshot, prefix));
+            rejected(changed.filter(|k| !k.is_empty()), reason)
+        })?;
     }
     Ok(value)
+}
+
+/// The keys under `prefix` that differ between `old` and `new`, comma-separated.
+fn changed_keys(old: &KeySnapshot, new: &KeySnapshot, prefix: &str) -> String {
+    let mut keys: Vec<&str> = new
+        .iter()
+        .filter(|(k, v)| k.starts_with(prefix) && old.get(k) != Some(*v))
+        .map(|(k, _)| k)
+        .chain(
+            old.iter()
+                .filter(|(k, _)| k.starts_with(prefix) && new.get(k).is_none())
+                .map(|(k, _)| k),
+        )
+        .collect();
+    keys.sort_unstable();
+    keys.join(", ")
 }
 
 /// Applies every new snapshot of the prefix until cancelled.
 async fn follow<T: DeserializeOwned>(
     shared: Arc<Shared<T>>,
     mut source: PrefixWatch,
+    mut last_good: Option<KeySnapshot>,
     validate: Option<Validate<T>>,
     cancel: CancellationToken,
 ) {
@@ -344,13 +368,19 @@ async fn follow<T: DeserializeOwned>(
         if snapshot.revision() <= shared.current.load().revision {
             continue;
         }
-        match build(&snapshot, &shared.prefix, validate.as_ref()) {
+        match build(
+            &snapshot,
+            last_good.as_ref(),
+            &shared.prefix,
+            validate.as_ref(),
+        ) {
             Ok(value) => {
                 let revision = snapshot.revision();
                 shared
                     .current
                     .store(Arc::new(Versioned { value, revision }));
                 shared.notify.send_replace(revision);
+                last_good = Some(snapshot);
                 tracing::debug!(revision, "config updated");
             }
             Err(rejected) => {

@@ -11,6 +11,12 @@ use crate::tree;
 /// values as text, and deletes the keys under the prefix that `value` no longer has
 /// (an absent optional field has no key). Returns the revision of the write.
 ///
+/// Without a condition the keys are read, then written: a key another writer adds under the
+/// prefix in between survives (use [`put_if_unchanged`] to exclude that). etcd takes at most
+/// `--max-txn-ops` writes (128 by default) in one transaction, puts and deletes together; a
+/// larger value is refused whole (`svckit_registry::Error::TxnTooLarge`) and nothing is
+/// written.
+///
 /// # Errors
 /// [`Error::Unrepresentable`] when `value` is not a map of fields (or a field name holds a
 /// `/`); [`Error::Registry`] when etcd refuses or does not answer.

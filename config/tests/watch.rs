@@ -127,6 +127,12 @@ async fn transactions_are_seen_whole_and_invalid_values_keep_the_last_good_one()
     let rejected = config.last_rejected().unwrap();
     assert_eq!(rejected.revision, negative);
     assert!(rejected.reason.contains("must be > 0"), "{rejected}");
+    // The validation does not know the key; the refusal names what changed since the last
+    // good value.
+    assert_eq!(
+        rejected.key.as_deref(),
+        Some("/config/product/price_factor")
+    );
     assert_eq!(config.get(), good, "the last good value stays");
     assert!(!config.seen_changed_now(), "no wake-up for a refused value");
 
