@@ -15,6 +15,13 @@
 //!   is never forwarded again.
 //! - The peer list is static ([`Cache::set_peers`]) or follows the registry
 //!   ([`Cache::follow`]).
+//! - Writes follow mailgun/groupcache: [`Group::set`] stores a value on its owner (`PUT`),
+//!   [`Group::remove`] drops a key on every node (`DELETE`); a load in flight never
+//!   overwrites a newer write. Values may expire ([`Loaded`], [`loader_fn`]); the expiry
+//!   travels with the value (`GetResponse.expire`), so copies on every node expire together.
+//! - [`Group::flush`] drops a group on every node through a generation in the registry
+//!   ([`Cache::follow_flushes`]). After the peer list changes, a key's new owner first asks
+//!   the key's previous owner before its getter ([`CacheBuilder::handoff_window`]).
 //!
 //! A [`Cache`] owns a node's groups and its peers; there are no process globals.
 //!
