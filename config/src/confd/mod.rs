@@ -56,8 +56,10 @@
 //! - not provided: `datetime` (a Go `time.Time` with methods), `lookupSRV`, and the
 //!   encrypted `cget`/`cgets`/`cgetv`/`cgetvs`.
 
+mod builtins;
 mod error;
 mod funcs;
+mod gofmt;
 mod gopath;
 mod render;
 mod resource;

@@ -1,7 +1,9 @@
 //! Renders a resource's template over its keys with gtmpl and confd's functions.
 
+use gtmpl::error::ParseError;
 use gtmpl::{Context, Template, Value};
 
+use super::builtins;
 use super::error::ConfdError;
 use super::funcs;
 use super::resource::{check_inside, Resource};
@@ -27,7 +29,12 @@ pub(crate) fn render(resource: &Resource, store: KvStore) -> Result<String, Conf
         &resource.src,
     )?;
     let text = std::fs::read_to_string(&real).map_err(|e| template_error(e.to_string()))?;
-    let (rendered, missing) = funcs::with_store(store, || render_text(&text));
+    // confd names its template after the file (`template.New(filepath.Base(src))`).
+    let name = resource.template.file_name().map_or_else(
+        || resource.src.clone(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let (rendered, missing) = funcs::with_store(store, || render_text(&name, &text));
     rendered.map_err(|reason| match missing {
         Some(key) => ConfdError::MissingKey {
             resource: resource.file.clone(),
@@ -39,19 +46,87 @@ pub(crate) fn render(resource: &Resource, store: KvStore) -> Result<String, Conf
     })
 }
 
-/// Parses and executes `text` with confd's functions (the key functions read the store set
-/// by [`funcs::with_store`]); the error is gtmpl's message on one line.
-pub(crate) fn render_text(text: &str) -> Result<String, String> {
-    let mut template = Template::default();
-    template.add_funcs(&funcs::all());
-    template.add_funcs(&rewrite::helpers());
-    template
-        .parse(rewrite::rewrite(text))
-        .map_err(|e| super::error::one_line(&e.to_string(), 300))?;
+/// Parses and executes `text` as the template `name` with text/template's and confd's
+/// functions (the key functions read the store set by [`funcs::with_store`]). The error is
+/// on one line and, as Go's, names the template: `template: NAME:LINE: reason` for a parse
+/// error, `template: NAME: executing "NAME": reason` for an execution error (gtmpl does not
+/// say where execution failed).
+pub(crate) fn render_text(name: &str, text: &str) -> Result<String, String> {
+    let mut template = new_template();
+    if let Err(e) = template.parse(rewrite::rewrite(text)) {
+        let reason = parse_reason(e);
+        let line = error_line(text, &reason);
+        return Err(one_line(&format!("template: {name}:{line}: {reason}")));
+    }
     // confd executes its templates with nil data: `{{.}}` is `<no value>`.
     template
         .render(&Context::from(Value::NoValue))
-        .map_err(|e| super::error::one_line(&e.to_string(), 300))
+        .map_err(|e| one_line(&format!("template: {name}: executing {name:?}: {e}")))
+}
+
+fn one_line(text: &str) -> String {
+    super::error::one_line(text, 300)
+}
+
+fn new_template() -> Template {
+    let mut template = Template::default();
+    template.add_funcs(&builtins::all());
+    template.add_funcs(&funcs::all());
+    template.add_funcs(&rewrite::helpers());
+    template
+}
+
+/// gtmpl's message without its location (its line numbers are wrong: its lexer counts
+/// a line for every text and delimiter token).
+fn parse_reason(error: ParseError) -> String {
+    match error {
+        ParseError::WithContext(_, reason) => reason,
+        other => other.to_string(),
+    }
+}
+
+/// What the first parse error of `text` is, if any.
+fn first_parse_error(text: &str) -> Option<String> {
+    new_template()
+        .parse(rewrite::rewrite(text))
+        .err()
+        .map(parse_reason)
+}
+
+/// The line of `text` where the parse error `reason` is, as Go counts it.
+///
+/// gtmpl parses from left to right and stops at the first error, so the error is on line
+/// `n` when the first `n` lines followed by a sentinel (an action calling an undefined
+/// function, closing any action left open first) fail with the same `reason`, and the first
+/// `n - 1` lines followed by it do not (they fail at the sentinel, or at the end). A binary
+/// search finds `n`. An error that needs the end of the text to show (an unclosed `if`, an
+/// unterminated comment) is, as in Go, on the last line.
+fn error_line(text: &str, reason: &str) -> usize {
+    const SENTINEL: &str = "}}{{_confdSentinel}}";
+    let ends: Vec<usize> = text
+        .match_indices('\n')
+        .map(|(i, _)| i + 1)
+        .chain((!text.ends_with('\n') || text.is_empty()).then_some(text.len()))
+        .collect();
+    let last_line = text.matches('\n').count() + 1;
+    let fails_by_line = |n: usize| {
+        let prefix = format!("{}{SENTINEL}", &text[..ends[n - 1]]);
+        first_parse_error(&prefix).as_deref() == Some(reason)
+    };
+    if !fails_by_line(ends.len()) {
+        return last_line;
+    }
+    // The smallest n in 1..=ends.len() with fails_by_line(n).
+    let (mut low, mut high) = (1, ends.len());
+    while low < high {
+        let mid = low + (high - low) / 2;
+        if fails_by_line(mid) {
+            high = mid;
+        } else {
+            low = mid + 1;
+        }
+    }
+    low
 }
 
 /// `check_cmd` with `{{.src}}` replaced by `stage`, as confd templates it.
@@ -100,7 +175,7 @@ mod tests {
     }
 
     fn render(text: &str) -> Result<String, String> {
-        funcs::with_store(store(), || render_text(text)).0
+        funcs::with_store(store(), || render_text("t.tmpl", text)).0
     }
 
     #[test]
@@ -239,10 +314,12 @@ mod tests {
 
     #[test]
     fn errors_name_the_missing_key_and_stay_on_one_line() {
-        let (out, missing) = funcs::with_store(store(), || render_text("a {{getv \"/nope\"}}"));
+        let (out, missing) =
+            funcs::with_store(store(), || render_text("t.tmpl", "a {{getv \"/nope\"}}"));
         assert_eq!(missing.as_deref(), Some("/nope"));
         assert!(out.unwrap_err().contains("key does not exist: /nope"));
-        let (out, missing) = funcs::with_store(store(), || render_text("{{get \"/nope/x\"}}"));
+        let (out, missing) =
+            funcs::with_store(store(), || render_text("t.tmpl", "{{get \"/nope/x\"}}"));
         assert_eq!(missing.as_deref(), Some("/nope/x"));
         assert!(out.is_err());
         for bad in [
@@ -254,7 +331,7 @@ mod tests {
             "{{json \"[1]\"}}",
             "{{ if }}",
         ] {
-            let (out, missing) = funcs::with_store(store(), || render_text(bad));
+            let (out, missing) = funcs::with_store(store(), || render_text("t.tmpl", bad));
             let message = out.expect_err(bad);
             assert!(!message.contains('\n'), "{bad}: {message}");
             assert_eq!(missing, None, "{bad}");

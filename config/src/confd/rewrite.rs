@@ -1,28 +1,50 @@
-//! Two differences between gtmpl 0.7 and Go's text/template that change what a confd
+//! Three differences between gtmpl 0.7 and Go's text/template that change what a confd
 //! template renders, worked around by rewriting the template text before gtmpl parses it
 //! (gtmpl's parse tree is private, so the text is the only place to act):
 //!
 //! - gtmpl runs a range's `{{else}}` branch even after a non-empty range; Go only when the
 //!   range is empty;
 //! - gtmpl visits a map in hash order (a different order at each render, which would make
-//!   confd rewrite `dest` and reload for nothing); Go visits it in key order.
+//!   confd rewrite `dest` and reload for nothing); Go visits it in key order;
+//! - gtmpl prints a list, a map or a `KVPair` in Rust's debug form; Go as `fmt.Print` does
+//!   (`[a b]`, `map[k:v]`, `{/key value}`).
 //!
 //! Every `{{range PIPELINE}}` becomes `{{$__confd_rN := PIPELINE}}{{range
 //! _confdEntries $__confd_rN}}` (maps' values in key order; with `$k, $v :=` the key is
 //! looked up by position), and its `{{else}}` becomes `{{end}}{{if not $__confd_rN}}`.
-//! Trim markers (`{{-`, `-}}`) stay on the outer ends. A template the scanner cannot follow
-//! (an unterminated action) is left as it is for gtmpl to report.
+//! Every action that prints (not a keyword, a declaration or a comment) gets
+//! ` | _confdPrint` appended to its pipeline, which formats the value as Go's `fmt` does
+//! ([`gofmt::print_action`]). Trim markers (`{{-`, `-}}`) stay on the outer ends.
+//!
+//! The rewrite keeps every action on its line (a line break it would drop inside an action
+//! goes into an empty comment beside it), so gtmpl's parse errors point at the lines of the
+//! template as written. A template the scanner cannot follow (an unterminated action) is
+//! left as it is for gtmpl to report.
 
 use std::collections::HashMap;
 
 use gtmpl::{Func, FuncError, Value};
+
+use super::gofmt;
 
 /// The helper functions the rewritten templates call.
 pub(crate) fn helpers() -> Vec<(&'static str, Func)> {
     vec![
         ("_confdEntries", entries as Func),
         ("_confdKeys", keys as Func),
+        ("_confdPrint", print as Func),
     ]
+}
+
+/// What an action writes for its value (appended to every printing action's pipeline).
+fn print(args: &[Value]) -> Result<Value, FuncError> {
+    match args {
+        [value] => Ok(Value::String(gofmt::print_action(value))),
+        _ => Err(FuncError::Generic(format!(
+            "wrong number of args for print: want 1 got {}",
+            args.len()
+        ))),
+    }
 }
 
 fn sorted(map: &HashMap<String, Value>) -> Vec<(&String, &Value)> {
@@ -92,6 +114,46 @@ impl<'a> Action<'a> {
             right_trim,
             body: body.trim(),
         }
+    }
+
+    /// Where the body starts and ends in `raw`.
+    fn body_range(&self) -> (usize, usize) {
+        let start = self.body.as_ptr() as usize - self.raw.as_ptr() as usize;
+        (start, start + self.body.len())
+    }
+
+    /// An empty comment holding the line breaks of `raw` that its rewrite, which keeps only
+    /// `kept` of it, drops: the lines stay where they were.
+    fn kept_lines(&self, kept: &str) -> String {
+        let breaks = self.raw.matches('\n').count() - kept.matches('\n').count();
+        if breaks == 0 {
+            String::new()
+        } else {
+            format!("{{{{/*{}*/}}}}", "\n".repeat(breaks))
+        }
+    }
+
+    /// Whether the action writes its pipeline's value: not a keyword, a declaration or a
+    /// comment.
+    fn prints(&self) -> bool {
+        const KEYWORDS: &[&str] = &[
+            "if", "else", "end", "range", "with", "define", "block", "template", "break",
+            "continue",
+        ];
+        if self.body.is_empty() || self.body.starts_with("/*") || KEYWORDS.contains(&self.keyword())
+        {
+            return false;
+        }
+        let (_, _, rest) = declaration(self.body);
+        if rest.len() != self.body.len() {
+            return false;
+        }
+        // `$x = value` (assignment).
+        let after_var = self.body.strip_prefix('$').map(|v| {
+            v.trim_start_matches(|c: char| c.is_alphanumeric() || c == '_')
+                .trim_start()
+        });
+        !matches!(after_var, Some(rest) if rest.starts_with('=') && !rest.starts_with("=="))
     }
 
     fn keyword(&self) -> &str {
@@ -222,6 +284,7 @@ pub(crate) fn rewrite(text: &str) -> String {
                 let (key, value, expr) = declaration(pipeline);
                 let var = format!("$__confd_r{n}");
                 out.push_str(&format!("{}{var} := {expr}}}}}", action.open()));
+                out.push_str(&action.kept_lines(expr));
                 match (key, value) {
                     (Some(key), Some(value)) => out.push_str(&format!(
                         "{{{{range $__confd_i{n}, {value} := _confdEntries {var}}}}}{{{{{key} := index (_confdKeys {var}) $__confd_i{n}{}",
@@ -247,12 +310,19 @@ pub(crate) fn rewrite(text: &str) -> String {
             }
             "else" if action.body == "else" => match blocks.last() {
                 Some(Some(n)) => out.push_str(&format!(
-                    "{}end}}}}{{{{if not $__confd_r{n}{}",
+                    "{}end}}}}{}{{{{if not $__confd_r{n}{}",
                     action.open(),
+                    action.kept_lines(""),
                     action.close()
                 )),
                 _ => out.push_str(action.raw),
             },
+            _ if action.prints() => {
+                let (_, end) = action.body_range();
+                out.push_str(&action.raw[..end]);
+                out.push_str(" | _confdPrint");
+                out.push_str(&action.raw[end..]);
+            }
             _ => out.push_str(action.raw),
         }
     }
@@ -267,11 +337,11 @@ mod tests {
     fn ranges_are_rewritten_and_the_rest_is_kept() {
         assert_eq!(
             rewrite("a{{- range gets \"/x/*\" -}}{{.Key}}{{- else -}}none{{end}}b"),
-            "a{{- $__confd_r1 := gets \"/x/*\"}}{{range _confdEntries $__confd_r1 -}}{{.Key}}{{- end}}{{if not $__confd_r1 -}}none{{end}}b"
+            "a{{- $__confd_r1 := gets \"/x/*\"}}{{range _confdEntries $__confd_r1 -}}{{.Key | _confdPrint}}{{- end}}{{if not $__confd_r1 -}}none{{end}}b"
         );
         assert_eq!(
             rewrite("{{range $k, $v := json .Value}}{{$k}}{{end}}"),
-            "{{$__confd_r1 := json .Value}}{{range $__confd_i1, $v := _confdEntries $__confd_r1}}{{$k := index (_confdKeys $__confd_r1) $__confd_i1}}{{$k}}{{end}}"
+            "{{$__confd_r1 := json .Value}}{{range $__confd_i1, $v := _confdEntries $__confd_r1}}{{$k := index (_confdKeys $__confd_r1) $__confd_i1}}{{$k | _confdPrint}}{{end}}"
         );
         assert_eq!(
             rewrite("{{range $v := ls \"/\"}}{{if $v}}{{else}}e{{end}}{{end}}"),
@@ -279,7 +349,21 @@ mod tests {
         );
         // Strings, raw strings and comments holding braces do not confuse the scanner.
         let tricky = "{{/* {{range}} }} */}}{{printf \"}}{{range\"}}{{`}}`}}x";
-        assert_eq!(rewrite(tricky), tricky);
+        assert_eq!(
+            rewrite(tricky),
+            "{{/* {{range}} }} */}}{{printf \"}}{{range\" | _confdPrint}}{{`}}` | _confdPrint}}x"
+        );
+        // Printing actions go through _confdPrint; declarations, assignments, keywords and
+        // comments do not.
+        assert_eq!(
+            rewrite("{{- getv \"/a\" | toUpper -}}{{$x := 1}}{{$x = 2}}{{template \"t\" .}}{{- /* c */ -}}{{ $x }}{{eq $x 1}}"),
+            "{{- getv \"/a\" | toUpper | _confdPrint -}}{{$x := 1}}{{$x = 2}}{{template \"t\" .}}{{- /* c */ -}}{{ $x | _confdPrint }}{{eq $x 1 | _confdPrint}}"
+        );
+        // Line breaks a rewritten action drops are kept in a comment beside it.
+        assert_eq!(
+            rewrite("{{range\n ls \"/\"}}{{.}}{{else\n}}{{end}}"),
+            "{{$__confd_r1 := ls \"/\"}}{{/*\n*/}}{{range _confdEntries $__confd_r1}}{{. | _confdPrint}}{{end}}{{/*\n*/}}{{if not $__confd_r1}}{{end}}"
+        );
         // An unterminated action is left to gtmpl.
         assert_eq!(rewrite("{{range x"), "{{range x");
     }
