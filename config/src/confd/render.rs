@@ -339,6 +339,186 @@ mod tests {
     }
 
     #[test]
+    fn parse_errors_name_the_template_and_the_line_as_go() {
+        let error = |text: &str| {
+            render(text)
+                .map(|_| ())
+                .map_or_else(|e| e, |()| String::new())
+        };
+        let padding = "line\n".repeat(10);
+        // Each expected message is Go's `template: NAME:LINE: ...` (the reason is gtmpl's).
+        assert!(error("{{getv \"/x\" }").starts_with("template: t.tmpl:1: "));
+        assert!(error("a\nb\nc\n{{getv \"/x\" }").starts_with("template: t.tmpl:4: "));
+        assert_eq!(
+            error(&format!("{padding}x {{{{getv \"/x}}}}\nmore\n")),
+            "template: t.tmpl:11: unterminated quoted string"
+        );
+        // Ranges and printing actions before the error are rewritten on their lines.
+        assert!(error(&format!(
+            "{{{{range ls \"/services\"}}}}\n{{{{.}}}}\n{{{{else}}}}\nnone{{{{end}}}}\n{padding}{{{{nosuch 1}}}}"
+        ))
+        .starts_with("template: t.tmpl:15: "));
+        // An error only the end shows is on the last line, as in Go.
+        assert!(error("{{if true}}\nx\n").starts_with("template: t.tmpl:3: "));
+        // Execution errors name the template too.
+        assert_eq!(
+            error("{{div 1 0}}"),
+            "template: t.tmpl: executing \"t.tmpl\": error calling div: runtime error: integer divide by zero"
+        );
+    }
+
+    #[test]
+    fn comparisons_follow_go() {
+        let cases: &[(&str, &str)] = &[
+            (r#"{{if eq "a" "a" "b"}}y{{else}}n{{end}}"#, "y"),
+            (r#"{{if eq "b" "a" "b"}}y{{else}}n{{end}}"#, "y"),
+            (r#"{{if eq "c" "a" "b"}}y{{else}}n{{end}}"#, "n"),
+            (
+                r#"{{eq 1 1}} {{eq 1 2 3 1}} {{ne 1 2}} {{ne "a" "a"}}"#,
+                "true true true false",
+            ),
+            (
+                r#"{{lt 1 2}} {{le 2 2}} {{gt 1 2}} {{ge 2 3}} {{lt -1 1}}"#,
+                "true true false false true",
+            ),
+            (
+                r#"{{lt "a" "b"}} {{le "b" "b"}} {{gt "b" "a"}} {{ge "a" "b"}}"#,
+                "true true true false",
+            ),
+            (r#"{{lt 1.5 2.5}} {{eq true true}}"#, "true true"),
+        ];
+        for (template, want) in cases {
+            assert_eq!(
+                render(template).as_deref(),
+                Ok(*want),
+                "template {template}"
+            );
+        }
+        for bad in [
+            r#"{{eq "1" 1}}"#,
+            r#"{{lt 1 "a"}}"#,
+            r#"{{lt true false}}"#,
+            "{{eq 1}}",
+        ] {
+            let message = render(bad).expect_err(bad);
+            assert!(message.contains("error calling"), "{bad}: {message}");
+        }
+    }
+
+    #[test]
+    fn printf_and_print_follow_go_fmt() {
+        let cases: &[(&str, &str)] = &[
+            (r#"{{printf "%05.2f" 1.5}}"#, "01.50"),
+            (
+                r#"[{{printf "%5s" "ab"}}][{{printf "%-5s" "ab"}}]"#,
+                "[   ab][ab   ]",
+            ),
+            (r#"{{printf "%q" "a b"}}"#, r#""a b""#),
+            (
+                r#"{{printf "%d|%+d|%x|%o|%5.1f|%e|%g|%t|%v|%%" 42 42 255 8 3.14159 1234.5 0.25 true "v"}}"#,
+                "42|+42|ff|10|  3.1|1.234500e+03|0.25|true|v|%",
+            ),
+            (
+                r#"{{printf "%s:%d" (getv "/database/host") (atoi (getv "/database/port"))}}"#,
+                "127.0.0.1:3306",
+            ),
+            (
+                r#"{{printf "%s" (getvs "/upstream/*")}}"#,
+                "[10.0.1.10:8080 10.0.1.11:8080]",
+            ),
+            (
+                r#"{{printf "%d"}}|{{printf "%d" "x"}}"#,
+                "%!d(MISSING)|%!d(string=x)",
+            ),
+            (
+                r#"{{print "a" "b" 1 2}}|{{println "a" 1}}|"#,
+                "ab1 2|a 1\n|",
+            ),
+        ];
+        for (template, want) in cases {
+            assert_eq!(
+                render(template).as_deref(),
+                Ok(*want),
+                "template {template}"
+            );
+        }
+    }
+
+    #[test]
+    fn html_js_urlquery_and_slice_are_gos() {
+        let cases: &[(&str, &str)] = &[
+            (
+                r#"{{html "<a href=\"x\">Tom & Jerry's</a>"}}"#,
+                "&lt;a href=&#34;x&#34;&gt;Tom &amp; Jerry&#39;s&lt;/a&gt;",
+            ),
+            (r#"{{"<b>" | html}}"#, "&lt;b&gt;"),
+            (
+                r#"{{js "it's \"x\" <b> & a=b\\"}}"#,
+                r#"it\'s \"x\" \u003Cb\u003E \u0026 a\u003Db\\"#,
+            ),
+            (r#"{{urlquery "a b&c=d/é~"}}"#, "a+b%26c%3Dd%2F%C3%A9~"),
+            (r#"{{urlquery "a" 1}}"#, "a1"),
+            (
+                r#"{{slice "abcdef" 1 3}}|{{slice "abc" 1}}|{{slice "abc"}}"#,
+                "bc|bc|abc",
+            ),
+            (
+                r#"{{range slice (getvs "/upstream/*") 1}}{{.}}{{end}}"#,
+                "10.0.1.11:8080",
+            ),
+            (r#"{{slice (split "a,b,c,d" ",") 1 3}}"#, "[b c]"),
+        ];
+        for (template, want) in cases {
+            assert_eq!(
+                render(template).as_deref(),
+                Ok(*want),
+                "template {template}"
+            );
+        }
+        for bad in [
+            r#"{{slice "abc" 2 1}}"#,
+            r#"{{slice "abc" 0 4}}"#,
+            r#"{{slice "abc" 0 1 2}}"#,
+        ] {
+            assert!(render(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn values_print_as_go_prints_them() {
+        let cases: &[(&str, &str)] = &[
+            (r#"{{get "/database/host"}}"#, "{/database/host 127.0.0.1}"),
+            (
+                r#"{{getvs "/upstream/*"}}"#,
+                "[10.0.1.10:8080 10.0.1.11:8080]",
+            ),
+            (
+                r#"{{gets "/upstream/*"}}"#,
+                "[{/upstream/app1 10.0.1.10:8080} {/upstream/app2 10.0.1.11:8080}]",
+            ),
+            (r#"{{ls "/services"}}"#, "[db web]"),
+            (
+                r#"{{json "{\"k2\":\"v2\",\"k\":\"v\"}"}}"#,
+                "map[k:v k2:v2]",
+            ),
+            (r#"{{jsonArray (getv "/json/arr")}}"#, "[c a b]"),
+            (r#"{{map "b" 1 "a" (split "x,y" ",")}}"#, "map[a:[x y] b:1]"),
+            (
+                r#"{{$kv := get "/flag"}}{{$kv}} {{$kv.Value}} {{seq 1 3}}"#,
+                "{/flag true} true [1 2 3]",
+            ),
+            (r#"{{.}} {{true}} {{3}} {{1.5}}"#, "<no value> true 3 1.5"),
+        ];
+        for (template, want) in cases {
+            assert_eq!(
+                render(template).as_deref(),
+                Ok(*want),
+                "template {template}"
+            );
+        }
+    }
+
+    #[test]
     fn a_render_is_stable_for_maps() {
         let template = r#"{{range $k, $v := json (getv "/json/obj")}}{{$k}}={{$v}};{{end}}"#;
         let first = render(template).unwrap();

@@ -258,8 +258,67 @@ fn declaration(pipeline: &str) -> (Option<&str>, Option<&str>, &str) {
     (None, None, pipeline)
 }
 
-/// `text` with every range rewritten (see the module docs).
+/// `text` with the escapes gtmpl's lexer or unquoting gets wrong spelled as `\xNN` in every
+/// double-quoted string of an action: `\\` (gtmpl takes the `"` of `"a\\"` as escaped and
+/// reports an unterminated string), `\a` and `\v` (which it does not know).
+fn respell_escapes(text: &str) -> String {
+    let Some(parts) = scan(text) else {
+        return text.to_owned();
+    };
+    let mut out = String::with_capacity(text.len());
+    for part in parts {
+        let action = match part {
+            Ok(text) => {
+                out.push_str(text);
+                continue;
+            }
+            Err(action) => action.raw,
+        };
+        let bytes = action.as_bytes();
+        let mut i = 0;
+        let mut in_string = false;
+        let mut start = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'"' => in_string = !in_string,
+                b'\\' if in_string => {
+                    let spelled = match bytes.get(i + 1) {
+                        Some(b'\\') => Some("\\x5c"),
+                        Some(b'a') => Some("\\x07"),
+                        Some(b'v') => Some("\\x0b"),
+                        _ => None,
+                    };
+                    if let Some(spelled) = spelled {
+                        out.push_str(&action[start..i]);
+                        out.push_str(spelled);
+                        start = i + 2;
+                    }
+                    i += 2;
+                    continue;
+                }
+                // Raw strings, char constants and comments hold no `"` to follow.
+                b'`' if !in_string => {
+                    i += 1 + action[i + 1..].find('`').unwrap_or(action.len() - i - 1);
+                }
+                b'\'' if !in_string => {
+                    while i + 1 < bytes.len() && bytes[i + 1] != b'\'' {
+                        i += if bytes[i + 1] == b'\\' { 2 } else { 1 };
+                    }
+                    i += 1;
+                }
+                b'/' if !in_string && bytes.get(i + 1) == Some(&b'*') => break,
+                _ => {}
+            }
+            i += 1;
+        }
+        out.push_str(&action[start..]);
+    }
+    out
+}
+
+/// `text` rewritten (see the module docs).
 pub(crate) fn rewrite(text: &str) -> String {
+    let text = &respell_escapes(text);
     let Some(parts) = scan(text) else {
         return text.to_owned();
     };
@@ -363,6 +422,11 @@ mod tests {
         assert_eq!(
             rewrite("{{range\n ls \"/\"}}{{.}}{{else\n}}{{end}}"),
             "{{$__confd_r1 := ls \"/\"}}{{/*\n*/}}{{range _confdEntries $__confd_r1}}{{. | _confdPrint}}{{end}}{{/*\n*/}}{{if not $__confd_r1}}{{end}}"
+        );
+        // Escapes gtmpl cannot read are spelled as \x escapes, in strings only.
+        assert_eq!(
+            rewrite(r#"{{"a\\" | printf "%s\a\v\"\n"}}x\\{{`\\`}}{{'\\'}}"#),
+            r#"{{"a\x5c" | printf "%s\x07\x0b\"\n" | _confdPrint}}x\\{{`\\` | _confdPrint}}{{'\\' | _confdPrint}}"#
         );
         // An unterminated action is left to gtmpl.
         assert_eq!(rewrite("{{range x"), "{{range x");
