@@ -548,3 +548,40 @@ async fn confd_watch_follows_changes_and_stops_cleanly() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_flush_bumps_the_groups_generation() {
+    let etcd = Etcd::start();
+    let e = etcd.endpoint();
+    assert_eq!(
+        ok(&run(&["--etcd", &e, "cache", "flush", "thumbs"]).await),
+        "1\n"
+    );
+    assert_eq!(
+        ok(&run(&["--etcd", &e, "cache", "flush", "thumbs"]).await),
+        "2\n"
+    );
+    let stored = keyspace(&etcd)
+        .await
+        .get("/svckit/cache/thumbs/")
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.get("/svckit/cache/thumbs/generation"),
+        Some(&b"2"[..])
+    );
+    // A generation that is not a number is named, not overwritten.
+    keyspace(&etcd)
+        .await
+        .put("/svckit/cache/odd/generation", "soon")
+        .await
+        .unwrap();
+    let refused = run(&["--etcd", &e, "cache", "flush", "odd"]).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("not a decimal number"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(run(&["cache", "flush", "a/b"]).await.status.code(), Some(2));
+}

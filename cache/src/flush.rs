@@ -45,39 +45,51 @@ impl Group {
     /// ([`Cache::follow_flushes`](crate::Cache::follow_flushes)) drops its own within one
     /// watch round trip. Returns the new generation.
     pub async fn flush(&self, keyspace: &Keyspace) -> Result<u64, Error> {
-        let key = generation_key(self.name());
-        for _ in 0..FLUSH_ATTEMPTS {
-            let (revision, entries) = keyspace
-                .list(&key)
-                .await
-                .map_err(|e| registry_error(&key, "reading it failed", e))?;
-            let current = match entries.iter().find(|e| e.key() == key) {
-                Some(e) => parse(e.value()).ok_or_else(|| Error::Generation {
-                    key: key.clone(),
-                    what: "its value is not a decimal number",
-                    source: None,
-                })?,
-                None => 0,
-            };
-            let next = current.max(self.generation()) + 1;
-            let txn = Txn::new()
-                .put(&key, next.to_string())
-                .if_unchanged_since(&key, revision);
-            match keyspace.commit(txn).await {
-                Ok(_) => {
-                    self.adopt_generation(next);
-                    return Ok(next);
-                }
-                Err(svckit_registry::Error::Conflict { .. }) => continue,
-                Err(e) => return Err(registry_error(&key, "bumping it failed", e)),
-            }
-        }
-        Err(Error::Generation {
-            key,
-            what: "other flushes kept winning the compare-and-swap",
-            source: None,
-        })
+        let next = bump_generation(keyspace, self.name(), self.generation()).await?;
+        self.adopt_generation(next);
+        Ok(next)
     }
+}
+
+/// Flushes `group` on every node following its generation, from anywhere (a tool, a node
+/// without that group): bumps `/svckit/cache/<group>/generation` in `keyspace` with a
+/// compare-and-swap increment, retried when another flush races it. Returns the new
+/// generation. [`Group::flush`] does the same and drops its own node's entries at once.
+pub async fn flush_group(keyspace: &Keyspace, group: &str) -> Result<u64, Error> {
+    bump_generation(keyspace, group, 0).await
+}
+
+/// The compare-and-swap increment; the new generation is above `at_least` too.
+async fn bump_generation(keyspace: &Keyspace, group: &str, at_least: u64) -> Result<u64, Error> {
+    let key = generation_key(group);
+    for _ in 0..FLUSH_ATTEMPTS {
+        let (revision, entries) = keyspace
+            .list(&key)
+            .await
+            .map_err(|e| registry_error(&key, "reading it failed", e))?;
+        let current = match entries.iter().find(|e| e.key() == key) {
+            Some(e) => parse(e.value()).ok_or_else(|| Error::Generation {
+                key: key.clone(),
+                what: "its value is not a decimal number",
+                source: None,
+            })?,
+            None => 0,
+        };
+        let next = current.max(at_least) + 1;
+        let txn = Txn::new()
+            .put(&key, next.to_string())
+            .if_unchanged_since(&key, revision);
+        match keyspace.commit(txn).await {
+            Ok(_) => return Ok(next),
+            Err(svckit_registry::Error::Conflict { .. }) => continue,
+            Err(e) => return Err(registry_error(&key, "bumping it failed", e)),
+        }
+    }
+    Err(Error::Generation {
+        key,
+        what: "other flushes kept winning the compare-and-swap",
+        source: None,
+    })
 }
 
 fn parse(value: &[u8]) -> Option<u64> {

@@ -72,7 +72,7 @@ pub use cache::{
     DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_PEER_TIMEOUT,
 };
 pub use error::{BoxError, Error, PeerError};
-pub use flush::{generation_key, FlushFollower, GENERATION_PREFIX};
+pub use flush::{flush_group, generation_key, FlushFollower, GENERATION_PREFIX};
 pub use follower::{PeerFollower, PEER_COALESCE};
 pub use getter::{getter_fn, loader_fn, Getter, GetterFn, Loaded, LoaderFn};
 pub use group::{Group, GroupBuilder, Removed, DEFAULT_HOT_ONE_IN, DEFAULT_MAX_KEY_LEN};

@@ -5,12 +5,14 @@
 //!   over the confd-compatible renderer.
 //! - `svckit config get | put | watch`: config keys in etcd.
 //! - `svckit services [NAME]`, `svckit services watch [NAME]`: registered instances.
+//! - `svckit cache flush GROUP`: a cluster-wide flush of a cache group.
 //!
 //! etcd endpoints come from `--etcd` (comma-separated) or `--node` (repeatable), auth and TLS
 //! from the `SVCKIT_ETCD_*` environment variables. Failures are one line on stderr
 //! (`svckit: what failed: why`) and exit 1; usage errors exit 2. Logs go to stderr at `warn`
 //! unless `RUST_LOG` says otherwise.
 
+mod cache;
 mod confd;
 mod config;
 mod diff;
@@ -72,6 +74,10 @@ enum Command {
                             svckit services watch productservice"
     )]
     Services(services::ServicesArgs),
+
+    /// Cluster-wide operations of the group cache (`cache flush GROUP`).
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
 }
 
 impl Command {
@@ -81,6 +87,7 @@ impl Command {
             Self::Confd(args) => !args.is_onetime(),
             Self::Config(command) => command.is_watch(),
             Self::Services(args) => args.is_watch(),
+            Self::Cache(_) => false,
         }
     }
 }
@@ -143,6 +150,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Services(args) => {
             let registry = cli.etcd.connect(Some(args.prefix())).await?;
             args.run(&registry.keyspace(), stop.clone()).await
+        }
+        Command::Cache(command) => {
+            let registry = cli.etcd.connect(None).await?;
+            command.run(&registry.keyspace()).await
         }
     }
 }
