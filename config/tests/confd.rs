@@ -434,3 +434,140 @@ keys = ["/p"]
     cancel.cancel();
     poller.await.unwrap().unwrap();
 }
+
+const GO_SEMANTICS: &str = r#"{{get "/app/name"}}
+{{getvs "/app/list/*"}}
+{{gets "/app/list/*"}}
+{{json (getv "/app/json")}}
+{{if eq (getv "/app/name") "web" "shop"}}multi-eq{{end}} {{if eq "a" "b" "c"}}wrong{{else}}no-match{{end}} {{lt "a" "b"}} {{ge 3 2}} {{ne 1 2}}
+[{{printf "%05.2f" 1.5}}] [{{printf "%5s" "ab"}}] [{{printf "%-5s" "ab"}}] {{printf "%q" (getv "/app/name")}} {{printf "%+d|%x|%e|%v" 5 255 1234.5 (getvs "/app/list/*")}}
+{{html "<a&b>"}} {{js "it's"}} {{urlquery "a b&c"}} {{slice (getv "/app/name") 1 3}} {{slice (getvs "/app/list/*") 1}}
+"#;
+
+/// Go's text/template and fmt on the same keys (expected outputs from their documentation).
+const GO_SEMANTICS_WANT: &str = r#"{/app/name shop}
+[1 2]
+[{/app/list/a 1} {/app/list/b 2}]
+map[k:v k2:v2]
+multi-eq no-match true true true
+[01.50] [   ab] [ab   ] "shop" +5|ff|1.234500e+03|[1 2]
+&lt;a&amp;b&gt; it\'s a+b%26c ho [2]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_template_semantics_and_errors_are_gos() {
+    let s = Setup::new().await;
+    s.resource(
+        "gosem",
+        r#"[template]
+src = "gosem.tmpl"
+dest = "{out}/gosem.conf"
+keys = ["/app"]
+"#,
+        GO_SEMANTICS,
+    );
+    // An unterminated string on line 11.
+    s.resource(
+        "broken",
+        r#"[template]
+src = "broken.tmpl"
+dest = "{out}/broken.conf"
+keys = ["/app"]
+"#,
+        &format!("{}x {{{{getv \"/app/name}}}}\n", "text\n".repeat(10)),
+    );
+    // An execution error.
+    s.resource(
+        "failing",
+        r#"[template]
+src = "failing.tmpl"
+dest = "{out}/failing.conf"
+keys = ["/app"]
+"#,
+        "{{range $i := seq 1 2}}\n{{slice (getv \"/app/name\") 3 9}}{{end}}",
+    );
+    for (k, v) in [
+        ("/app/name", "shop"),
+        ("/app/list/b", "2"),
+        ("/app/list/a", "1"),
+        ("/app/json", r#"{"k2": "v2", "k": "v"}"#),
+    ] {
+        s.put(k, v).await;
+    }
+    let confd = Confd::load(s.confdir(), "").unwrap();
+    let report = confd.run_once(&s.keyspace).await;
+    assert_eq!(read(&s.out("gosem.conf")), GO_SEMANTICS_WANT);
+
+    let errors: Vec<String> = report.errors().map(ToString::to_string).collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    let broken = errors.iter().find(|e| e.contains("broken.toml")).unwrap();
+    assert!(
+        broken.ends_with("template: broken.tmpl:11: unterminated quoted string"),
+        "{broken}"
+    );
+    let failing = errors.iter().find(|e| e.contains("failing.toml")).unwrap();
+    assert!(
+        failing.contains(r#"template: failing.tmpl: executing "failing.tmpl": error calling slice: index out of range: 9"#),
+        "{failing}"
+    );
+    assert!(!s.out("broken.conf").exists() && !s.out("failing.conf").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_without_a_common_prefix_are_watched_as_one_and_render_whole_transactions() {
+    let s = Setup::new().await;
+    let log = s.out("log");
+    s.resource(
+        "pair",
+        &format!(
+            r#"[template]
+src = "pair.tmpl"
+dest = "{{out}}/pair.conf"
+keys = ["/alpha", "/beta"]
+reload_cmd = "cat {{out}}/pair.conf >> {log}"
+"#,
+            log = log.display()
+        ),
+        "{{getv \"/alpha\"}}={{getv \"/beta\"}}\n",
+    );
+    let commit_pair = |i: usize| {
+        let keyspace = s.keyspace.clone();
+        async move {
+            let v = i.to_string();
+            keyspace
+                .commit(Txn::new().put("/alpha", &v).put("/beta", &v))
+                .await
+                .unwrap();
+        }
+    };
+    commit_pair(0).await;
+    let confd = Confd::load(s.confdir(), "").unwrap();
+    let cancel = CancellationToken::new();
+    let watcher = {
+        let (confd, keyspace, cancel) = (confd.clone(), s.keyspace.clone(), cancel.clone());
+        tokio::spawn(async move { confd.watch(&keyspace, cancel).await })
+    };
+    let timeout = Duration::from_secs(10);
+    wait_until("the first render", timeout, || lines(&log) == 1).await;
+    // One prefix watch ("/") for the resource, not one per key.
+    let keyspace = format!("{:?}", s.keyspace);
+    assert!(keyspace.contains("watches: 1"), "{keyspace}");
+
+    // Transactions touching both keys, some far enough apart to render each.
+    for i in 1..=12 {
+        commit_pair(i).await;
+        tokio::time::sleep(Duration::from_millis(if i % 2 == 0 { 40 } else { 3 })).await;
+    }
+    wait_until("the last transaction", timeout, || {
+        read(&s.out("pair.conf")) == "12=12\n"
+    })
+    .await;
+    let rendered = read(&log);
+    assert!(lines(&log) >= 4, "{rendered}");
+    for line in rendered.lines() {
+        let (a, b) = line.split_once('=').unwrap();
+        assert_eq!(a, b, "a half-applied transaction was rendered: {rendered}");
+    }
+    cancel.cancel();
+    watcher.await.unwrap().unwrap();
+}

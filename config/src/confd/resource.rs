@@ -153,31 +153,28 @@ impl Resource {
         })
     }
 
-    /// The key prefixes to read from the key space: every key is under one of them. One
-    /// prefix when the keys share more than `/`, else one per key (nested keys dropped).
-    pub(crate) fn read_prefixes(&self) -> Vec<String> {
-        let mut keys = self.keys.clone();
-        keys.sort();
-        let mut outer: Vec<String> = Vec::new();
+    /// The one prefix to read and watch: the longest common prefix of the keys (`/` when
+    /// they share nothing more), so that a render sees all of its keys at one revision. The
+    /// keys are picked from it by [`KvStore::from_entries`](super::store::KvStore).
+    pub(crate) fn read_prefix(&self) -> String {
+        let mut keys = self.keys.iter();
+        let Some(first) = keys.next() else {
+            return self.prefix.clone();
+        };
+        let mut common: &str = first;
         for key in keys {
-            if !outer.iter().any(|o| key.starts_with(o.as_str())) {
-                outer.push(key);
-            }
+            let n = common
+                .char_indices()
+                .zip(key.chars())
+                .take_while(|((_, x), y)| x == y)
+                .last()
+                .map_or(0, |((i, c), _)| i + c.len_utf8());
+            common = &common[..n];
         }
-        let common = outer.iter().skip(1).fold(outer.first().cloned(), |acc, k| {
-            acc.map(|a| {
-                let n = a
-                    .char_indices()
-                    .zip(k.chars())
-                    .take_while(|((_, x), y)| x == y)
-                    .last()
-                    .map_or(0, |((i, c), _)| i + c.len_utf8());
-                a[..n].to_owned()
-            })
-        });
-        match common {
-            Some(c) if c.len() > 1 => vec![c],
-            _ => outer,
+        if common.is_empty() {
+            "/".to_owned()
+        } else {
+            common.to_owned()
         }
     }
 }
@@ -330,7 +327,7 @@ x = 1
             r.reload_cmd.as_deref(),
             Some("/usr/sbin/service nginx restart")
         );
-        assert_eq!(r.read_prefixes(), vec!["/app/"]);
+        assert_eq!(r.read_prefix(), "/app/");
     }
 
     #[test]
@@ -342,14 +339,14 @@ x = 1
         .unwrap();
         assert_eq!(r.prefix, "/global");
         assert_eq!(r.keys, vec!["/global/db", "/global/cache"]);
-        assert_eq!(r.read_prefixes(), vec!["/global/"]);
+        assert_eq!(r.read_prefix(), "/global/");
         let r = parse(
             "[template]\nsrc = \"a\"\ndest = \"/tmp/a\"\nkeys = [\"/db\", \"/cache\", \"/db/x\"]\n",
             "",
         )
         .unwrap();
         assert_eq!(r.prefix, "/");
-        assert_eq!(r.read_prefixes(), vec!["/cache", "/db"]);
+        assert_eq!(r.read_prefix(), "/");
     }
 
     #[test]

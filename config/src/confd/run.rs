@@ -113,20 +113,17 @@ impl Confd {
     ) -> Result<(), ConfdError> {
         let mut tasks = JoinSet::new();
         for resource in &self.resources {
-            let watches = resource
-                .read_prefixes()
-                .into_iter()
-                .map(|prefix| {
-                    keyspace.watch(&prefix).map_err(|source| ConfdError::Keys {
-                        resource: resource.file.clone(),
-                        prefix,
-                        source,
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            // One watch over all the keys, so that one etcd transaction touching several
+            // of them is rendered whole, never half applied.
+            let prefix = resource.read_prefix();
+            let watch = keyspace.watch(&prefix).map_err(|source| ConfdError::Keys {
+                resource: resource.file.clone(),
+                prefix,
+                source,
+            })?;
             let span = tracing::info_span!("confd_watch", resource = %resource.file.display());
             tasks.spawn(tracing::Instrument::instrument(
-                follow(resource.clone(), watches, self.options, cancel.clone()),
+                follow(resource.clone(), watch, self.options, cancel.clone()),
                 span,
             ));
         }
@@ -220,29 +217,22 @@ async fn once(
     keyspace: &Keyspace,
     options: ApplyOptions,
 ) -> Result<Outcome, ConfdError> {
-    let mut snapshots = Vec::new();
-    for prefix in resource.read_prefixes() {
-        let snapshot = keyspace
-            .get(&prefix)
-            .await
-            .map_err(|source| ConfdError::Keys {
-                resource: resource.file.clone(),
-                prefix,
-                source,
-            })?;
-        snapshots.push(snapshot);
-    }
-    let store = store_of(resource, &snapshots);
+    let prefix = resource.read_prefix();
+    let snapshot = keyspace
+        .get(&prefix)
+        .await
+        .map_err(|source| ConfdError::Keys {
+            resource: resource.file.clone(),
+            prefix,
+            source,
+        })?;
+    let store = store_of(resource, &snapshot);
     process(resource.clone(), store, options).await
 }
 
-/// The resource's key space from the snapshots of its prefixes.
-fn store_of(resource: &Resource, snapshots: &[KeySnapshot]) -> KvStore {
-    KvStore::from_entries(
-        &resource.prefix,
-        &resource.keys,
-        snapshots.iter().flat_map(KeySnapshot::iter),
-    )
+/// The resource's key space from a snapshot of its prefix.
+fn store_of(resource: &Resource, snapshot: &KeySnapshot) -> KvStore {
+    KvStore::from_entries(&resource.prefix, &resource.keys, snapshot.iter())
 }
 
 /// Render and apply on a blocking thread: the template functions, file I/O and the
@@ -262,19 +252,19 @@ async fn process(
     }
 }
 
-/// Watch mode for one resource: wait for every prefix's first listing, render, then render
+/// Watch mode for one resource: wait for the prefix's first listing, render, then render
 /// again after each settled change of its keys.
 async fn follow(
     resource: Arc<Resource>,
-    watches: Vec<PrefixWatch>,
+    watch: PrefixWatch,
     options: ApplyOptions,
     cancel: CancellationToken,
 ) {
-    // One waker for all the prefixes of the resource. A `Notify` keeps one permit, so the
-    // changes that arrive while a render runs fold into one more render, not a queue.
+    // A `Notify` keeps one permit, so the changes that arrive while a render runs fold into
+    // one more render, not a queue.
     let changed = Arc::new(Notify::new());
     let mut forwarders = JoinSet::new();
-    for watch in &watches {
+    {
         let (mut watch, changed) = (watch.clone(), changed.clone());
         forwarders.spawn(async move {
             while watch.changed().await.is_ok() {
@@ -282,8 +272,8 @@ async fn follow(
             }
         });
     }
-    // The first listing of every prefix (a shared watch may already have it).
-    while watches.iter().any(|w| w.snapshot().revision() == 0) {
+    // The first listing (a shared watch may already have it).
+    while watch.snapshot().revision() == 0 {
         tokio::select! {
             () = cancel.cancelled() => return,
             () = changed.notified() => {}
@@ -291,14 +281,11 @@ async fn follow(
     }
     let mut rendered: Option<KvStore> = None;
     loop {
-        let snapshots: Vec<KeySnapshot> = watches.iter().map(PrefixWatch::snapshot).collect();
-        let store = store_of(&resource, &snapshots);
+        // One snapshot: every key of the render at one revision.
+        let snapshot = watch.snapshot();
+        let store = store_of(&resource, &snapshot);
         if rendered.as_ref() != Some(&store) {
-            let revision = snapshots
-                .iter()
-                .map(KeySnapshot::revision)
-                .max()
-                .unwrap_or(0);
+            let revision = snapshot.revision();
             match process(resource.clone(), store.clone(), options).await {
                 Ok(outcome) => {
                     tracing::debug!(revision, ?outcome, "applied");
