@@ -184,7 +184,7 @@ async fn wait_for_file(path: &Path, content: &str) {
 
 #[tokio::test]
 async fn help_of_every_subcommand_exits_0() {
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 10] = [
         (&["--help"], "services"),
         (&["confd", "--help"], "--onetime"),
         (&["config", "--help"], "watch"),
@@ -193,6 +193,8 @@ async fn help_of_every_subcommand_exits_0() {
         (&["config", "watch", "--help"], "# revision N"),
         (&["services", "--help"], "MALFORMED"),
         (&["services", "watch", "--help"], "- NAME ID ADDRESS"),
+        (&["cache", "--help"], "flush"),
+        (&["cache", "flush", "--help"], "generation"),
     ];
     for (args, expected) in cases {
         let out = ok(&run(args).await);
