@@ -156,7 +156,7 @@ fn printf(args: &[Value]) -> Result<Value, FuncError> {
             "printf",
             format!(
                 "wrong type for value; expected string; got {}",
-                gofmt::sprint(&[other.clone()])
+                gofmt::sprint(std::slice::from_ref(other))
             ),
         )),
         None => Err(calling(
@@ -261,7 +261,7 @@ fn slice(args: &[Value]) -> Result<Value, FuncError> {
                 "slice",
                 format!(
                     "can't slice item of type {}",
-                    gofmt::sprintf("%T", &[other.clone()])
+                    gofmt::sprintf("%T", std::slice::from_ref(other))
                 ),
             ))
         }

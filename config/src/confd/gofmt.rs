@@ -20,7 +20,7 @@ pub(crate) fn print_action(value: &Value) -> String {
         Value::String(s) => s.clone(),
         other => {
             let mut out = String::new();
-            arg(&mut out, other, 'v', &Spec::default(), 0);
+            arg(&mut out, other, 'v', &Spec::default());
             out
         }
     }
@@ -35,7 +35,7 @@ pub(crate) fn sprint(args: &[Value]) -> String {
         if i > 0 && !is_string && !previous_string {
             out.push(' ');
         }
-        arg(&mut out, value, 'v', &Spec::default(), 0);
+        arg(&mut out, value, 'v', &Spec::default());
         previous_string = is_string;
     }
     out
@@ -48,7 +48,7 @@ pub(crate) fn sprintln(args: &[Value]) -> String {
         if i > 0 {
             out.push(' ');
         }
-        arg(&mut out, value, 'v', &Spec::default(), 0);
+        arg(&mut out, value, 'v', &Spec::default());
     }
     out.push('\n');
     out
@@ -138,7 +138,7 @@ pub(crate) fn sprintf(format: &str, args: &[Value]) -> String {
             continue;
         }
         match args.get(next) {
-            Some(value) => arg(&mut out, value, verb, &spec, 0),
+            Some(value) => arg(&mut out, value, verb, &spec),
             None => {
                 let _ = write!(out, "%!{verb}(MISSING)");
             }
@@ -152,7 +152,7 @@ pub(crate) fn sprintf(format: &str, args: &[Value]) -> String {
                 out.push_str(", ");
             }
             let _ = write!(out, "{}=", type_name(value));
-            arg(&mut out, value, 'v', &Spec::default(), 0);
+            arg(&mut out, value, 'v', &Spec::default());
         }
         out.push(')');
     }
@@ -190,7 +190,7 @@ fn type_name(value: &Value) -> &'static str {
 
 /// One operand with `verb` (Go's `printArg`/`printValue`); lists, maps and structs apply
 /// the verb to each element.
-fn arg(out: &mut String, value: &Value, verb: char, spec: &Spec, depth: usize) {
+fn arg(out: &mut String, value: &Value, verb: char, spec: &Spec) {
     match value {
         Value::String(s) => string(out, s, verb, spec, value),
         Value::Bool(b) => match verb {
@@ -208,7 +208,7 @@ fn arg(out: &mut String, value: &Value, verb: char, spec: &Spec, depth: usize) {
                 if i > 0 {
                     out.push(' ');
                 }
-                arg(out, item, verb, spec, depth + 1);
+                arg(out, item, verb, spec);
             }
             out.push(']');
         }
@@ -222,7 +222,7 @@ fn arg(out: &mut String, value: &Value, verb: char, spec: &Spec, depth: usize) {
                 }
                 string(out, key, verb, spec, value);
                 out.push(':');
-                arg(out, &map[key], verb, spec, depth + 1);
+                arg(out, &map[key], verb, spec);
             }
             out.push(']');
         }
@@ -239,7 +239,7 @@ fn arg(out: &mut String, value: &Value, verb: char, spec: &Spec, depth: usize) {
                     out.push_str(name);
                     out.push(':');
                 }
-                arg(out, &fields[name], verb, spec, depth + 1);
+                arg(out, &fields[name], verb, spec);
             }
             out.push('}');
         }
@@ -258,7 +258,7 @@ fn bad_verb(out: &mut String, verb: char, value: &Value) {
         }
         _ => {
             let _ = write!(out, "%!{verb}({}=", type_name(value));
-            arg(out, value, 'v', &Spec::default(), 0);
+            arg(out, value, 'v', &Spec::default());
             out.push(')');
         }
     }
@@ -593,7 +593,7 @@ mod tests {
             (
                 "%f|%.1f|%e|%.2e|%g|%.3g|%g",
                 vec![
-                    Value::from(3.14159),
+                    Value::from(3.24159),
                     Value::from(0.25),
                     Value::from(1234.5678),
                     Value::from(1234.5678),
@@ -601,17 +601,17 @@ mod tests {
                     Value::from(1234.5678),
                     Value::from(0.5),
                 ],
-                "3.141590|0.2|1.234568e+03|1.23e+03|1.5e-07|1.23e+03|0.5",
+                "3.241590|0.2|1.234568e+03|1.23e+03|1.5e-07|1.23e+03|0.5",
             ),
             (
                 "%+.1f|% .1f|%8.3f|%-8.3f|",
                 vec![
                     Value::from(2.5),
                     Value::from(2.5),
-                    Value::from(3.14159),
-                    Value::from(3.14159),
+                    Value::from(3.24159),
+                    Value::from(3.24159),
                 ],
-                "+2.5| 2.5|   3.142|3.142   |",
+                "+2.5| 2.5|   3.242|3.242   |",
             ),
             (
                 "%t|%v|%5t",

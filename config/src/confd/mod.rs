@@ -11,8 +11,9 @@
 //! [`poll`](Confd::poll) apply them from a [`Keyspace`](svckit_registry::Keyspace) as
 //! confd does:
 //!
-//! - the keys `prefix + key` are read at one revision, and the template sees them with the
-//!   prefix stripped (`/app/db/user` under prefix `/app` is `getv "/db/user"`);
+//! - the keys `prefix + key` are read at one revision (one read, or in watch mode one prefix
+//!   watch, over the longest common prefix of the keys, `/` when they share nothing more),
+//!   and the template sees them with the prefix stripped (`/app/db/user` under prefix `/app` is `getv "/db/user"`);
 //! - the file is rendered to a stage file beside `dest` with the wanted mode (the resource's
 //!   `mode`, else dest's current mode, else 0644) and owner; only when it differs from
 //!   `dest`, `check_cmd` runs (`/bin/sh -c`, `{{.src}}` = the stage file), the stage file is
@@ -35,24 +36,49 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Where gtmpl (the Go template engine used) differs from Go's text/template, see
+//! Where gtmpl (the Go template engine used) differs from Go's text/template, and what is
+//! done about it, see
 //! [Go template differences](#go-template-differences).
 //!
 //! # Go template differences
 //!
 //! gtmpl 0.7 covers the text/template syntax confd templates use (actions, pipelines,
 //! `if`/`else`/`with`/`range`, variables, `define`/`template`, `{{-`/`-}}` trimming,
-//! comments, `printf`, `index`, `len`, `eq`...). Its differences from Go, and what this
-//! module does about them:
-//! - `{{range}}...{{else}}...{{end}}`: gtmpl runs the `else` branch after a non-empty range
-//!   too. Templates are rewritten before parsing so that `else` runs only for an empty range.
-//! - ranging over a map: gtmpl visits a map in hash order; Go in key order. The rewrite
-//!   makes `range` visit maps (from `json`, `map`) in key order, so a render is stable.
-//! - printing a list (`{{ls "/x"}}`) shows gtmpl's debug form, not Go's `[a b]`: range over
-//!   it or `join` it instead (as templates usually do).
-//! - variable assignment (`{{$x = 1}}`, Go 1.11) and `break`/`continue` are not supported.
+//! comments, `index`, `len`, `and`, `or`, `not`...). Where it differs from Go, this module
+//! makes it behave as Go:
+//! - `{{range}}...{{else}}...{{end}}` runs `else` only for an empty range, and ranging over
+//!   a map visits it in key order (the template is rewritten before parsing, see
+//!   `rewrite.rs`);
+//! - an action prints its value as Go's `fmt.Print` does: a `KVPair` as `{/app/name shop}`,
+//!   a list as `[a b]`, a map as `map[k:v k2:v2]` (keys sorted), a list of pairs as
+//!   `[{/a 1} {/b 2}]`, nil as `<no value>` (the rewrite appends ` | _confdPrint` to the
+//!   pipeline of every action that prints);
+//! - `eq`, `ne`, `lt`, `le`, `gt`, `ge` are Go's: `eq a b c` is `a == b || a == c`,
+//!   integers compare by value, strings with strings, anything else is Go's error;
+//! - `print`, `println`, `printf` follow Go's `fmt` (verbs `%v %s %q %d %b %o %x %X %c %U
+//!   %e %f %g %t %T %%`, flags `- + # 0` and space, width, precision, `*`, and Go's
+//!   `%!d(string=x)` markers); `html`, `js`, `urlquery`, `slice` are Go's;
+//! - a string ending in an escaped backslash (`"a\\"`), `\a` and `\v` are read as Go reads
+//!   them;
+//! - errors name the template as Go does: `template: app.tmpl:11: unterminated quoted
+//!   string` on the line where Go finds it, `template: app.tmpl: executing "app.tmpl":
+//!   error calling getv: ...`.
+//!
+//! What remains different:
+//! - the reason of a parse error is worded by gtmpl (`unexpected } in operand` where Go
+//!   says `unexpected "}" in operand`), and an execution error has no line, column or
+//!   failing action (gtmpl does not track them);
+//! - an action spanning several lines (allowed since Go 1.16) is an `unclosed action`;
+//! - `and` and `or` evaluate all their arguments (they are plain functions in gtmpl), so
+//!   `{{if and (exists "/x") (getv "/x")}}` fails when `/x` is missing, where Go stops at
+//!   the first false argument;
+//! - gtmpl turns a number literal with no fraction into an integer and a negative float
+//!   literal into an integer (`-1.5` is `-1`); `printf`'s `%[n]` argument indexes and
+//!   `%#v` are not supported, and `%T` names confd's types approximately;
+//! - variable assignment (`{{$x = 1}}`, Go 1.11) and `break`/`continue` are not supported;
 //! - JSON numbers (`json`, `jsonArray`) are strings printed as Go prints a float64 (`8080`,
-//!   `1e+06`), so they print as confd prints them but do not compare as numbers.
+//!   `1e+06`), so they print as confd prints them but do not compare as numbers (`eq
+//!   $port 8080` is an error; compare with `"8080"`);
 //! - not provided: `datetime` (a Go `time.Time` with methods), `lookupSRV`, and the
 //!   encrypted `cget`/`cgets`/`cgetv`/`cgetvs`.
 
