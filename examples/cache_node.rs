@@ -38,7 +38,9 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde::Deserialize;
 use svckit::balancer::{HttpClient, Limits};
 use svckit::cache::{getter_fn, BoxError, Cache, Error as CacheError, Group};
-use svckit::registry::{EtcdRegistry, Keyspace, Lifecycle, MemoryRegistry, Registry};
+use svckit::registry::{
+    DiscoveryState, EtcdRegistry, Keyspace, Lifecycle, MemoryRegistry, Registry,
+};
 
 /// The group's byte budget (main and hot cache together).
 const BUDGET: usize = 64 << 20;
@@ -371,6 +373,7 @@ async fn stats(State(node): State<Node>) -> Json<serde_json::Value> {
         "loads_deduped": s.loads_deduped,
         "local_loads": s.local_loads,
         "local_load_errors": s.local_load_errors,
+        "handoff_loads": s.handoff_loads,
         "server_requests": s.server_requests,
         "main_cache": tier(s.main_cache),
         "hot_cache": tier(s.hot_cache),
@@ -390,6 +393,33 @@ fn app(cache: &Cache, node: Node) -> Router {
         .route("/stats", get(stats))
         .with_state(node)
         .merge(cache.router())
+}
+
+/// Waits (at most 10 s) until discovery has listed `service` and the cache's ring holds
+/// every instance it lists.
+async fn ring_holds_the_others(cache: &Cache, registry: &EtcdRegistry, service: &str) {
+    let discovery = registry.discovery();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        let listed = discovery.state() == DiscoveryState::Live;
+        if listed && cache.peers().len() == discovery.instances(service).len() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tracing::warn!("joining before the ring holds the other nodes: no handoff to this node");
+}
+
+/// Waits (at most 5 s) until the cache's ring holds this node.
+async fn in_own_ring(cache: &Cache, self_url: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !cache.peers().iter().any(|p| p == self_url) {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!("serving before the ring holds this node");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::main]
@@ -454,6 +484,9 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot connect to etcd at {endpoints}"))?;
             let follower = cache.follow(&registry.discovery(), &args.service)?;
+            // Join the ring only once it holds the others: the change that adds this node
+            // is what tells it which peer held its keys meanwhile (the handoff).
+            ring_holds_the_others(&cache, &registry, &args.service).await;
             // A flush anywhere (POST /flush on any node) drops this node's entries too.
             let flushes = cache.follow_flushes(&registry.keyspace())?;
             keyspace = Some(registry.keyspace());
@@ -479,6 +512,12 @@ async fn main() -> anyhow::Result<()> {
     };
     tracing::info!(listen = %bound, self_url = %self_url, group = %args.group, peers = ?cache.peers(), "cache node serving");
 
+    if args.etcd.is_some() {
+        // Peers send this node its keys as soon as they see it registered; it must know it
+        // owns them (its ring holds itself, its previous owners remembered) before it
+        // answers, or it would load them afresh. Their requests wait in the listen backlog.
+        in_own_ring(&cache, &self_url).await;
+    }
     let node = Node {
         cache: cache.clone(),
         group,

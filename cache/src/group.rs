@@ -316,7 +316,7 @@ impl Group {
         }
         let mut others = peers.others();
         // A previous owner that left the list may still serve its grace period.
-        others.extend(peers.previous_owner(key));
+        others.extend(peers.previous_owners(key));
         others.sort();
         others.dedup();
         others.retain(|p| Some(p) != owner.as_ref());
@@ -336,8 +336,9 @@ impl Group {
     }
 
     /// A request from a peer: served from memory or the getter on this node, never
-    /// forwarded to another peer. A handoff ask is served from the main cache only; its miss
-    /// is `None`.
+    /// forwarded to another peer. A handoff ask is served from memory only (either tier: a
+    /// node that took over a key it held as a hot copy serves that copy, so it hands that
+    /// over too); its miss is `None`.
     pub(crate) async fn get_for_peer(
         &self,
         key: &str,
@@ -346,7 +347,7 @@ impl Group {
         LoadCounters::inc(&self.inner.counters.server_requests);
         self.inner.check_key(key)?;
         self.inner.adopt_generation(ask.generation);
-        if let Some(v) = self.inner.store.get_loaded(key, ask.handoff) {
+        if let Some(v) = self.inner.store.get_loaded(key) {
             return Ok(Some(v));
         }
         if ask.handoff {
@@ -586,7 +587,10 @@ impl GroupInner {
     /// that was another node (issue 13's handoff: a rolling restart moves keys away and back
     /// without reloading them from the origin). `None` on its miss or failure.
     async fn handoff(&self, key: &str, generation: u64) -> Option<Loaded> {
-        let previous = self.cluster.peers.previous_owner(key)?;
+        let previous = self.cluster.peers.previous_owners(key);
+        if previous.is_empty() {
+            return None;
+        }
         // The race: remove(k) reaches this node (the owner) first and the previous owner
         // later; a load in between would take the old value back from the previous owner's
         // memory. A key written here lately is this node's to answer.
@@ -597,19 +601,17 @@ impl GroupInner {
             generation,
             handoff: true,
         };
-        match self
-            .cluster
-            .client
-            .fetch(&previous, &self.name, key, ask)
-            .await
-        {
-            Ok(v) => Some(v),
-            Err(PeerError::Status { status, .. }) if status == StatusCode::NOT_FOUND => None,
-            Err(e) => {
-                tracing::debug!(group = %self.name, peer = %previous, error = %e, "handoff ask failed");
-                None
+        // Newest owner first: the one most likely to hold the value.
+        for peer in previous {
+            match self.cluster.client.fetch(&peer, &self.name, key, ask).await {
+                Ok(v) => return Some(v),
+                Err(PeerError::Status { status, .. }) if status == StatusCode::NOT_FOUND => {}
+                Err(e) => {
+                    tracing::debug!(group = %self.name, peer = %peer, error = %e, "handoff ask failed");
+                }
             }
         }
+        None
     }
 }
 

@@ -57,17 +57,26 @@ pub(crate) struct Cluster {
     pub(crate) max_request_bytes: usize,
 }
 
-/// The ring of peer base URLs and this node's own URL, and the ring before the last change
-/// (for the handoff: a key's new owner asks its previous one before its getter).
+/// How many earlier rings the handoff remembers. A rolling restart changes the ring twice per
+/// node (it leaves, it comes back) and the next node leaves as soon as the last one is back:
+/// the owner a key had before this node joined is then two changes old.
+const PREVIOUS_RINGS: usize = 4;
+
+/// How many earlier owners a key's new owner asks before its getter.
+const MAX_PREVIOUS_OWNERS: usize = 2;
+
+/// The ring of peer base URLs and this node's own URL, and the rings before the last changes
+/// (for the handoff: a key's new owner asks its previous ones before its getter).
 #[derive(Debug)]
 pub(crate) struct Peers {
     self_url: String,
     ring: RwLock<Arc<GroupcacheRing>>,
-    previous: RwLock<Option<Previous>>,
+    /// Newest first, each until its handoff window ends.
+    previous: RwLock<std::collections::VecDeque<Previous>>,
     handoff_window: Duration,
 }
 
-/// The ring before the last change, and when it changed.
+/// A ring before a change, and until when it counts for the handoff.
 #[derive(Debug, Clone)]
 struct Previous {
     ring: Arc<GroupcacheRing>,
@@ -84,7 +93,7 @@ impl Peers {
         Self {
             self_url,
             ring: RwLock::new(Arc::new(GroupcacheRing::with_hash(replicas, hash))),
-            previous: RwLock::new(None),
+            previous: RwLock::new(std::collections::VecDeque::new()),
             handoff_window,
         }
     }
@@ -118,14 +127,19 @@ impl Peers {
             return Ok(());
         }
         tracing::debug!(peers = ring.peers().len(), "peer list set");
-        let previous = previous.map(|ring| Previous {
-            ring,
-            until: Instant::now() + self.handoff_window,
-        });
-        *self
-            .previous
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = previous;
+        if let Some(ring) = previous.filter(|_| !self.handoff_window.is_zero()) {
+            let mut history = self
+                .previous
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            history.retain(|p| p.until > now);
+            history.push_front(Previous {
+                ring,
+                until: now + self.handoff_window,
+            });
+            history.truncate(PREVIOUS_RINGS);
+        }
         *self.ring.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(ring);
         Ok(())
     }
@@ -145,22 +159,32 @@ impl Peers {
         (**owner != *self.self_url).then(|| owner.clone())
     }
 
-    /// The owner of `key` before the last change of the ring, when that was another node
-    /// than this one and than the current owner, and the change is less than the handoff
-    /// window old. It may have left the list: a node shutting down keeps serving through its
-    /// grace period after it deregistered.
-    pub(crate) fn previous_owner(&self, key: &str) -> Option<Arc<str>> {
-        let previous = self
+    /// The owners `key` had before the last changes of the ring (newest first, at most
+    /// [`MAX_PREVIOUS_OWNERS`]), other than this node and than the current owner, from changes
+    /// less than the handoff window old. They may have left the list: a node shutting down
+    /// keeps serving through its linger after it deregistered.
+    pub(crate) fn previous_owners(&self, key: &str) -> Vec<Arc<str>> {
+        let history = self
             .previous
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()?;
-        if Instant::now() >= previous.until {
-            return None;
+            .clone();
+        let now = Instant::now();
+        let current = self.ring().get(key).cloned();
+        let mut owners: Vec<Arc<str>> = Vec::new();
+        for previous in history.iter().filter(|p| p.until > now) {
+            let Some(owner) = previous.ring.get(key) else {
+                continue;
+            };
+            let known = owners.contains(owner) || current.as_ref() == Some(owner);
+            if !known && **owner != *self.self_url {
+                owners.push(owner.clone());
+                if owners.len() == MAX_PREVIOUS_OWNERS {
+                    break;
+                }
+            }
         }
-        let owner = previous.ring.get(key)?;
-        let moved = self.ring().get(key) != Some(owner);
-        (moved && **owner != *self.self_url).then(|| owner.clone())
+        owners
     }
 
     /// Every peer but this node.

@@ -324,16 +324,9 @@ impl Store {
         }
     }
 
-    /// Like [`get`](Self::get), with the value's expiry (what a peer is sent); with
-    /// `main_only`, a value in the hot tier is a miss.
-    pub(crate) fn get_loaded(&self, key: &str, main_only: bool) -> Option<Loaded> {
+    /// Like [`get`](Self::get), with the value's expiry (what a peer is sent).
+    pub(crate) fn get_loaded(&self, key: &str) -> Option<Loaded> {
         let guard = self.index.guard();
-        if main_only {
-            let e = self.index.get(key, &guard)?;
-            if e.tier() == Tier::Hot {
-                return None;
-            }
-        }
         self.hit(key, &guard).map(Entry::loaded)
     }
 
