@@ -14,7 +14,7 @@
 //! The README's tour, compiled here so it stays true:
 //!
 //! ```no_run
-//! use std::time::Duration;
+//! use std::time::{Duration, SystemTime};
 //! use axum::{routing::get, Router};
 //! use bytes::Bytes;
 //! use svckit::balancer::{HttpClient, Picker, RetryPolicy};
@@ -49,6 +49,13 @@
 //! let _peers = cache.follow(&registry.discovery(), "groupcache")?;  // the ring follows etcd
 //! let app = cache.router();                                         // mount beside your routes
 //! let value = group.get("some-key").await?;
+//!
+//! // 4. Writes (mailgun/groupcache's wire): set on the key's owner with an expiry, remove
+//! //    everywhere, flush the group on every node through a generation in etcd.
+//! group.set("some-key", Bytes::from("new"), Some(SystemTime::now() + Duration::from_secs(60)), false).await?;
+//! let removed = group.remove("some-key").await?;                 // removed.failed(): peers that missed it
+//! let _flushes = cache.follow_flushes(&registry.keyspace())?;     // this node drops the group on a flush
+//! group.flush(&registry.keyspace()).await?;                      // or: svckit cache flush thumbnails
 //! # Ok(()) }
 //! ```
 
