@@ -67,7 +67,12 @@ async fn time_sets(group: &Group, keys: &[String]) -> Vec<f64> {
     for key in keys {
         let start = Instant::now();
         group
-            .set(key, Bytes::from_static(b"a value of some bytes"), expire, false)
+            .set(
+                key,
+                Bytes::from_static(b"a value of some bytes"),
+                expire,
+                false,
+            )
             .await
             .unwrap();
         out.push(start.elapsed().as_secs_f64() * 1e3);
@@ -148,7 +153,13 @@ async fn main() {
         "flush_all_nodes_p99_ms",
     ];
     let line: Vec<String> = (0..8)
-        .map(|k| format!("{}={:.3}", names[k], median(rows.iter().map(|r| r[k]).collect())))
+        .map(|k| {
+            format!(
+                "{}={:.3}",
+                names[k],
+                median(rows.iter().map(|r| r[k]).collect())
+            )
+        })
         .collect();
     println!("CACHEW median_of_{ROUNDS} {}", line.join(" "));
     drop(followers);
