@@ -179,15 +179,10 @@ async fn round(handoff: bool) -> (u64, u64, u64) {
 
     let before = origin.total();
     let gets_before = gets.load(Ordering::Relaxed);
-    for n in 0..3 {
-        let mut child = nodes[n].child.take().unwrap();
+    for node in nodes.iter_mut() {
+        let mut child = node.child.take().unwrap();
         terminate(&mut child, Duration::from_secs(20)).await;
-        nodes[n].child = Some(start_node(
-            &nodes[n].listen,
-            &origin_url,
-            &endpoint,
-            handoff,
-        ));
+        node.child = Some(start_node(&node.listen, &origin_url, &endpoint, handoff));
         wait_rings(&client, &listens, 3).await;
     }
     // The keys of the node restarted last are asked for again within the next cycle of the
