@@ -258,7 +258,8 @@ impl Group {
     /// node keeps a copy in its hot cache too; without, it drops any copy it had.
     ///
     /// A load of the key in flight meanwhile does not overwrite the value with the one it
-    /// read (see [`crate::store`]). Fails, storing nothing here, when the owner cannot be
+    /// read (each shard counts its writes; a load older than a write of its key is not
+    /// stored). Fails, storing nothing here, when the owner cannot be
     /// reached or refuses ([`Error::Peer`]).
     pub async fn set(
         &self,

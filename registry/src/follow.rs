@@ -29,7 +29,7 @@ pub enum DiscoveryState {
     /// listing (its revision was compacted). The view keeps the last known instances while
     /// the watcher reconnects with backoff.
     Reconnecting,
-    /// A fixed view that never changes (see [`Discovery::from_static`]).
+    /// A fixed view that never changes (see [`Discovery::from_static`](crate::Discovery::from_static)).
     Static,
 }
 
