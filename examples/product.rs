@@ -126,6 +126,8 @@ async fn product(State(state): State<AppState>, Path(id): Path<String>) -> Respo
 async fn main() -> anyhow::Result<()> {
     common::init_tracing();
     let args = Args::parse();
+    // A bad name is refused before anything else happens (its config prefix comes from it).
+    svckit::registry::validate_name(&args.name)?;
     let listen = format!("{}:{}", args.bind, args.port);
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

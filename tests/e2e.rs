@@ -266,6 +266,10 @@ async fn product_fails_with_env(args: &[&str], env: &[(&str, &str)], expect: &st
     .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "no colour codes into a pipe: {stderr:?}"
+    );
     let first = stderr.lines().next().unwrap_or_default();
     assert!(
         first.starts_with("Error: "),
@@ -316,6 +320,41 @@ async fn product_fails_fast_on_bad_name_busy_port_and_unreachable_etcd() {
         "etcd user \"svckit\" was given without a password",
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_are_json_lines_when_asked() {
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let out = tokio::time::timeout(
+        Duration::from_secs(15),
+        Command::new(example_bin("product"))
+            .args(["--port", "0", "--etcd", &nobody])
+            .env("SVCKIT_LOG_FORMAT", "json")
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("fails at once")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(!events.is_empty(), "{stderr}");
+    assert!(events
+        .iter()
+        .all(|e| e["level"].is_string() && e["timestamp"].is_string() && e["message"].is_string()));
+    // Only anyhow's final report is not a log event.
+    assert!(
+        stderr
+            .lines()
+            .all(|l| l.starts_with('{') || !l.contains("DEBUG")),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

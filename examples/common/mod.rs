@@ -1,15 +1,29 @@
 //! Setup shared by the examples: logging, and etcd options from the flags and the environment.
 #![allow(dead_code)]
 
-/// Logs to stderr; `RUST_LOG` overrides the default level (`info`).
+/// Logs to stderr, one line per event with its span fields; `RUST_LOG` overrides the
+/// default level (`info`). Colours only when stderr is a terminal (a log file gets no
+/// escape codes); `SVCKIT_LOG_FORMAT=json` writes one JSON object per line instead.
 pub(crate) fn init_tracing() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let json = std::env::var("SVCKIT_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let _ = if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init()
+    } else {
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
+    };
 }
 
 /// Splits a comma-separated flag value, dropping empty parts.

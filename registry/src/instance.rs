@@ -136,6 +136,15 @@ pub(crate) fn is_ident(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
+/// Checks a service name before anything else is done with it (`[A-Za-z0-9_]+`): a program
+/// can refuse a bad `--name` at once, before it binds, connects or registers.
+///
+/// # Errors
+/// [`Error::InvalidIdent`] naming the value and what is allowed.
+pub fn validate_name(name: &str) -> Result<(), Error> {
+    validate_ident("name", name)
+}
+
 /// Checks a service name or id, naming the bad value and what is allowed when it fails.
 pub(crate) fn validate_ident(what: &'static str, value: &str) -> Result<(), Error> {
     if is_ident(value) {

@@ -68,7 +68,7 @@ pub use discover::{Discovery, DiscoveryStats, ServiceDiscover, ServiceWatch};
 pub use error::{Error, MalformedEntry};
 pub use etcd::{EtcdOptions, EtcdRegistry};
 pub use follow::DiscoveryState;
-pub use instance::{Instance, DEFAULT_PREFIX};
+pub use instance::{validate_name, Instance, DEFAULT_PREFIX};
 pub use instances::{InstanceChange, Instances, Iter};
 pub use keyspace::{KeyEntry, KeySnapshot, Keyspace, PrefixWatch};
 pub use layer::{InFlight, InFlightCounter, InFlightFuture, InFlightLayer};
