@@ -75,7 +75,7 @@ async fn bump_generation(keyspace: &Keyspace, group: &str, at_least: u64) -> Res
             })?,
             None => 0,
         };
-        let next = current.max(at_least) + 1;
+        let next = current.max(at_least).saturating_add(1);
         let txn = Txn::new()
             .put(&key, next.to_string())
             .if_unchanged_since(&key, revision);
@@ -96,8 +96,11 @@ fn parse(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(value).ok()?.trim().parse().ok()
 }
 
-/// Applies a snapshot of the generations to the groups it names.
-fn apply(groups: &Groups, snapshot: &KeySnapshot) {
+/// Applies a snapshot of the generations to the groups it names: a higher one is a flush.
+/// Returns the generations found *below* a group's own (the key was lost and written anew,
+/// by a restore or a tool flushing from scratch): those are repaired, see [`repair`].
+fn apply(groups: &Groups, snapshot: &KeySnapshot) -> Vec<(String, u64, u64)> {
+    let mut behind = Vec::new();
     for name in groups.names() {
         let key = generation_key(&name);
         let Some(value) = snapshot.get(&key) else {
@@ -105,10 +108,34 @@ fn apply(groups: &Groups, snapshot: &KeySnapshot) {
         };
         match (parse(value), groups.get(&name)) {
             (Some(generation), Some(group)) => {
-                group.adopt_generation(generation);
+                if generation < group.generation() {
+                    behind.push((key, generation, group.generation()));
+                } else {
+                    group.adopt_generation(generation);
+                }
             }
             (None, _) => tracing::warn!(%key, "skipping a flush generation that is not a number"),
             _ => {}
+        }
+    }
+    behind
+}
+
+/// etcd holds a generation below this node's: someone wrote the key anew (it was lost, or a
+/// tool flushed from scratch). That write meant a flush, and etcd must hold the highest
+/// generation again for later flushes to count: write this node's + 1 if the key still
+/// holds what was read. Every node (this one too) takes it from the watch; when several
+/// nodes try, one wins and the others see its value.
+async fn repair(keyspace: &Keyspace, revision: i64, behind: Vec<(String, u64, u64)>) {
+    for (key, found, own) in behind {
+        let next = own.saturating_add(1);
+        tracing::info!(%key, found, own, next, "generation in etcd below this node's; flushing to above both");
+        let txn = Txn::new()
+            .put(&key, next.to_string())
+            .if_unchanged_since(&key, revision);
+        match keyspace.commit(txn).await {
+            Ok(_) | Err(svckit_registry::Error::Conflict { .. }) => {}
+            Err(e) => tracing::warn!(%key, error = %e, "repairing the generation failed"),
         }
     }
 }
@@ -132,18 +159,24 @@ impl FlushFollower {
         let mut watch = keyspace
             .watch(GENERATION_PREFIX)
             .map_err(|e| registry_error(GENERATION_PREFIX, "watching it failed", e))?;
-        apply(&groups, &watch.mark_seen());
+        let first = watch.mark_seen();
+        let mut pending = (first.revision(), apply(&groups, &first));
+        let keyspace = keyspace.clone();
         let stop = cancel.clone();
         let span = tracing::info_span!("cache_flushes", prefix = GENERATION_PREFIX);
         let task = tokio::spawn(
             async move {
                 loop {
+                    let (revision, behind) = std::mem::take(&mut pending);
+                    if !behind.is_empty() {
+                        repair(&keyspace, revision, behind).await;
+                    }
                     let snapshot = tokio::select! {
                         _ = stop.cancelled() => break,
                         s = watch.changed() => s,
                     };
                     match snapshot {
-                        Ok(snapshot) => apply(&groups, &snapshot),
+                        Ok(snapshot) => pending = (snapshot.revision(), apply(&groups, &snapshot)),
                         Err(e) => {
                             tracing::warn!(error = %e, "generation watch closed");
                             break;

@@ -44,6 +44,9 @@ pub(crate) struct GroupInner {
     cluster: Arc<Cluster>,
 }
 
+/// How far ahead of this node's generation a peer's claimed flush generation may be.
+const PEER_GENERATION_LEAD: u64 = 8;
+
 /// A named cache of immutable values with a byte budget, filled by a [`Getter`] on a miss.
 ///
 /// Built by [`Cache::new_group`](crate::Cache::new_group). Cheap to clone; clones share
@@ -347,7 +350,7 @@ impl Group {
     ) -> Result<Option<Loaded>, Error> {
         LoadCounters::inc(&self.inner.counters.server_requests);
         self.inner.check_key(key)?;
-        self.inner.adopt_generation(ask.generation);
+        self.inner.adopt_peer_generation(ask.generation);
         if let Some(v) = self.inner.store.get_loaded(key) {
             return Ok(Some(v));
         }
@@ -450,6 +453,19 @@ impl GroupInner {
         self.store.clear();
         tracing::info!(group = %self.name, generation, "flushed");
         true
+    }
+
+    /// A generation a peer sent with a get. Peers are not authenticated unless a shared
+    /// secret is set, so the claim is bounded: at most [`PEER_GENERATION_LEAD`] ahead of the
+    /// generation this node knows (a peer that heard of a flush first is one or a few
+    /// ahead). A forged `u64::MAX` cannot disable later flushes.
+    fn adopt_peer_generation(&self, generation: u64) -> bool {
+        let known = self.generation.load(Ordering::Acquire);
+        if generation > known.saturating_add(PEER_GENERATION_LEAD) {
+            tracing::debug!(group = %self.name, generation, known, "ignoring a peer's flush generation far ahead of this node's");
+            return false;
+        }
+        self.adopt_generation(generation)
     }
 
     /// The key of a flight: a load started before a flush must not answer a get made after

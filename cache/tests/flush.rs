@@ -107,3 +107,58 @@ async fn after_a_flush_every_node_reloads_each_key_exactly_once() {
     );
     drop(etcd);
 }
+
+/// A forged generation header cannot switch flushes off, and a flush still works after the
+/// generation key was lost from etcd (a restore, a new cluster): any change is a flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_generations_and_a_lost_key_do_not_stop_flushes() {
+    let etcd = Etcd::start();
+    let getter = TestGetter::default();
+    let nodes = hot_cluster(&getter, 1).await;
+    let registry = EtcdRegistry::connect(EtcdOptions::new([etcd.endpoint()]))
+        .await
+        .unwrap();
+    let keyspace = registry.keyspace();
+    let _followers: Vec<_> = nodes
+        .iter()
+        .map(|n| n.cache.follow_flushes(&keyspace).unwrap())
+        .collect();
+
+    // A peer get claiming generation u64::MAX: refused as far ahead, nothing cleared.
+    let req = http::Request::get(format!("{}/_groupcache/demo/k", nodes[1].url))
+        .header("x-svckit-cache-generation", u64::MAX.to_string())
+        .body(bytes::Bytes::new())
+        .unwrap();
+    let resp = svckit_balancer::HttpClient::new()
+        .send(req, svckit_balancer::Limits::default())
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    assert!(nodes.iter().all(|n| n.group.generation() == 0));
+
+    // Flushes still work: one, then the key is lost and a tool flushes from scratch.
+    nodes[0].group.flush(&keyspace).await.unwrap();
+    eventually("every node at generation 1", || {
+        nodes.iter().all(|n| n.group.generation() == 1)
+    })
+    .await;
+    nodes[0].group.flush(&keyspace).await.unwrap();
+    eventually("every node at generation 2", || {
+        nodes.iter().all(|n| n.group.generation() == 2)
+    })
+    .await;
+    for n in &nodes {
+        n.group.get("k").await.unwrap();
+    }
+    keyspace.delete(&generation_key("demo")).await.unwrap();
+    let written = svckit_cache::flush_group(&keyspace, "demo").await.unwrap();
+    assert_eq!(written, 1, "from scratch");
+    eventually("every node flushed again", || {
+        nodes.iter().all(|n| n.group.generation() == 3)
+    })
+    .await;
+    for n in &nodes {
+        let s = n.group.stats();
+        assert_eq!(s.main_cache.items + s.hot_cache.items, 0, "{}", n.url);
+    }
+}
