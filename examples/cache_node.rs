@@ -89,6 +89,13 @@ struct Args {
     /// previous owner on a miss; 0 turns the handoff off.
     #[arg(long, default_value_t = 30_000)]
     handoff_ms: u64,
+    /// A secret every peer request must carry (all nodes the same; golang/groupcache nodes
+    /// cannot send it). Default: the SVCKIT_CACHE_SECRET environment variable, else none.
+    #[arg(long, env = "SVCKIT_CACHE_SECRET", hide_env_values = true)]
+    shared_secret: Option<String>,
+    /// The largest PUT body a peer may send, in bytes.
+    #[arg(long, default_value_t = svckit::cache::DEFAULT_MAX_REQUEST_BYTES)]
+    max_request_bytes: usize,
 }
 
 /// What a key must escape to be a URL path: the WHATWG path percent-encode set (controls,
@@ -297,6 +304,9 @@ async fn set_value(
     match node.group.set(&key, body, expire, hot).await {
         Ok(()) => (StatusCode::NO_CONTENT, "").into_response(),
         Err(e @ CacheError::KeyTooLong { .. }) => bad_request(e),
+        Err(e @ CacheError::ValueTooLarge { .. }) => {
+            (StatusCode::PAYLOAD_TOO_LARGE, format!("{e}\n")).into_response()
+        }
         Err(e) => (
             StatusCode::BAD_GATEWAY,
             format!("{}\n", common::with_sources(&e)),
@@ -437,9 +447,13 @@ async fn main() -> anyhow::Result<()> {
 
     // One group; a miss is loaded by the key's owner among the peers, from the origin or
     // the directory.
-    let cache = Cache::builder(&self_url)
+    let mut builder = Cache::builder(&self_url)
         .handoff_window(Duration::from_millis(args.handoff_ms))
-        .build()?;
+        .max_request_bytes(args.max_request_bytes);
+    if let Some(secret) = &args.shared_secret {
+        builder = builder.shared_secret(secret);
+    }
+    let cache = builder.build()?;
     let dir = match &args.dir {
         Some(dir) => Some(
             dir.canonicalize()
@@ -732,6 +746,9 @@ mod tests {
             .0,
             StatusCode::PAYLOAD_TOO_LARGE
         );
+        // A value larger than the cache holds per entry (1 MiB here): refused, not dropped.
+        let (status, body) = send(app.clone(), "POST", "/set?key=big", vec![7; 2 << 20]).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body:?}");
         // Flush needs etcd.
         assert_eq!(
             send(app, "POST", "/flush", Vec::new()).await.0,

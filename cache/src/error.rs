@@ -19,6 +19,17 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
+    /// A value set that is larger than the cache can hold (a shard's share of the group's
+    /// budget); nothing was stored.
+    #[error("value of {bytes} bytes for key {key:?} is larger than the {limit} bytes the cache can hold per entry")]
+    ValueTooLarge {
+        /// The key (shortened when long).
+        key: String,
+        /// What the entry would be charged.
+        bytes: usize,
+        /// The most one entry may be charged.
+        limit: usize,
+    },
     /// The group's getter failed for a key. Not cached: the next get tries again.
     #[error("getter of group {group:?} failed for key {key:?}")]
     Getter {

@@ -278,6 +278,7 @@ impl Group {
         }
         let inner = &self.inner;
         let Some(owner) = inner.cluster.peers.pick(key) else {
+            inner.check_fits(key, &loaded)?;
             inner.store.set(key, &loaded, Tier::Main);
             return Ok(());
         };
@@ -366,6 +367,7 @@ impl Group {
     pub(crate) fn set_for_peer(&self, key: &str, loaded: &Loaded) -> Result<(), Error> {
         LoadCounters::inc(&self.inner.counters.server_requests);
         self.inner.check_key(key)?;
+        self.inner.check_fits(key, loaded)?;
         self.inner.store.set(key, loaded, Tier::Main);
         Ok(())
     }
@@ -453,6 +455,19 @@ impl GroupInner {
         self.store.clear();
         tracing::info!(group = %self.name, generation, "flushed");
         true
+    }
+
+    /// Refuses a value the store could not hold (it would be dropped silently).
+    fn check_fits(&self, key: &str, loaded: &Loaded) -> Result<(), Error> {
+        let (bytes, limit) = self.store.entry_size(key, loaded.value());
+        if bytes > limit {
+            return Err(Error::ValueTooLarge {
+                key: short_key(key),
+                bytes,
+                limit,
+            });
+        }
+        Ok(())
     }
 
     /// A generation a peer sent with a get. Peers are not authenticated unless a shared

@@ -145,6 +145,7 @@ impl PeerService {
 fn error(e: &Error) -> Response<Full<Bytes>> {
     let status = match e {
         Error::KeyTooLong { .. } => StatusCode::BAD_REQUEST,
+        Error::ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Closed { .. } => StatusCode::SERVICE_UNAVAILABLE,
         // Any getter error, as golang/groupcache answers it; the body says why.
         _ => StatusCode::INTERNAL_SERVER_ERROR,

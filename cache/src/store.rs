@@ -395,6 +395,12 @@ impl Store {
     /// Writes `key`: stores `loaded` in `tier`, replacing whatever either tier held (a value
     /// that does not fit or has expired only removes the old one). Loads of the key in
     /// flight will not overwrite it.
+    /// What one entry of `key` and `value` would be charged, and the most a main-cache entry
+    /// may be: a larger one is never stored.
+    pub(crate) fn entry_size(&self, key: &str, value: &Bytes) -> (usize, usize) {
+        (charge(key, value), self.shard_budget)
+    }
+
     pub(crate) fn set(&self, key: &str, loaded: &Loaded, tier: Tier) {
         let mut shard = self.lock(key);
         shard.wrote(&Arc::from(key));
