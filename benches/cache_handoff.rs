@@ -148,6 +148,13 @@ async fn round(handoff: bool) -> (u64, u64, u64) {
     // when that node refuses the connection: it is restarting).
     let stop = Arc::new(AtomicBool::new(false));
     let (gets, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    // SVCKIT_GET_PAUSE_MS slows each worker down (a light load; default: as fast as it goes).
+    let pause = Duration::from_millis(
+        std::env::var("SVCKIT_GET_PAUSE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    );
     let workers: Vec<_> = (0..WORKERS)
         .map(|w| {
             let (client, listens) = (client.clone(), listens.clone());
@@ -171,6 +178,9 @@ async fn round(handoff: bool) -> (u64, u64, u64) {
                         }
                     }
                     i += WORKERS;
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
                 }
             })
         })

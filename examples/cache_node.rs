@@ -86,7 +86,8 @@ struct Args {
     #[arg(long, default_value_t = 2000)]
     linger_ms: u64,
     /// For how long (ms) after the ring changed a key's new owner first asks the key's
-    /// previous owner on a miss; 0 turns the handoff off.
+    /// previous owner on a miss; 0 turns the handoff off (and the hand-over of this node's
+    /// keys when it stops).
     #[arg(long, default_value_t = 30_000)]
     handoff_ms: u64,
     /// A secret every peer request must carry (all nodes the same; golang/groupcache nodes
@@ -538,6 +539,24 @@ async fn main() -> anyhow::Result<()> {
         dir,
         keyspace,
     };
+    let lifecycle = std::sync::Arc::new(lifecycle);
+    // On SIGTERM, once deregistered and out of its own ring, the node hands its keys to
+    // their new owners during its linger (whatever the load, none is lost to the origin).
+    let _hand_over = (args.etcd.is_some() && args.handoff_ms > 0).then(|| {
+        let (lifecycle, cache) = (lifecycle.clone(), cache.clone());
+        tokio::spawn(async move {
+            while !lifecycle.is_shutting_down() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            while cache.peers().iter().any(|p| *p == self_url)
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            cache.hand_over().await
+        })
+    });
     lifecycle.serve(listener, app(&cache, node)).await?;
     tracing::info!("stopped");
     Ok(())

@@ -273,6 +273,19 @@ impl Cache {
             .collect()
     }
 
+    /// Hands every group's keys over to their owners in the current ring
+    /// ([`Group::hand_over`]): for a node that has left the ring (deregistered, its ring no
+    /// longer holding it) and is about to stop. Returns how many keys moved.
+    pub async fn hand_over(&self) -> usize {
+        let mut moved = 0;
+        for name in self.group_names() {
+            if let Some(group) = self.group(&name) {
+                moved += group.hand_over().await;
+            }
+        }
+        moved
+    }
+
     /// The base URL of the peer that owns `key`; `None` while the peer list is empty.
     pub fn owner(&self, key: &str) -> Option<String> {
         self.inner

@@ -380,6 +380,37 @@ impl Group {
         Ok(())
     }
 
+    /// Hands this node's keys over to their owners in the current ring, as a node that has
+    /// left the ring does before it stops (mailgun/groupcache's set, at most 16 at a time):
+    /// the keys move without their new owners asking for them, whatever the load. Returns
+    /// how many keys were handed over; the others stay to be asked for (or loaded anew).
+    pub async fn hand_over(&self) -> usize {
+        use futures_util::StreamExt;
+        let inner = &self.inner;
+        let moves: Vec<(Arc<str>, Arc<str>, Loaded)> = inner
+            .store
+            .main_entries()
+            .into_iter()
+            .filter_map(|(key, loaded)| Some((inner.cluster.peers.pick(&key)?, key, loaded)))
+            .collect();
+        let total = moves.len();
+        let done = futures_util::stream::iter(moves)
+            .map(|(owner, key, loaded)| async move {
+                inner
+                    .cluster
+                    .client
+                    .set(&owner, &inner.name, &key, &loaded)
+                    .await
+                    .is_ok()
+            })
+            .buffer_unordered(16)
+            .filter(|ok| std::future::ready(*ok))
+            .count()
+            .await;
+        tracing::info!(group = %inner.name, handed_over = done, of = total, "handed keys over to their new owners");
+        done
+    }
+
     /// The flush generation this node has seen: 0 until the first flush it hears of.
     pub fn generation(&self) -> u64 {
         self.inner.generation.load(Ordering::Acquire)

@@ -395,6 +395,17 @@ impl Store {
     /// Writes `key`: stores `loaded` in `tier`, replacing whatever either tier held (a value
     /// that does not fit or has expired only removes the old one). Loads of the key in
     /// flight will not overwrite it.
+    /// Every unexpired entry of the main tier: the keys this node owned, for a node that
+    /// hands them over as it leaves.
+    pub(crate) fn main_entries(&self) -> Vec<(Arc<str>, Loaded)> {
+        let guard = self.index.guard();
+        self.index
+            .iter(&guard)
+            .filter(|(_, e)| e.tier() == Tier::Main && !e.is_expired())
+            .map(|(k, e)| (k.clone(), e.loaded()))
+            .collect()
+    }
+
     /// What one entry of `key` and `value` would be charged, and the most a main-cache entry
     /// may be: a larger one is never stored.
     pub(crate) fn entry_size(&self, key: &str, value: &Bytes) -> (usize, usize) {

@@ -126,3 +126,36 @@ async fn a_rejoined_node_hands_off_after_the_next_change_too() {
     }
     assert_eq!(getter.total(), 150, "no key loaded twice");
 }
+
+/// A node that left the ring hands its keys to their new owners before it stops: they are
+/// there without anyone asking for them, and no key is loaded again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaving_node_hands_its_keys_over() {
+    let getter = TestGetter::default();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(node(&getter, true).await);
+    }
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    for n in &nodes {
+        n.cache.set_peers(&urls).unwrap();
+    }
+    let keys: Vec<String> = (0..150).map(|i| format!("o{i}")).collect();
+    for k in &keys {
+        nodes[0].group.get(k).await.unwrap();
+    }
+    let owned_by_2 = keys.iter().filter(|k| owner_index(&nodes, k) == 2).count();
+    assert!(owned_by_2 > 10, "{owned_by_2}");
+    // Node 2 leaves: every ring (its own too) drops it, then it hands over.
+    let two = vec![urls[0].clone(), urls[1].clone()];
+    for n in &nodes {
+        n.cache.set_peers(&two).unwrap();
+    }
+    assert_eq!(nodes[2].cache.hand_over().await, owned_by_2);
+    // Stop node 2 entirely: nobody can ask it any more.
+    nodes[2].stop_server().await;
+    for k in &keys {
+        assert_eq!(nodes[1].group.get(k).await.unwrap(), value_of(k));
+    }
+    assert_eq!(getter.total(), 150, "no key loaded again");
+}
