@@ -549,9 +549,7 @@ async fn main() -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-            while cache.peers().iter().any(|p| *p == self_url)
-                && tokio::time::Instant::now() < deadline
-            {
+            while cache.peers().contains(&self_url) && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             cache.hand_over().await
