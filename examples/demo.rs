@@ -192,6 +192,10 @@ async fn live_config(registry: &EtcdRegistry, discovery: &Discovery) -> anyhow::
             instance.id()
         );
     }
+    // Put a valid value back: an instance started on an invalid value would start on its
+    // defaults (running ones keep their last good value).
+    keys.put("/config/productservice/price_factor", "1.2")
+        .await?;
     Ok(ok)
 }
 
