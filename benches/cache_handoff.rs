@@ -15,17 +15,13 @@
 //! Run with: `cargo build --release --example cache_node && cargo bench --bench cache_handoff`
 //! (the bench starts the release build of the example). Needs `etcd`.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
-use axum::routing::get;
-use axum::Router;
 use svckit::balancer::{HttpClient, Limits};
 use svckit_testing::process::{spawn_example, terminate};
-use svckit_testing::{free_port, Etcd};
+use svckit_testing::{free_port, CountingOrigin, Etcd};
 use tokio::process::Child;
 
 const KEYS: usize = 1_000;
@@ -38,29 +34,6 @@ fn rounds() -> usize {
         .unwrap_or(ROUNDS)
 }
 const WORKERS: usize = 4;
-
-#[derive(Clone, Default)]
-struct Origin(Arc<Mutex<HashMap<String, u64>>>);
-
-impl Origin {
-    fn total(&self) -> u64 {
-        self.0.lock().unwrap().values().sum()
-    }
-
-    async fn start(&self) -> String {
-        async fn serve(State(origin): State<Origin>, Path(key): Path<String>) -> String {
-            *origin.0.lock().unwrap().entry(key.clone()).or_default() += 1;
-            format!("value of {key}")
-        }
-        let app = Router::new()
-            .route("/{*key}", get(serve))
-            .with_state(self.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        url
-    }
-}
 
 struct Node {
     listen: String,
@@ -120,7 +93,7 @@ async fn wait_rings(client: &HttpClient, listens: &[String], peers: usize) {
 async fn round(handoff: bool) -> (u64, u64, u64) {
     let etcd = Etcd::builder().arg("--unsafe-no-fsync=true").start();
     let endpoint = etcd.endpoint();
-    let origin = Origin::default();
+    let origin = CountingOrigin::default();
     let origin_url = origin.start().await;
     let client = HttpClient::new();
     let mut nodes: Vec<Node> = (0..3)

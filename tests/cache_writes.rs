@@ -2,51 +2,13 @@
 //! front of a counting origin in this process: set, TTL, remove, flush, and a set racing a
 //! load. Needs the examples built (`cargo build --examples`, which `./scripts/test` runs).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::routing::get;
-use axum::Router;
 use svckit::balancer::{HttpClient, Limits};
 use svckit_testing::process::spawn_example;
-use svckit_testing::{free_port, Etcd};
+use svckit_testing::{free_port, CountingOrigin, Etcd};
 use tokio::process::Child;
 use tokio::time::Instant;
-
-/// An origin that answers `v:<key>:<n>` for its n-th fetch of a key; keys starting with
-/// `slow` take 600 ms.
-#[derive(Clone, Default)]
-struct Origin(Arc<Mutex<HashMap<String, u64>>>);
-
-impl Origin {
-    fn fetches(&self, key: &str) -> u64 {
-        self.0.lock().unwrap().get(key).copied().unwrap_or(0)
-    }
-
-    async fn start(&self) -> String {
-        async fn serve(State(origin): State<Origin>, Path(key): Path<String>) -> String {
-            let n = {
-                let mut counts = origin.0.lock().unwrap();
-                let n = counts.entry(key.clone()).or_default();
-                *n += 1;
-                *n
-            };
-            if key.starts_with("slow") {
-                tokio::time::sleep(Duration::from_millis(600)).await;
-            }
-            format!("v:{key}:{n}")
-        }
-        let app = Router::new()
-            .route("/{*key}", get(serve))
-            .with_state(self.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        url
-    }
-}
 
 struct Cluster {
     nodes: Vec<String>,
@@ -132,7 +94,7 @@ impl Cluster {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn set_ttl_remove_flush_and_a_set_racing_a_load_across_three_processes() {
-    let origin = Origin::default();
+    let origin = CountingOrigin::default();
     let url = origin.start().await;
     let cluster = Cluster::start(&url).await;
 

@@ -57,6 +57,7 @@ mod etcd;
 pub mod go;
 pub mod load;
 mod member;
+mod origin;
 pub mod process;
 mod proxy;
 
@@ -65,6 +66,7 @@ use std::path::{Path, PathBuf};
 
 pub use cluster::EtcdCluster;
 pub use etcd::{Etcd, EtcdBuilder};
+pub use origin::CountingOrigin;
 pub use proxy::Proxy;
 
 /// How to install the etcd binary when it is missing.
