@@ -174,6 +174,17 @@ mod tests {
         )
     }
 
+    /// Each template renders (over [`store`]) to what it is paired with.
+    fn assert_renders(cases: &[(&str, &str)]) {
+        for (template, want) in cases {
+            assert_eq!(
+                render(template).as_deref(),
+                Ok(*want),
+                "template {template}"
+            );
+        }
+    }
+
     fn render(text: &str) -> Result<String, String> {
         funcs::with_store(store(), || render_text("t.tmpl", text)).0
     }
@@ -303,13 +314,7 @@ mod tests {
             ),
             (r#"{{/* a comment */}}{{len (ls "/upstream")}}"#, "2"),
         ];
-        for (template, want) in cases {
-            assert_eq!(
-                render(template).as_deref(),
-                Ok(*want),
-                "template {template}"
-            );
-        }
+        assert_renders(cases);
     }
 
     #[test]
@@ -387,13 +392,7 @@ mod tests {
             ),
             (r#"{{lt 1.5 2.5}} {{eq true true}}"#, "true true"),
         ];
-        for (template, want) in cases {
-            assert_eq!(
-                render(template).as_deref(),
-                Ok(*want),
-                "template {template}"
-            );
-        }
+        assert_renders(cases);
         for bad in [
             r#"{{eq "1" 1}}"#,
             r#"{{lt 1 "a"}}"#,
@@ -435,13 +434,7 @@ mod tests {
                 "ab1 2|a 1\n|",
             ),
         ];
-        for (template, want) in cases {
-            assert_eq!(
-                render(template).as_deref(),
-                Ok(*want),
-                "template {template}"
-            );
-        }
+        assert_renders(cases);
     }
 
     #[test]
@@ -468,13 +461,7 @@ mod tests {
             ),
             (r#"{{slice (split "a,b,c,d" ",") 1 3}}"#, "[b c]"),
         ];
-        for (template, want) in cases {
-            assert_eq!(
-                render(template).as_deref(),
-                Ok(*want),
-                "template {template}"
-            );
-        }
+        assert_renders(cases);
         for bad in [
             r#"{{slice "abc" 2 1}}"#,
             r#"{{slice "abc" 0 4}}"#,
@@ -509,13 +496,7 @@ mod tests {
             ),
             (r#"{{.}} {{true}} {{3}} {{1.5}}"#, "<no value> true 3 1.5"),
         ];
-        for (template, want) in cases {
-            assert_eq!(
-                render(template).as_deref(),
-                Ok(*want),
-                "template {template}"
-            );
-        }
+        assert_renders(cases);
     }
 
     #[test]
