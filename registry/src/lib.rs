@@ -62,6 +62,7 @@ mod registry;
 mod serve;
 mod store;
 mod task;
+pub mod trace;
 mod txn;
 
 pub use discover::{Discovery, DiscoveryStats, ServiceDiscover, ServiceWatch};

@@ -57,6 +57,7 @@ mod etcd;
 pub mod go;
 pub mod load;
 mod member;
+pub mod metrics;
 mod origin;
 pub mod process;
 mod proxy;
