@@ -181,6 +181,10 @@ impl Pick for ConsistentHash {
     /// The ring over the instance ids.
     type State = RingState;
 
+    fn name(&self) -> &str {
+        "hash"
+    }
+
     fn build(&self, set: &Candidates<'_>) -> RingState {
         let names = set.iter().map(|i| i.shared_id().clone()).collect();
         let ring = Ring::from_names(names, self.vnodes, self.hash);

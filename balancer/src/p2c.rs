@@ -83,6 +83,10 @@ impl P2c {
 impl Pick for P2c {
     type State = ();
 
+    fn name(&self) -> &str {
+        "p2c"
+    }
+
     fn build(&self, _set: &Candidates<'_>) {}
 
     fn update(&self, _: &mut (), _: &Candidates<'_>, _: &[SetChange<'_>]) -> Option<Duration> {

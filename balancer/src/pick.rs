@@ -103,6 +103,20 @@ pub trait Pick: Send + Sync + 'static {
     fn key_hash(&self) -> Option<HashFn> {
         None
     }
+
+    /// The picker's name in an Endpoint's `invoke` span and in
+    /// [`endpoint_stats`](crate::endpoint_stats). The built-in pickers answer the name
+    /// [`Picker::by_name`](crate::Picker::by_name) takes (`random`, `round_robin`, `hash`,
+    /// `p2c`); the default is the type's name without its module path (`LeastLoaded`).
+    fn name(&self) -> &str {
+        short_type_name(std::any::type_name::<Self>())
+    }
+}
+
+/// `a::b::Foo<c::Bar>` -> `Foo`.
+fn short_type_name(full: &str) -> &str {
+    let path = full.split('<').next().unwrap_or(full);
+    path.rsplit("::").next().unwrap_or(path)
 }
 
 /// How the positions of an Endpoint's table changed (see [`Pick::update`]).
@@ -231,4 +245,21 @@ impl<'a> Candidates<'a> {
 /// Every index of `0..n` after `first`, wrapping around (`first` itself excluded).
 pub(crate) fn scan_after(first: usize, n: usize) -> impl Iterator<Item = usize> {
     (1..n).map(move |d| (first + d) % n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_picker_is_named_by_its_type_without_path_or_parameters() {
+        assert_eq!(
+            short_type_name("my_crate::pickers::LeastLoaded"),
+            "LeastLoaded"
+        );
+        assert_eq!(short_type_name("a::Wrap<b::Inner>"), "Wrap");
+        assert_eq!(short_type_name("Plain"), "Plain");
+        assert_eq!(Pick::name(&crate::RoundRobin::new()), "round_robin");
+        assert_eq!(Pick::name(&crate::Picker::by_name("ring").unwrap()), "hash");
+    }
 }

@@ -131,4 +131,8 @@ impl Pick for Picker {
             _ => None,
         }
     }
+
+    fn name(&self) -> &str {
+        Picker::name(self)
+    }
 }

@@ -108,6 +108,10 @@ impl Random {
 impl Pick for Random {
     type State = ();
 
+    fn name(&self) -> &str {
+        "random"
+    }
+
     fn build(&self, _set: &Candidates<'_>) {}
 
     fn update(&self, _: &mut (), _: &Candidates<'_>, _: &[SetChange<'_>]) -> Option<Duration> {

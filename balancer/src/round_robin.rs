@@ -35,6 +35,10 @@ impl RoundRobin {
 impl Pick for RoundRobin {
     type State = ();
 
+    fn name(&self) -> &str {
+        "round_robin"
+    }
+
     fn build(&self, _set: &Candidates<'_>) {}
 
     fn update(&self, _: &mut (), _: &Candidates<'_>, _: &[SetChange<'_>]) -> Option<Duration> {
