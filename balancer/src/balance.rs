@@ -256,10 +256,11 @@ impl<P: Pick> Balancer<P> {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Avoid instance `i` for the ejection period (after a failed connect).
-    pub(crate) fn eject(&self, table: &Table<P::State>, i: usize) {
+    /// Avoid instance `i` for the ejection period (after a failed connect). False when
+    /// ejection is off.
+    pub(crate) fn eject(&self, table: &Table<P::State>, i: usize) -> bool {
         if self.eject_for.is_zero() {
-            return;
+            return false;
         }
         let until = self
             .now_ms()
@@ -275,6 +276,7 @@ impl<P: Pick> Balancer<P> {
             eject_for = ?self.eject_for,
             "instance ejected after a failed connect"
         );
+        true
     }
 
     /// Picks an instance, avoiding those in `tried` (instance ids of earlier attempts) and

@@ -16,6 +16,7 @@ use crate::error::{BoxError, Error};
 use crate::pick::Pick;
 use crate::picker::Picker;
 use crate::retry::{RetryPolicy, RetryState};
+use crate::telemetry::Instruments;
 use crate::transport::{HttpClient, DEFAULT_MAX_BODY, DEFAULT_TIMEOUT};
 
 /// Default time an instance is avoided after a connect to it failed.
@@ -152,6 +153,10 @@ where
 
     /// The Endpoint. Fails when the service name is not a valid identifier, or the picker
     /// hashes keys and there is no [`hash_key`](Self::hash_key).
+    ///
+    /// Its metric handles come from the `metrics` recorder installed at this moment: install
+    /// the application's recorder before building Endpoints. From here on it is listed in
+    /// [`endpoint_stats`](crate::endpoint_stats) until its last clone is dropped.
     pub fn build(self) -> Result<Endpoint<Req, Resp>, Error> {
         let watch = self
             .discovery
@@ -160,6 +165,7 @@ where
                 service: self.service.clone(),
                 source,
             })?;
+        let instruments = Instruments::new(&self.service, self.picker.name());
         let balancer = Balancer::new(watch, self.picker, self.ejection);
         if balancer.key_hash().is_some() && self.key.is_none() {
             return Err(Error::Config {
@@ -179,9 +185,10 @@ where
             timeout: self.timeout,
             max_body: self.max_body,
             retry: self.retry.map(RetryState::new),
+            instruments,
         });
-        Ok(Endpoint::from_call(Arc::new(move |req| {
-            Box::pin(inner.clone().call(req))
-        })))
+        let counters = inner.instruments.counters().clone();
+        let call = Endpoint::from_call(Arc::new(move |req| Box::pin(inner.clone().call(req))));
+        Ok(call.with_counters(counters))
     }
 }

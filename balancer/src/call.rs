@@ -1,12 +1,17 @@
 //! One call of an HTTP Endpoint: encode, then attempts (each one pick, send and classify)
-//! while the state across them ([`Attempts`]) allows another, then decode.
+//! while the state across them ([`Attempts`]) allows another, then decode. The call runs in
+//! an `invoke` span and each attempt in an `attempt` span inside it (fields in the crate
+//! docs); what the call counts is [`Instruments`]'.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri};
+use tracing::field::Empty;
+use tracing::Instrument;
 
 use crate::attempts::{Attempts, TimeLimit};
 use crate::balance::{Balancer, Table};
@@ -14,6 +19,7 @@ use crate::error::{chain_message, BoxError, Error, TransportError};
 use crate::pick::Pick;
 use crate::retry::{Failure, RetryState};
 use crate::ring::HashFn;
+use crate::telemetry::{Instruments, Outcome};
 use crate::transport::{HttpClient, Limits};
 
 pub(crate) type Encode<Req> = Arc<dyn Fn(Req) -> Result<Request<Bytes>, BoxError> + Send + Sync>;
@@ -31,6 +37,7 @@ pub(crate) struct Inner<Req, Resp, P: Pick> {
     pub(crate) timeout: Duration,
     pub(crate) max_body: usize,
     pub(crate) retry: Option<RetryState>,
+    pub(crate) instruments: Instruments,
 }
 
 /// The encoded request. Attempts before the last possible one send a copy; the last one (the
@@ -87,8 +94,36 @@ impl Prepared {
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static, P: Pick> Inner<Req, Resp, P> {
-    /// One call: encode, then attempts until one answers or the retry policy stops.
-    pub(crate) async fn call(self: Arc<Self>, req: Req) -> Result<Resp, Error> {
+    /// One call in its `invoke` span, counted once when it ends (or is dropped).
+    pub(crate) fn call(
+        self: Arc<Self>,
+        req: Req,
+    ) -> impl Future<Output = Result<Resp, Error>> + Send + 'static {
+        let span = tracing::info_span!(
+            "invoke",
+            service = %self.service,
+            picker = %self.instruments.counters().picker(),
+            outcome = Empty,
+        );
+        let record_span = span.clone();
+        async move {
+            let record = self.instruments.start(record_span);
+            let mut answered = None;
+            let result = self.run(req, &mut answered).await;
+            let outcome = match (&result, answered) {
+                (_, Some(status)) if status.is_server_error() => Outcome::Status,
+                (Ok(_), _) => Outcome::Ok,
+                (Err(err), _) => Outcome::of_error(err),
+            };
+            record.end(outcome);
+            result
+        }
+        .instrument(span)
+    }
+
+    /// Encode, then attempts until one answers or the retry policy stops, then decode.
+    /// `answered` is set to the status of the answer decoded.
+    async fn run(&self, req: Req, answered: &mut Option<StatusCode>) -> Result<Resp, Error> {
         let service = &self.service;
         let key = match (&self.key, self.balancer.key_hash()) {
             (Some(key), Some(hash)) => Some(key(&req, hash)),
@@ -121,12 +156,14 @@ impl<Req: Send + 'static, Resp: Send + 'static, P: Pick> Inner<Req, Resp, P> {
                             || format!("answered {status}"),
                         );
                     if !again {
+                        *answered = Some(status);
                         return (self.decode)(resp).map_err(|source| Error::Decode {
                             service: service.clone(),
                             addr: addr.to_owned(),
                             source,
                         });
                     }
+                    self.instruments.retry();
                     tracing::debug!(service = %service, addr = %addr, %status, attempt = attempts.len(), "retrying after a gateway status");
                 }
                 Err(err) => {
@@ -137,15 +174,16 @@ impl<Req: Send + 'static, Resp: Send + 'static, P: Pick> Inner<Req, Resp, P> {
                     if !again {
                         return Err(attempts.finish(service, addr.to_owned(), err));
                     }
+                    self.instruments.retry();
                     tracing::debug!(service = %service, addr = %addr, error = %chain_message(&err), attempt = attempts.len(), "retrying on another instance");
                 }
             }
         }
     }
 
-    /// One attempt: sends the prepared request to instance `idx` of `table` within the
-    /// attempt's time limit, counted in flight meanwhile, and classifies how it ended. A
-    /// failed connect ejects the instance.
+    /// One attempt, in its `attempt` span: sends the prepared request to instance `idx` of
+    /// `table` within the attempt's time limit, counted in flight meanwhile, and classifies
+    /// how it ended. A failed connect ejects the instance.
     async fn attempt(
         &self,
         table: &Table<P::State>,
@@ -156,9 +194,16 @@ impl<Req: Send + 'static, Resp: Send + 'static, P: Pick> Inner<Req, Resp, P> {
         let entry = table.entry(idx);
         let addr = entry.instance.addr();
         let limit = attempts.limit(self.timeout);
-        let result = {
+        let span = tracing::info_span!(
+            "attempt",
+            attempt = attempts.len() + 1,
+            instance = %addr,
+            outcome = Empty,
+        );
+        let result = async {
             let _in_flight = self.balancer.start(table, idx);
             match prepared.to(entry.authority.as_ref(), attempts.is_last()) {
+                // Sent inside the span: the transport injects its context (feature `otel`).
                 Ok(req) => self
                     .client
                     .send(req, Limits::new(limit.timeout, self.max_body))
@@ -171,9 +216,18 @@ impl<Req: Send + 'static, Resp: Send + 'static, P: Pick> Inner<Req, Resp, P> {
                     source,
                 }),
             }
+        }
+        .instrument(span.clone())
+        .await;
+        let outcome = match &result {
+            Ok(resp) => Outcome::of_status(resp.status()),
+            Err(err) => Outcome::of_error(err),
         };
-        if matches!(result, Err(Error::Transport { connect: true, .. })) {
-            self.balancer.eject(table, idx);
+        span.record("outcome", outcome.as_str());
+        if matches!(result, Err(Error::Transport { connect: true, .. }))
+            && self.balancer.eject(table, idx)
+        {
+            self.instruments.ejection();
         }
         result
     }

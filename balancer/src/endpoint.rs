@@ -11,12 +11,15 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
 use crate::error::Error;
+use crate::stats::{Counters, EndpointStats};
 
 /// An async function from `Req` to `Resp` (go-kit's `endpoint.Endpoint`): a cloneable,
 /// `Send + Sync` tower [`Service`] whose error is [`Error`]. Clones are cheap and share
 /// whatever the endpoint was built on (connection pool, picker state).
 pub struct Endpoint<Req, Resp> {
     inner: Inner<Req, Resp>,
+    /// The counters of the balanced Endpoint this one is (or wraps).
+    counters: Option<Arc<Counters>>,
 }
 
 type CallFn<Req, Resp> = Arc<dyn Fn(Req) -> BoxFuture<'static, Result<Resp, Error>> + Send + Sync>;
@@ -35,6 +38,7 @@ impl<Req, Resp> Clone for Endpoint<Req, Resp> {
                 Inner::Fn(f) => Inner::Fn(f.clone()),
                 Inner::Service(s) => Inner::Service(s.clone()),
             },
+            counters: self.counters.clone(),
         }
     }
 }
@@ -58,6 +62,7 @@ where
     {
         Self {
             inner: Inner::Service(BoxCloneSyncService::new(service)),
+            counters: None,
         }
     }
 
@@ -65,7 +70,14 @@ where
     pub(crate) fn from_call(f: CallFn<Req, Resp>) -> Self {
         Self {
             inner: Inner::Fn(f),
+            counters: None,
         }
+    }
+
+    /// The endpoint reporting `counters` in [`stats`](Self::stats).
+    pub(crate) fn with_counters(mut self, counters: Arc<Counters>) -> Self {
+        self.counters = Some(counters);
+        self
     }
 
     /// An endpoint from an async closure (go-kit's `func(ctx, request) (response, error)`).
@@ -97,10 +109,24 @@ where
         call
     }
 
-    /// Wraps this endpoint in a middleware: `m.wrap(self)`.
+    /// Wraps this endpoint in a middleware: `m.wrap(self)`. The result keeps this
+    /// endpoint's [`stats`](Self::stats) unless the middleware's endpoint has its own.
     #[must_use]
     pub fn with<M: Middleware<Req, Resp>>(self, m: M) -> Self {
-        m.wrap(self)
+        let counters = self.counters.clone();
+        let mut wrapped = m.wrap(self);
+        if wrapped.counters.is_none() {
+            wrapped.counters = counters;
+        }
+        wrapped
+    }
+
+    /// What this endpoint counted since it was built, when it is a balanced Endpoint built by
+    /// [`EndpointBuilder`](crate::EndpointBuilder) (shared by its clones, kept by
+    /// [`with`](Self::with)); `None` for other endpoints. [`endpoint_stats`](crate::endpoint_stats)
+    /// gives every live one.
+    pub fn stats(&self) -> Option<EndpointStats> {
+        self.counters.as_ref().map(|c| c.snapshot())
     }
 }
 

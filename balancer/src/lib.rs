@@ -53,6 +53,8 @@ mod retry;
 mod ring;
 mod round_robin;
 mod slot;
+mod stats;
+mod telemetry;
 mod transport;
 
 pub use builder::{EndpointBuilder, DEFAULT_EJECTION};
@@ -66,6 +68,7 @@ pub use random::Random;
 pub use retry::{is_idempotent, is_safe_to_retry, Failure, Predicate, RetryPolicy};
 pub use ring::{xxh3, HashFn, Ring, DEFAULT_VNODES, MAX_VNODES};
 pub use round_robin::RoundRobin;
+pub use stats::{endpoint_stats, EndpointStats};
 pub use transport::{
     HttpClient, HttpClientBuilder, Limits, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BODY,
     DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_TIMEOUT,

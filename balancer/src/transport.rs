@@ -86,11 +86,16 @@ impl HttpClient {
     /// Every status is returned as a response; only the transport fails. A body declared
     /// (`Content-Length`) or found larger than the limit fails with
     /// [`TransportError::BodyTooLarge`] without reading the rest.
+    ///
+    /// With the `otel` feature the request carries the current span's trace context
+    /// (`traceparent`, [`svckit_registry::trace::inject`]), so the callee's span becomes a
+    /// child of the caller's.
     pub async fn send(
         &self,
-        req: Request<Bytes>,
+        mut req: Request<Bytes>,
         limits: Limits,
     ) -> Result<Response<Bytes>, TransportError> {
+        svckit_registry::trace::inject(req.headers_mut());
         match tokio::time::timeout(limits.timeout, self.exchange(req, limits.max_body)).await {
             Ok(result) => result,
             Err(_) => Err(TransportError::Timeout {
