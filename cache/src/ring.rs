@@ -168,6 +168,37 @@ impl GroupcacheRing {
         Some(&self.peers[self.points[i].1 as usize])
     }
 
+    /// Each peer (in the order added) with the fraction of the hash space it owns: the keys
+    /// whose hash falls after the previous point and at or before one of the peer's points
+    /// (the first point also owns the wrap-around). The fractions sum to 1 on a ring with
+    /// peers; a peer whose every point collides with a later peer's owns 0.
+    pub fn shares(&self) -> Vec<(Arc<str>, f64)> {
+        const SPACE: f64 = (1u64 << 32) as f64;
+        let mut owned = vec![0u64; self.peers.len()];
+        let Some(&(last, _)) = self.points.last() else {
+            return Vec::new();
+        };
+        let mut prev = last;
+        for (i, &(at, _)) in self.points.iter().enumerate() {
+            // Colliding points: the last of them (the peer added last) owns the position.
+            if self.points.get(i + 1).is_some_and(|p| p.0 == at) {
+                continue;
+            }
+            let arc = match u64::from(at.wrapping_sub(prev)) {
+                // A single position owns the whole space.
+                0 => 1 << 32,
+                n => n,
+            };
+            owned[self.points[i].1 as usize] += arc;
+            prev = at;
+        }
+        self.peers
+            .iter()
+            .zip(owned)
+            .map(|(p, n)| (p.clone(), n as f64 / SPACE))
+            .collect()
+    }
+
     /// The ring positions, sorted (tests).
     #[cfg(test)]
     fn positions(&self) -> Vec<u32> {
@@ -347,5 +378,66 @@ mod tests {
         ring.add(["8"]); // 8, 18, 28
         assert_eq!(&**ring.get("27").unwrap(), "8");
         assert!(GroupcacheRing::new(50).get("x").is_none());
+    }
+
+    #[test]
+    fn shares_are_the_arcs_each_peer_owns() {
+        fn atoi(b: &[u8]) -> u32 {
+            std::str::from_utf8(b).unwrap().parse().unwrap()
+        }
+        let mut ring = GroupcacheRing::with_hash(3, atoi);
+        ring.add(["6", "4", "2"]); // points 2,4,6,12,14,16,22,24,26
+        let space = (1u64 << 32) as f64;
+        // "4" owns (2, 4], (12, 14] and (22, 24]; "6" owns (4, 6], (14, 16] and (24, 26];
+        // "2" owns the rest: (26, 2^32) with [0, 2] (the wrap-around), (6, 12] and (16, 22].
+        let want = [
+            ("6", 6.0 / space),
+            ("4", 6.0 / space),
+            ("2", (space - 12.0) / space),
+        ];
+        let got = ring.shares();
+        assert_eq!(got.len(), 3);
+        for ((peer, share), (want_peer, want_share)) in got.iter().zip(want) {
+            assert_eq!(&**peer, want_peer);
+            assert!((share - want_share).abs() < 1e-15, "{peer}: {share}");
+        }
+        assert!(GroupcacheRing::new(50).shares().is_empty());
+        let mut one = GroupcacheRing::with_hash(1, atoi);
+        one.add(["7"]);
+        assert_eq!(one.shares(), vec![(Arc::from("7"), 1.0)]);
+    }
+
+    #[test]
+    fn shares_match_the_owners_of_sampled_keys_and_sum_to_one() {
+        let mut ring = GroupcacheRing::new(DEFAULT_REPLICAS);
+        ring.add(PEERS);
+        let shares = ring.shares();
+        let total: f64 = shares.iter().map(|s| s.1).sum();
+        assert!((total - 1.0).abs() < 1e-12, "{total}");
+        let n = 100_000;
+        for (peer, share) in &shares {
+            let owned = (0..n)
+                .filter(|i| ring.get(&format!("key-{i}")) == Some(peer))
+                .count();
+            let sampled = owned as f64 / n as f64;
+            assert!(
+                (sampled - share).abs() < 0.01,
+                "{peer}: {sampled} vs {share}"
+            );
+        }
+        // Colliding points: the later peer owns them, the shares still sum to 1.
+        fn small(b: &[u8]) -> u32 {
+            crc32_ieee(b) % 97
+        }
+        let mut ring = GroupcacheRing::with_hash(5, small);
+        ring.add((0..40).map(|i| format!("http://10.0.0.{i}:80")));
+        let total: f64 = ring.shares().iter().map(|s| s.1).sum();
+        assert!((total - 1.0).abs() < 1e-12, "{total}");
+        let owners: std::collections::HashSet<_> = (0..10_000)
+            .filter_map(|i| ring.get(&format!("k{i}")).cloned())
+            .collect();
+        for (peer, share) in ring.shares() {
+            assert_eq!(share > 0.0, owners.contains(&peer), "{peer}: {share}");
+        }
     }
 }
