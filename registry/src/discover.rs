@@ -18,11 +18,12 @@ use tokio::sync::watch;
 use tower::discover::Change;
 
 use crate::error::{Error, MalformedEntry};
-use crate::follow::{DiscoveryState, Follower};
+use crate::follow::{DiscoveryState, Follower, Resync};
 use crate::instance::{validate_ident, Instance};
 use crate::instances::{InstanceChange, Instances};
 use crate::store::{Listing, WatchEvent};
 use crate::task::OwnedTask;
+use crate::telemetry::{DISCOVERY_INSTANCES, DISCOVERY_MALFORMED, DISCOVERY_RESYNCS};
 
 /// Counters of the discovery view.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -54,11 +55,14 @@ impl View {
         self.by_name.get(name).cloned().unwrap_or_default()
     }
 
-    /// Sends the current snapshot of `name` to its watchers, if any. O(1): a snapshot is a
-    /// reference count, and only names that changed are published.
-    fn publish(&self, name: &str) {
-        if let Some(tx) = self.channels.get(name) {
-            tx.send_replace(self.snapshot(name));
+    /// Sends the current snapshot of `name` to its watchers, if any, and its size to the
+    /// `svckit_discovery_instances` gauge. O(1): a snapshot is a reference count, and only
+    /// names that changed are published.
+    fn publish(&self, name: &Arc<str>) {
+        let snapshot = self.snapshot(name);
+        metrics::gauge!(DISCOVERY_INSTANCES, "service" => name.clone()).set(snapshot.len() as f64);
+        if let Some(tx) = self.channels.get(&**name) {
+            tx.send_replace(snapshot);
         }
     }
 
@@ -245,6 +249,7 @@ impl fmt::Debug for ViewWriter {
 impl ViewWriter {
     fn skip(&self, bad: &MalformedEntry) {
         self.shared.malformed.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(DISCOVERY_MALFORMED).increment(1);
         tracing::warn!(key = %bad.key, reason = bad.reason, "skipping malformed registry entry");
     }
 
@@ -310,7 +315,7 @@ impl ViewWriter {
                     .map(|i| (i.shared_id().clone(), i.sharing_name(&shared_name)))
                     .collect();
                 if !set.is_empty() {
-                    view.publish(&name);
+                    view.publish(&shared_name);
                 }
                 continue;
             }
@@ -328,7 +333,7 @@ impl ViewWriter {
                 changed |= set.insert(instance.sharing_name(&shared_name));
             }
             if changed {
-                view.publish(&name);
+                view.publish(&shared_name);
             }
         }
     }
@@ -404,8 +409,11 @@ impl Follower for ViewWriter {
         ViewWriter::set_state(self, state);
     }
 
-    fn compacted(&self) {
-        self.shared.compactions.fetch_add(1, Ordering::Relaxed);
+    fn resync(&self, reason: Resync) {
+        if reason == Resync::Compaction {
+            self.shared.compactions.fetch_add(1, Ordering::Relaxed);
+        }
+        metrics::counter!(DISCOVERY_RESYNCS, "reason" => reason.as_str()).increment(1);
     }
 }
 

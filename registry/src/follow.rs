@@ -46,8 +46,31 @@ pub(crate) trait Follower: Send + Sync + 'static {
     fn state(&self) -> DiscoveryState;
     /// Sets the state.
     fn set_state(&self, state: DiscoveryState);
-    /// Counts a compaction that forced a re-list.
-    fn compacted(&self);
+    /// Counts a watch that starts over, and why.
+    fn resync(&self, reason: Resync);
+}
+
+/// Why a watch starts over: from a fresh listing (compaction, reconcile, or a watch the store
+/// cancelled), or from the next unseen revision (a broken stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resync {
+    /// The revision to resume from was compacted away.
+    Compaction,
+    /// The stream broke or the store cancelled the watch.
+    Reconnect,
+    /// The periodic re-list, in case an event was lost.
+    Reconcile,
+}
+
+impl Resync {
+    /// The `reason` label and log field.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Compaction => "compaction",
+            Self::Reconnect => "reconnect",
+            Self::Reconcile => "reconcile",
+        }
+    }
 }
 
 /// A watch that lasted this long counts as healthy even without events.
@@ -59,9 +82,19 @@ enum Next {
     Relist,
     /// The store compacted or cancelled the watch: a fresh listing, after a backoff, so a
     /// store that keeps doing so cannot drive a tight loop of full listings.
-    Restart,
+    Restart(Resync),
     /// The stream broke; resume from this revision after a backoff.
     Resume(i64),
+}
+
+impl Next {
+    fn reason(&self) -> Resync {
+        match self {
+            Self::Relist => Resync::Reconcile,
+            Self::Restart(reason) => *reason,
+            Self::Resume(_) => Resync::Reconnect,
+        }
+    }
 }
 
 pub(crate) async fn run(
@@ -127,9 +160,10 @@ pub(crate) async fn run(
         if progressed || opened.elapsed() >= HEALTHY_AFTER {
             backoff.reset();
         }
+        writer.resync(next.reason());
         match next {
             Next::Relist => {}
-            Next::Restart => {
+            Next::Restart(_) => {
                 if !sleep_or_cancel(backoff.next_delay(), &cancel).await {
                     return;
                 }
@@ -168,7 +202,7 @@ async fn follow(
     loop {
         let message = tokio::select! {
             () = &mut reconcile => {
-                tracing::debug!("reconcile: re-listing");
+                tracing::debug!(reason = Resync::Reconcile.as_str(), "reconcile: re-listing");
                 return (Next::Relist, progressed);
             }
             m = stream.next() => m,
@@ -182,23 +216,28 @@ async fn follow(
                 writer.apply(events);
             }
             Ok(WatchMessage::Compacted { compact_revision }) => {
-                writer.compacted();
                 writer.set_state(DiscoveryState::Reconnecting);
                 tracing::warn!(
+                    reason = Resync::Compaction.as_str(),
                     from = next_revision,
                     compact_revision,
                     "watch revision compacted; re-listing"
                 );
-                return (Next::Restart, progressed);
+                return (Next::Restart(Resync::Compaction), progressed);
             }
-            Ok(WatchMessage::Cancelled { reason }) => {
+            Ok(WatchMessage::Cancelled { reason: why }) => {
                 writer.set_state(DiscoveryState::Reconnecting);
-                tracing::warn!(reason = %reason, "watch cancelled by the store; re-listing");
-                return (Next::Restart, progressed);
+                tracing::warn!(
+                    reason = Resync::Reconnect.as_str(),
+                    cancelled = %why,
+                    "watch cancelled by the store; re-listing"
+                );
+                return (Next::Restart(Resync::Reconnect), progressed);
             }
             Err(error) => {
                 writer.set_state(DiscoveryState::Reconnecting);
                 tracing::warn!(
+                    reason = Resync::Reconnect.as_str(),
                     error = %error,
                     resume_from = next_revision,
                     "watch broke; keeping the last known keys while reconnecting"

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::follow::{self, DiscoveryState, Follower};
+use crate::follow::{self, DiscoveryState, Follower, Resync};
 use crate::store::{timed, Listing, Store, Txn, WatchEvent};
 use crate::task::OwnedTask;
 
@@ -447,7 +447,9 @@ impl Follower for Writer {
         });
     }
 
-    fn compacted(&self) {
-        self.0.compactions.fetch_add(1, Ordering::Relaxed);
+    fn resync(&self, reason: Resync) {
+        if reason == Resync::Compaction {
+            self.0.compactions.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }

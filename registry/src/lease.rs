@@ -12,9 +12,11 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use metrics::{Counter, Gauge};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::backoff::Backoff;
 use crate::config::Config;
@@ -22,6 +24,7 @@ use crate::error::{Chain, Error};
 use crate::instance::Instance;
 use crate::store::{timed, KeepAlive, LeaseId, Range, Store, WatchMessage, WatchStream};
 use crate::task::{sleep_or_cancel, OwnedTask};
+use crate::telemetry::{KEEPALIVE_FAILURES, REGISTERED, REREGISTRATIONS};
 
 /// Where a [`Registration`] stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +46,28 @@ struct Shared {
     lease: AtomicI64,
     recoveries: AtomicU64,
     state: watch::Sender<RegistrationState>,
+    /// `svckit_registry_lease_keepalive_failures_total{service}`.
+    keepalive_failures: Counter,
+    /// `svckit_registry_reregistrations_total{service}`.
+    reregistrations: Counter,
+}
+
+/// Holds `svckit_registry_registered{service}` one higher for as long as the [`Registration`]
+/// lives (recovering included), whichever way it ends: deregistered or dropped.
+struct Held(Gauge);
+
+impl Held {
+    fn new(service: &str) -> Self {
+        let gauge = metrics::gauge!(REGISTERED, "service" => service.to_owned());
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 /// A registered instance. It owns the task that keeps the lease alive and re-registers
@@ -54,6 +79,7 @@ struct Shared {
 pub struct Registration {
     shared: Arc<Shared>,
     task: OwnedTask<()>,
+    _held: Held,
 }
 
 impl fmt::Debug for Registration {
@@ -77,9 +103,21 @@ impl Registration {
         instance: Instance,
     ) -> Result<Self, Error> {
         let key = instance.key(&config.prefix);
-        let (lease, revision) = establish(&*store, &config, &key, instance.addr()).await?;
-        tracing::info!(key = %key, addr = %instance.addr(), lease, ttl = ?config.ttl, "registered");
+        // The span of the registration's whole life: its first put, then its supervisor.
+        let span = tracing::info_span!(
+            "registration",
+            service = %instance.name(),
+            id = %instance.id(),
+            addr = %instance.addr(),
+        );
+        let (lease, revision) = establish(&*store, &config, &key, instance.addr())
+            .instrument(span.clone())
+            .await?;
+        span.in_scope(|| tracing::info!(key = %key, lease, ttl = ?config.ttl, "registered"));
+        let service = instance.name();
         let shared = Arc::new(Shared {
+            keepalive_failures: metrics::counter!(KEEPALIVE_FAILURES, "service" => service.to_owned()),
+            reregistrations: metrics::counter!(REREGISTRATIONS, "service" => service.to_owned()),
             store,
             config,
             key,
@@ -88,16 +126,15 @@ impl Registration {
             recoveries: AtomicU64::new(0),
             state: watch::Sender::new(RegistrationState::Registered),
         });
-        let span = tracing::info_span!(
-            "registration",
-            key = %shared.key,
-            addr = %shared.instance.addr(),
-        );
         let for_task = shared.clone();
         let task = OwnedTask::spawn("lease supervisor", span, move |cancel| {
             supervise(for_task, revision, cancel)
         });
-        Ok(Self { shared, task })
+        Ok(Self {
+            _held: Held::new(shared.instance.name()),
+            shared,
+            task,
+        })
     }
 
     /// The registered instance.
@@ -134,7 +171,11 @@ impl Registration {
     /// the registry's deregister timeout (default 2 s) so an unreachable store cannot block
     /// exit; on [`Error::Timeout`] the key expires with its TTL instead.
     pub async fn deregister(self) -> Result<(), Error> {
-        let Self { shared, task } = self;
+        let Self {
+            shared,
+            task,
+            _held,
+        } = self;
         let after = shared.config.deregister_timeout;
         let result = timed("deregister", after, async {
             task.stop().await;
@@ -144,9 +185,12 @@ impl Registration {
             }
         })
         .await;
+        let (service, id) = (shared.instance.name(), shared.instance.id());
         match &result {
-            Ok(()) => tracing::info!(key = %shared.key, "deregistered"),
+            Ok(()) => tracing::info!(service, id, key = %shared.key, "deregistered"),
             Err(error) => tracing::warn!(
+                service,
+                id,
                 key = %shared.key,
                 error = %error,
                 "deregistration failed; the key expires with its lease TTL"
@@ -198,6 +242,7 @@ async fn supervise(shared: Arc<Shared>, mut revision: i64, cancel: CancellationT
             match attempt {
                 Ok(put_revision) => {
                     revision = put_revision;
+                    shared.reregistrations.increment(1);
                     shared.state.send_replace(RegistrationState::Registered);
                     tracing::info!(
                         lease = shared.lease.load(Ordering::SeqCst),
@@ -286,7 +331,8 @@ async fn keep(shared: &Shared, lease: LeaseId, watch_from: i64) -> &'static str 
                                 return "the lease is gone (lease not found)";
                             }
                             Err(error) => {
-                                tracing::warn!(error = %Chain(&error), "opening the keepalive stream failed");
+                                shared.keepalive_failures.increment(1);
+                                tracing::warn!(lease, error = %Chain(&error), "opening the keepalive stream failed");
                                 break;
                             }
                         }
@@ -300,7 +346,8 @@ async fn keep(shared: &Shared, lease: LeaseId, watch_from: i64) -> &'static str 
                         }
                         Ok(_) => return "the lease expired or was revoked (keepalive answered TTL 0)",
                         Err(error) => {
-                            tracing::warn!(error = %Chain(&error), "keepalive failed");
+                            shared.keepalive_failures.increment(1);
+                            tracing::warn!(lease, error = %Chain(&error), "keepalive failed");
                             keepalive = None;
                         }
                     }

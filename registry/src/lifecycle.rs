@@ -8,6 +8,7 @@ use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use crate::lease::{Registration, RegistrationState};
 use crate::registry::Registry;
 use crate::serve::{self, Control, ServeOptions};
 use crate::task::OwnedTask;
+use crate::tracked::ServerMetrics;
 
 /// The grace timeout of [`Lifecycle::drain`] unless configured otherwise.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
@@ -116,7 +118,8 @@ impl LifecycleBuilder {
         let requested = CancellationToken::new();
         let deregistered = CancellationToken::new();
         let forced = CancellationToken::new();
-        let span = tracing::info_span!("lifecycle", key = %registration.key());
+        let span =
+            tracing::info_span!("lifecycle", service = %instance.name(), id = %instance.id());
         let task = {
             let tokens = Tokens {
                 requested: requested.clone(),
@@ -323,6 +326,7 @@ impl Lifecycle {
             stop: self.shutdown_signal(),
             forced: self.forced.clone(),
             grace: self.grace,
+            metrics: Arc::new(ServerMetrics::new(self.instance.name())),
         };
         serve::serve(listener, app, &self.serve, control).await
     }
@@ -352,12 +356,17 @@ impl Lifecycle {
         let started = Instant::now();
         tracing::info!(in_flight = self.in_flight(), grace = ?self.grace, "draining");
         let bounded = tokio::select! {
-            bounded = tokio::time::timeout(self.grace, &mut server) => bounded,
-            () = self.forced.cancelled() => {
-                let in_flight = self.in_flight();
-                tracing::warn!(in_flight, "shutdown forced; stopping with requests still in flight");
-                return Err(Error::ShutdownForced { in_flight });
-            }
+            bounded = tokio::time::timeout(self.grace, &mut server) => Some(bounded),
+            () = self.forced.cancelled() => None,
+        };
+        crate::telemetry::drained(self.instance.name(), started.elapsed());
+        let Some(bounded) = bounded else {
+            let in_flight = self.in_flight();
+            tracing::warn!(
+                in_flight,
+                "shutdown forced; stopping with requests still in flight"
+            );
+            return Err(Error::ShutdownForced { in_flight });
         };
         match bounded {
             Ok(out) => {

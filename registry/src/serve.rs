@@ -7,15 +7,11 @@
 //! nothing, and on shutdown waits for every open connection, idle ones included, until the
 //! grace timeout.
 
-use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -24,11 +20,11 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tower::util::Oneshot;
-use tower::{Service, ServiceExt};
+use tower::Service;
 
 use crate::error::Error;
-use crate::layer::{Guard, InFlightCounter};
+use crate::layer::InFlightCounter;
+use crate::tracked::{ServerMetrics, Tracked};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -107,6 +103,8 @@ pub(crate) struct Control {
     pub(crate) forced: CancellationToken,
     /// The bound on the drain.
     pub(crate) grace: Duration,
+    /// The server's metric handles (labelled with the service name).
+    pub(crate) metrics: Arc<ServerMetrics>,
 }
 
 /// Serves `app` on `listener` until `control.stop`, then drains; see the module docs.
@@ -139,6 +137,7 @@ where
         stop,
         forced,
         grace,
+        metrics,
     } = control;
     tokio::pin!(stop);
 
@@ -170,6 +169,7 @@ where
             inner: app.clone(),
             busy: Arc::new(busy),
             counter: counter.clone(),
+            metrics: metrics.clone(),
         };
         let builder = builder.clone();
         let closing = closing.clone();
@@ -212,7 +212,7 @@ where
         "draining: closing idle connections, finishing requests in flight"
     );
     let drained = async { while connections.join_next().await.is_some() {} };
-    tokio::select! {
+    let outcome = tokio::select! {
         result = tokio::time::timeout(grace, drained) => match result {
             Ok(()) => {
                 tracing::info!(took = ?started.elapsed(), "drained: every request in flight completed");
@@ -229,7 +229,9 @@ where
             tracing::warn!(in_flight, "shutdown forced; stopping with requests still in flight");
             Err(Error::ShutdownForced { in_flight })
         }
-    }
+    };
+    crate::telemetry::drained(metrics.service(), started.elapsed());
+    outcome
 }
 
 /// Errors of one incoming connection, not of the listener: accept the next one.
@@ -255,110 +257,5 @@ async fn idle_for(mut busy: watch::Receiver<usize>, timeout: Duration) {
             Ok(Err(_)) => return std::future::pending().await,
             Ok(Ok(())) => {}
         }
-    }
-}
-
-/// The app, counting the connection's requests from their head until their response body
-/// has been sent (or dropped).
-#[derive(Clone)]
-struct Tracked<S> {
-    inner: S,
-    busy: Arc<watch::Sender<usize>>,
-    counter: InFlightCounter,
-}
-
-impl<S> fmt::Debug for Tracked<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tracked")
-            .field("busy", &*self.busy.borrow())
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S, B> hyper::service::Service<Request<Incoming>> for Tracked<S>
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone,
-{
-    type Response = Response<TrackedBody<B>>;
-    type Error = S::Error;
-    type Future = TrackedFuture<Oneshot<S, Request<Incoming>>>;
-
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
-        self.busy.send_modify(|n| *n += 1);
-        TrackedFuture {
-            inner: self.inner.clone().oneshot(req),
-            guard: Some(Busy {
-                busy: self.busy.clone(),
-                _counted: self.counter.enter(),
-            }),
-        }
-    }
-}
-
-/// One request in flight, on its connection and in the lifecycle's count; counted down when
-/// dropped.
-struct Busy {
-    busy: Arc<watch::Sender<usize>>,
-    _counted: Guard,
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.busy.send_modify(|n| *n -= 1);
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The response future; hands the request's [`Busy`] on to the body.
-    struct TrackedFuture<F> {
-        #[pin]
-        inner: F,
-        guard: Option<Busy>,
-    }
-}
-
-impl<F, B, E> Future for TrackedFuture<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = Result<Response<TrackedBody<B>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let response = std::task::ready!(this.inner.poll(cx))?;
-        let guard = this.guard.take();
-        Poll::Ready(Ok(response.map(|inner| TrackedBody {
-            inner,
-            _guard: guard,
-        })))
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that keeps its request counted until it is dropped.
-    struct TrackedBody<B> {
-        #[pin]
-        inner: B,
-        _guard: Option<Busy>,
-    }
-}
-
-impl<B: Body> Body for TrackedBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        self.project().inner.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
