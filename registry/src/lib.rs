@@ -44,6 +44,36 @@
 //! # drop(next);
 //! # Ok(()) }
 //! ```
+//!
+//! # Metrics and traces
+//!
+//! The crate records through the [`metrics`](https://docs.rs/metrics) facade; the application
+//! installs the recorder (`metrics-exporter-prometheus`, say) and may call
+//! [`describe_metrics`] for help texts. Labels are bounded: service names, route templates,
+//! status classes, never an id, key or path.
+//!
+//! | family | type | labels | moves when |
+//! |---|---|---|---|
+//! | `svckit_registry_registered` | gauge | `service` | a [`Registration`] starts (+1) and is deregistered or dropped (−1) |
+//! | `svckit_registry_lease_keepalive_failures_total` | counter | `service` | a keepalive (or opening its stream) fails |
+//! | `svckit_registry_reregistrations_total` | counter | `service` | a registration is put again after its lease was lost |
+//! | `svckit_discovery_instances` | gauge | `service` | the instances discovery sees of a service change (0 once none is left) |
+//! | `svckit_discovery_resyncs_total` | counter | `reason` | the discovery watch starts over: `compaction`, `reconnect` (broken or cancelled), `reconcile` (the periodic re-list) |
+//! | `svckit_discovery_malformed_keys_total` | counter | | an entry under the prefix does not fit the layout (each time it is read) |
+//! | `svckit_http_server_requests_total` | counter | `service`, `route`, `status` | [`Lifecycle::serve`] finished a response; `status` is the class, `1xx` to `5xx` |
+//! | `svckit_http_server_request_duration_seconds` | histogram | `service`, `route` | the same, from the request's head to the end of its response body |
+//! | `svckit_http_server_in_flight` | gauge | `service` | a request arrives (+1) and its response body is done or dropped (−1) |
+//! | `svckit_http_server_drain_duration_seconds` | gauge | `service` | a drain ends ([`Lifecycle::serve`], [`Lifecycle::drain`]): how long it took |
+//!
+//! `route` is the template of the axum route that answered (`/prod/{id}`) when the router is
+//! wrapped in [`RouteLayer`], `unmatched` when no route matched, and `other` without the layer.
+//!
+//! Spans (`tracing`): `registration` (`service`, `id`, `addr`) around a registration's first
+//! put and its lease supervisor, whose events say `registered`, `keepalive failed` (`lease`,
+//! `error`) and `re-registered`; `discovery_watch` (`prefix`), whose resync events carry
+//! `reason`; `http.server` (`service`, `method`, then `route` and `status`) around each request
+//! [`Lifecycle::serve`] serves. With the `otel` feature, that span continues the trace of an
+//! incoming `traceparent` (see [`trace`]), so the handler's outgoing calls join it.
 
 mod backoff;
 mod config;

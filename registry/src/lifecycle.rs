@@ -297,15 +297,19 @@ impl Lifecycle {
     /// timeout. Returns [`Error::GraceExpired`] or [`Error::ShutdownForced`] as
     /// [`drain`](Self::drain) does.
     ///
+    /// Each request is served inside an `http.server` span and counted in the
+    /// `svckit_http_server_*` metrics (see the crate docs, "Metrics and traces"); wrap an axum
+    /// router in [`RouteLayer`](crate::RouteLayer) so they are labelled by route template.
+    ///
     /// ```no_run
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     /// use axum::{routing::get, Router};
-    /// use svckit_registry::{Lifecycle, MemoryRegistry};
+    /// use svckit_registry::{Lifecycle, MemoryRegistry, RouteLayer};
     ///
     /// let registry = MemoryRegistry::new(); // or EtcdRegistry::connect(..).await?
     /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     /// let lifecycle = Lifecycle::register(&registry, "productservice", listener.local_addr()?).await?;
-    /// let app = Router::new().route("/", get(|| async { "ok" }));
+    /// let app = Router::new().route("/", get(|| async { "ok" })).layer(RouteLayer);
     /// lifecycle.serve(listener, app).await?;
     /// # Ok(()) }
     /// ```

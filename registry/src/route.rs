@@ -71,15 +71,24 @@ impl Eq for Route {}
 /// with the template.
 ///
 /// ```
-/// use axum::{extract::Path, routing::get, Router};
-/// use svckit_registry::RouteLayer;
+/// use axum::{body::Body, extract::Path, routing::get, Router};
+/// use http::Request;
+/// use svckit_registry::{Route, RouteLayer};
+/// use tower::ServiceExt;
 ///
-/// let app: Router = Router::new()
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let app = Router::new()
 ///     .route("/prod/{id}", get(|Path(id): Path<u32>| async move { format!("product {id}") }))
 ///     .layer(RouteLayer);
-/// // lifecycle.serve(listener, app): requests to /prod/1, /prod/2, ... are all counted as
-/// // route="/prod/{id}", and a request to /nope as route="unmatched".
-/// # drop(app);
+/// // With `lifecycle.serve(listener, app)`, /prod/1, /prod/2, ... are all counted as
+/// // route="/prod/{id}", and /nope as route="unmatched".
+/// let get = |path| Request::get(path).body(Body::empty()).unwrap();
+/// let response = app.clone().oneshot(get("/prod/7")).await.unwrap();
+/// assert_eq!(response.extensions().get::<Route>(), Some(&Route::from_static("/prod/{id}")));
+/// let response = app.oneshot(get("/nope")).await.unwrap();
+/// assert_eq!(response.extensions().get::<Route>().map(Route::as_str), Some("unmatched"));
+/// # }
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RouteLayer;
