@@ -27,7 +27,8 @@ pub struct Gate {
 }
 
 /// An axum server on 127.0.0.1. `/ok` answers its id; `/fail` a 500; `/busy` a 503 when
-/// `busy`, else its id; `/gate` its id once the test opens the gate; anything else a 404.
+/// `busy`, else its id; `/gate` its id once the test opens the gate; `/traceparent` the
+/// request's `traceparent` header (empty without); anything else a 404.
 pub struct Server {
     pub addr: SocketAddr,
     pub gate: Arc<Gate>,
@@ -56,6 +57,16 @@ impl Server {
                     } else {
                         (StatusCode::OK, id)
                     }
+                }),
+            )
+            .route(
+                "/traceparent",
+                get(|headers: axum::http::HeaderMap| async move {
+                    headers
+                        .get("traceparent")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned()
                 }),
             )
             .route(
