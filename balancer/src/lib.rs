@@ -37,6 +37,38 @@
 //! let name: String = get_product.invoke(42).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! # Metrics and traces
+//!
+//! Endpoints built by [`EndpointBuilder`] record through the [`metrics`](https://docs.rs/metrics)
+//! facade (the application installs the exporter, before building its Endpoints: each one
+//! takes its handles from the recorder installed when it is built). Labels are bounded: the
+//! service name and a fixed outcome, never an address, key or path.
+//!
+//! | family | type | labels |
+//! |---|---|---|
+//! | `svckit_endpoint_requests_total` | counter, once per `invoke` | `service`, `outcome` |
+//! | `svckit_endpoint_request_duration_seconds` | histogram, per `invoke`, retries included | `service` |
+//! | `svckit_endpoint_retries_total` | counter, attempts after the first | `service` |
+//! | `svckit_endpoint_ejections_total` | counter, instances ejected after a failed connect | `service` |
+//! | `svckit_endpoint_in_flight` | gauge, calls under way | `service` |
+//!
+//! `outcome` is one of `ok`; `status` (the instance answered a 5xx, whatever decode made of
+//! it); `no_instances`, `timeout`, `transport`, `body_too_large`, `decode`, `encode` (the
+//! [`Error`] of the call, the last attempt's for [`Error::RetriesExhausted`]); `cancelled`
+//! (the caller dropped the call).
+//!
+//! Each call runs in an `invoke` span (INFO; fields `service`, `picker`, `outcome`) and each
+//! attempt in an `attempt` span inside it (INFO; fields `attempt`, the number from 1,
+//! `instance`, the address, and `outcome`: `ok`, `status`, `timeout`, `transport` or
+//! `body_too_large`, none when the call was dropped meanwhile). Without a subscriber that
+//! wants them they cost a check of a cached flag.
+//! With the `otel` feature every request of [`HttpClient`] carries the current span's W3C
+//! `traceparent` (an Endpoint's: its `attempt` span), so the callee's span becomes its child.
+//!
+//! [`endpoint_stats`] lists the live Endpoints with their counters ([`EndpointStats`]: calls,
+//! failures, retries, ejections, in flight) for a status page; [`Endpoint::stats`] gives
+//! one Endpoint's.
 
 mod attempts;
 mod balance;
