@@ -165,9 +165,7 @@ where
                 service: self.service.clone(),
                 source,
             })?;
-        let instruments = Instruments::new(&self.service, self.picker.name());
-        let balancer = Balancer::new(watch, self.picker, self.ejection);
-        if balancer.key_hash().is_some() && self.key.is_none() {
+        if self.picker.key_hash().is_some() && self.key.is_none() {
             return Err(Error::Config {
                 reason: format!(
                     "the picker for `{}` hashes request keys and needs a hash_key function",
@@ -175,6 +173,9 @@ where
                 ),
             });
         }
+        // Only for an Endpoint that is built: its series and its place in endpoint_stats().
+        let instruments = Instruments::new(&self.service, self.picker.name());
+        let balancer = Balancer::new(watch, self.picker, self.ejection);
         let inner = Arc::new(Inner {
             client: self.client,
             service: self.service,
