@@ -239,6 +239,13 @@ impl Cache {
         self.inner.groups.names()
     }
 
+    /// All groups, sorted by name (for a status page: each one's
+    /// [`name`](Group::name), [`stats`](Group::stats) and
+    /// [`budget_bytes`](Group::budget_bytes)).
+    pub fn groups(&self) -> Vec<Group> {
+        self.inner.groups.all()
+    }
+
     /// This node's own base URL.
     pub fn self_url(&self) -> &str {
         self.inner.cluster.peers.self_url()
@@ -284,6 +291,21 @@ impl Cache {
             }
         }
         moved
+    }
+
+    /// Each peer of the current ring (as [`peers`](Self::peers) lists them) with the
+    /// fraction of the key hash space it owns, summing to 1
+    /// ([`GroupcacheRing::shares`](crate::GroupcacheRing::shares)); empty while the peer list
+    /// is.
+    pub fn ring_shares(&self) -> Vec<(String, f64)> {
+        self.inner
+            .cluster
+            .peers
+            .ring()
+            .shares()
+            .into_iter()
+            .map(|(peer, share)| (peer.to_string(), share))
+            .collect()
     }
 
     /// The base URL of the peer that owns `key`; `None` while the peer list is empty.

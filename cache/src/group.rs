@@ -2,6 +2,7 @@
 //! (golang/groupcache's `Group`).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::SystemTime;
@@ -9,6 +10,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::StatusCode;
 use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::Instrument;
 
 use crate::error::{short_key, Error, PeerError};
 use crate::getter::{Getter, Loaded};
@@ -24,12 +26,45 @@ pub const DEFAULT_MAX_KEY_LEN: usize = 1024;
 pub const DEFAULT_HOT_ONE_IN: u32 = 10;
 
 /// The outcome of one load, shared by every caller waiting for it.
-type Outcome = Result<Loaded, Error>;
+type Outcome = Result<(Loaded, Source), Error>;
+
+/// Where a load found its value: the `outcome` of its `cache_get` span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// In memory after all: an earlier load of the key had just finished.
+    Memory,
+    /// Fetched from the key's owner.
+    Peer,
+    /// From the memory of the key's previous owner (the handoff).
+    Handoff,
+    /// From this node's getter.
+    Local,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Memory => "hit",
+            Source::Peer => "peer",
+            Source::Handoff => "handoff",
+            Source::Local => "local",
+        }
+    }
+}
+
+/// The `outcome` of a load's span.
+fn outcome(out: &Outcome) -> &'static str {
+    match out {
+        Ok((_, source)) => source.as_str(),
+        Err(_) => "error",
+    }
+}
 
 pub(crate) struct GroupInner {
     name: String,
     getter: Arc<dyn Getter>,
     store: Store,
+    budget: usize,
     max_key_len: usize,
     hot_one_in: u32,
     /// The flush generation this node has seen (see [`crate::flush`]).
@@ -88,6 +123,14 @@ impl Groups {
         let mut names: Vec<String> = groups.keys().cloned().collect();
         names.sort();
         names
+    }
+
+    /// Every group, by name.
+    pub(crate) fn all(&self) -> Vec<Group> {
+        let groups = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        let mut all: Vec<Group> = groups.values().cloned().collect();
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        all
     }
 
     fn insert(&self, group: Group) -> Result<(), Error> {
@@ -192,6 +235,7 @@ impl<'a> GroupBuilder<'a> {
         let shards = self.shards.unwrap_or_else(|| default_shards(self.budget));
         let inner = GroupInner {
             store: Store::new(self.budget, shards),
+            budget: self.budget,
             generation: AtomicU64::new(0),
             flights: SingleFlight::new(cancel.clone()),
             local_flights: SingleFlight::new(cancel),
@@ -207,6 +251,7 @@ impl<'a> GroupBuilder<'a> {
             _owner: owner,
         };
         groups.insert(group.clone())?;
+        crate::metrics::register(&group.inner);
         Ok(group)
     }
 }
@@ -359,7 +404,8 @@ impl Group {
             return Ok(None);
         }
         LoadCounters::inc(&self.inner.counters.loads);
-        self.inner.load_local(key).await.map(Some)
+        let inner = &self.inner;
+        inner.traced(true, inner.load_local(key)).await.map(Some)
     }
 
     /// A set from a peer: this node is the owner (mailgun/groupcache's `localSet` into the
@@ -424,22 +470,14 @@ impl Group {
 
     /// A snapshot of the group's counters.
     pub fn stats(&self) -> Stats {
-        let s = self.inner.store.stats();
-        let c = &self.inner.counters;
-        Stats {
-            gets: s.gets,
-            cache_hits: s.main.hits + s.hot.hits,
-            peer_loads: LoadCounters::get(&c.peer_loads),
-            peer_errors: LoadCounters::get(&c.peer_errors),
-            loads: LoadCounters::get(&c.loads),
-            loads_deduped: LoadCounters::get(&c.loads_deduped),
-            local_loads: LoadCounters::get(&c.local_loads),
-            local_load_errors: LoadCounters::get(&c.local_load_errors),
-            handoff_loads: LoadCounters::get(&c.handoff_loads),
-            server_requests: LoadCounters::get(&c.server_requests),
-            main_cache: s.main,
-            hot_cache: s.hot,
-        }
+        self.inner.stats()
+    }
+
+    /// The group's byte budget, main and hot cache together, as given to
+    /// [`Cache::new_group`](crate::Cache::new_group); compare with the
+    /// [`bytes`](crate::CacheStats::bytes) of [`stats`](Self::stats)' two tiers.
+    pub fn budget_bytes(&self) -> usize {
+        self.inner.budget
     }
 
     /// Loads in flight on this node now (both peer fetches and getter calls). Zero when the
@@ -467,7 +505,40 @@ impl Removed {
     }
 }
 
+impl Drop for GroupInner {
+    fn drop(&mut self) {
+        crate::metrics::retire(&self.name, self.stats());
+    }
+}
+
 impl GroupInner {
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn budget(&self) -> usize {
+        self.budget
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let s = self.store.stats();
+        let c = &self.counters;
+        Stats {
+            gets: s.gets,
+            cache_hits: s.main.hits + s.hot.hits,
+            peer_loads: LoadCounters::get(&c.peer_loads),
+            peer_errors: LoadCounters::get(&c.peer_errors),
+            loads: LoadCounters::get(&c.loads),
+            loads_deduped: LoadCounters::get(&c.loads_deduped),
+            local_loads: LoadCounters::get(&c.local_loads),
+            local_load_errors: LoadCounters::get(&c.local_load_errors),
+            handoff_loads: LoadCounters::get(&c.handoff_loads),
+            server_requests: LoadCounters::get(&c.server_requests),
+            main_cache: s.main,
+            hot_cache: s.hot,
+        }
+    }
+
     #[inline]
     fn check_key(&self, key: &str) -> Result<(), Error> {
         if key.len() > self.max_key_len {
@@ -554,9 +625,33 @@ impl GroupInner {
         self.store.peek(key).unwrap_or(loaded)
     }
 
-    /// A miss from a caller on this node: fetch from the owner, or load locally.
+    /// Runs a load in a `cache_get` span with the group's name and whether a peer asked,
+    /// and records its outcome there once known (the crate docs' "Metrics and traces").
+    async fn traced(
+        &self,
+        peer_request: bool,
+        load: impl Future<Output = Outcome>,
+    ) -> Result<Loaded, Error> {
+        let span = tracing::info_span!(
+            "cache_get",
+            group = %self.name,
+            peer_request,
+            outcome = tracing::field::Empty,
+        );
+        let out = load.instrument(span.clone()).await;
+        span.record("outcome", outcome(&out));
+        out.map(|(v, _)| v)
+    }
+
+    /// A miss from a caller on this node, in its span: the fetch from the key's owner runs in
+    /// it, so the trace context the request carries makes the owner's spans its children.
     async fn load(self: &Arc<Self>, key: &str) -> Result<Loaded, Error> {
         LoadCounters::inc(&self.counters.loads);
+        self.traced(false, self.fetch(key)).await
+    }
+
+    /// Fetches from the owner, or loads locally.
+    async fn fetch(self: &Arc<Self>, key: &str) -> Outcome {
         let this = self.clone();
         let k = key.to_owned();
         let (generation, flight) = self.flight_key(key);
@@ -569,7 +664,7 @@ impl GroupInner {
                 // flight table after populating the cache). Look again, or that key would be
                 // loaded twice.
                 if let Some(v) = this.store.peek(&k) {
-                    return Ok(v);
+                    return Ok((v, Source::Memory));
                 }
                 LoadCounters::inc(&this.counters.loads_deduped);
                 if let Some(peer) = this.cluster.peers.pick(&k) {
@@ -580,10 +675,12 @@ impl GroupInner {
                     match this.cluster.client.fetch(&peer, &this.name, &k, ask).await {
                         Ok(v) => {
                             LoadCounters::inc(&this.counters.peer_loads);
-                            if this.keep_hot() {
-                                return Ok(this.keep(&k, v, Tier::Hot, ticket));
-                            }
-                            return Ok(v);
+                            let v = if this.keep_hot() {
+                                this.keep(&k, v, Tier::Hot, ticket)
+                            } else {
+                                v
+                            };
+                            return Ok((v, Source::Peer));
                         }
                         Err(e) => {
                             LoadCounters::inc(&this.counters.peer_errors);
@@ -605,7 +702,7 @@ impl GroupInner {
     /// A load on this node (the key's owner, or a fallback), shared with every concurrent
     /// local load of the key (from callers here and from peers): from the key's previous
     /// owner's memory if the ring changed lately, else through the getter.
-    async fn load_local(self: &Arc<Self>, key: &str) -> Result<Loaded, Error> {
+    async fn load_local(self: &Arc<Self>, key: &str) -> Outcome {
         let this = self.clone();
         let k = key.to_owned();
         let (generation, flight) = self.flight_key(key);
@@ -613,18 +710,18 @@ impl GroupInner {
             .local_flights
             .run(&flight, move || async move {
                 let ticket = this.store.ticket(&k);
-                // Same race as in `load`: a just-finished local load may have cached it.
+                // Same race as in `fetch`: a just-finished local load may have cached it.
                 if let Some(v) = this.store.peek(&k) {
-                    return Ok(v);
+                    return Ok((v, Source::Memory));
                 }
                 if let Some(v) = this.handoff(&k, generation).await {
                     LoadCounters::inc(&this.counters.handoff_loads);
-                    return Ok(this.keep(&k, v, Tier::Main, ticket));
+                    return Ok((this.keep(&k, v, Tier::Main, ticket), Source::Handoff));
                 }
                 match this.getter.load(&k).await {
                     Ok(v) => {
                         LoadCounters::inc(&this.counters.local_loads);
-                        Ok(this.keep(&k, v, Tier::Main, ticket))
+                        Ok((this.keep(&k, v, Tier::Main, ticket), Source::Local))
                     }
                     Err(e) => {
                         LoadCounters::inc(&this.counters.local_load_errors);

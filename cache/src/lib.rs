@@ -23,7 +23,8 @@
 //!   ([`Cache::follow_flushes`]). After the peer list changes, a key's new owner first asks
 //!   the key's previous owner before its getter ([`CacheBuilder::handoff_window`]).
 //!
-//! A [`Cache`] owns a node's groups and its peers; there are no process globals.
+//! A [`Cache`] owns a node's groups and its peers. The one process-wide state is a list of
+//! weak references to the groups, which [`publish_metrics`] walks.
 //!
 //! ```
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -50,6 +51,44 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Metrics and traces
+//!
+//! A hit records nothing beyond the group's own striped counters ([`Group::stats`]).
+//! [`publish_metrics`] writes those of every group in the process into the [`metrics`](::metrics)
+//! facade when asked: call it right before the recorder renders (a `/metrics` route does
+//! `publish_metrics(); handle.render()`), or on a timer with an exporter that pushes. All
+//! families have the label `group` (groups of one name in one process are summed; a dropped
+//! group's counts stay in its counters); keys are never labels.
+//!
+//! | family | type | other labels | [`Stats`] field |
+//! |---|---|---|---|
+//! | `svckit_cache_gets_total` | counter | | `gets` (a peer's request is a get on the owner) |
+//! | `svckit_cache_hits_total` | counter | `tier` = `main`, `hot` | `main_cache.hits`, `hot_cache.hits` |
+//! | `svckit_cache_loads_total` | counter | `source` = `peer`, `local` | `peer_loads`, `local_loads` |
+//! | `svckit_cache_loads_deduped_total` | counter | | `loads_deduped` |
+//! | `svckit_cache_peer_errors_total` | counter | | `peer_errors` |
+//! | `svckit_cache_getter_errors_total` | counter | | `local_load_errors` |
+//! | `svckit_cache_handoff_loads_total` | counter | | `handoff_loads` |
+//! | `svckit_cache_peer_requests_served_total` | counter | | `server_requests` |
+//! | `svckit_cache_evictions_total` | counter | `tier` | `main_cache.evictions`, `hot_cache.evictions` |
+//! | `svckit_cache_bytes` | gauge | `tier` | `main_cache.bytes`, `hot_cache.bytes` |
+//! | `svckit_cache_items` | gauge | `tier` | `main_cache.items`, `hot_cache.items` |
+//! | `svckit_cache_budget_bytes` | gauge | | [`Group::budget_bytes`] |
+//!
+//! A get that misses memory runs in an info span `cache_get` with the fields `group`,
+//! `peer_request` (false for a caller on this node, true for a peer's request served here)
+//! and `outcome`, recorded when the load ends: `peer` (fetched from the key's owner),
+//! `local` (this node's getter), `handoff` (the previous owner's memory, see
+//! [`CacheBuilder::handoff_window`]), `hit` (an earlier load of the key had just finished)
+//! or `error`. A hit makes no span. The load, its getter call and its fetch from the owner
+//! run inside that span; with the `otel` feature the fetch carries the span's W3C
+//! `traceparent` (through svckit-balancer's transport), so the owner's server span, and the
+//! `cache_get` span it serves the request in, join the caller's trace.
+//!
+//! For a status page: [`Cache::groups`] with each group's [`name`](Group::name),
+//! [`stats`](Group::stats) and [`budget_bytes`](Group::budget_bytes);
+//! [`Cache::self_url`], [`Cache::peers`] and [`Cache::ring_shares`].
 
 mod cache;
 mod clock;
@@ -59,6 +98,7 @@ mod follower;
 mod getter;
 mod group;
 mod lru;
+mod metrics;
 mod peers;
 mod protocol;
 mod ring;
@@ -67,6 +107,7 @@ mod singleflight;
 mod stats;
 mod store;
 
+pub use crate::metrics::publish_metrics;
 pub use cache::{
     Cache, CacheBuilder, DEFAULT_BASE_PATH, DEFAULT_HANDOFF_WINDOW, DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_PEER_TIMEOUT,

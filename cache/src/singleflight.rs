@@ -162,7 +162,11 @@ impl<V: Clone + Send + Sync + 'static> SingleFlight<V> {
                     drop(guard);
                     tx.send_replace(Some(out));
                 }
-                .instrument(span),
+                // In the span of the caller that started it too (its parent, when the flight
+                // span is enabled; else its stand-in): what the load logs, and the trace
+                // context of the requests it sends, belong to that caller's get.
+                .instrument(span)
+                .instrument(tracing::Span::current()),
             );
             // Store the handle only in our own entry: a finished load has removed it already
             // (and a later flight of the key may have replaced it).

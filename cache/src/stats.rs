@@ -49,6 +49,37 @@ pub struct CacheStats {
     pub evictions: u64,
 }
 
+impl Stats {
+    /// The sum of two groups' counters (nodes of one group living in one process).
+    pub(crate) fn plus(self, o: Stats) -> Stats {
+        Stats {
+            gets: self.gets + o.gets,
+            cache_hits: self.cache_hits + o.cache_hits,
+            peer_loads: self.peer_loads + o.peer_loads,
+            peer_errors: self.peer_errors + o.peer_errors,
+            loads: self.loads + o.loads,
+            loads_deduped: self.loads_deduped + o.loads_deduped,
+            local_loads: self.local_loads + o.local_loads,
+            local_load_errors: self.local_load_errors + o.local_load_errors,
+            handoff_loads: self.handoff_loads + o.handoff_loads,
+            server_requests: self.server_requests + o.server_requests,
+            main_cache: self.main_cache.plus(o.main_cache),
+            hot_cache: self.hot_cache.plus(o.hot_cache),
+        }
+    }
+}
+
+impl CacheStats {
+    fn plus(self, o: CacheStats) -> CacheStats {
+        CacheStats {
+            bytes: self.bytes + o.bytes,
+            items: self.items + o.items,
+            hits: self.hits + o.hits,
+            evictions: self.evictions + o.evictions,
+        }
+    }
+}
+
 /// The counters of the miss path (hits and gets are counted by the store's shards).
 #[derive(Debug, Default)]
 pub(crate) struct LoadCounters {

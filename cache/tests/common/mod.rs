@@ -62,6 +62,7 @@ impl Getter for TestGetter {
     }
 
     async fn load(&self, key: &str) -> Result<Loaded, BoxError> {
+        tracing::debug!(key, "test getter called");
         *self
             .calls
             .lock()
@@ -120,6 +121,18 @@ impl Node {
         opts: impl FnOnce(CacheBuilder) -> CacheBuilder,
         hot_one_in: u32,
     ) -> Self {
+        Self::start_group(getter, opts, GROUP, 8 << 20, hot_one_in).await
+    }
+
+    /// A node whose group is `name`, of `budget` bytes, keeping one in `hot_one_in` peer
+    /// values hot (0: none).
+    pub async fn start_group(
+        getter: TestGetter,
+        opts: impl FnOnce(CacheBuilder) -> CacheBuilder,
+        name: &str,
+        budget: usize,
+        hot_one_in: u32,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let url = format!("http://{addr}");
@@ -127,7 +140,7 @@ impl Node {
             .build()
             .unwrap();
         let group = cache
-            .new_group(GROUP, 8 << 20, getter)
+            .new_group(name, budget, getter)
             .hot_one_in(hot_one_in)
             .build()
             .unwrap();
@@ -185,9 +198,21 @@ pub async fn cluster(getter: &TestGetter) -> Vec<Node> {
 
 /// Three nodes as [`cluster`], keeping one in `hot_one_in` peer values hot.
 pub async fn hot_cluster(getter: &TestGetter, hot_one_in: u32) -> Vec<Node> {
+    named_cluster(getter, 3, GROUP, 8 << 20, hot_one_in).await
+}
+
+/// `n` nodes sharing one getter, each with group `name` of `budget` bytes (keeping one in
+/// `hot_one_in` peer values hot) and the full static peer list.
+pub async fn named_cluster(
+    getter: &TestGetter,
+    n: usize,
+    name: &str,
+    budget: usize,
+    hot_one_in: u32,
+) -> Vec<Node> {
     let mut nodes = Vec::new();
-    for _ in 0..3 {
-        nodes.push(Node::start_hot(getter.clone(), |b| b, hot_one_in).await);
+    for _ in 0..n {
+        nodes.push(Node::start_group(getter.clone(), |b| b, name, budget, hot_one_in).await);
     }
     let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
     for n in &nodes {
