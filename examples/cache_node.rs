@@ -39,8 +39,9 @@ use serde::Deserialize;
 use svckit::balancer::{HttpClient, Limits};
 use svckit::cache::{getter_fn, BoxError, Cache, Error as CacheError, Group};
 use svckit::registry::{
-    DiscoveryState, EtcdRegistry, Keyspace, Lifecycle, MemoryRegistry, Registry,
+    DiscoveryState, EtcdRegistry, Keyspace, Lifecycle, MemoryRegistry, Registry, RouteLayer,
 };
+use svckit::status::StatusPage;
 
 /// The group's byte budget (main and hot cache together).
 const BUDGET: usize = 64 << 20;
@@ -435,7 +436,7 @@ async fn in_own_ring(cache: &Cache, self_url: &str) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    common::init_tracing();
+    common::init_telemetry("cache_node");
     let args = Args::parse();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -484,7 +485,7 @@ async fn main() -> anyhow::Result<()> {
         lifecycle = lifecycle.advertise_host(host);
     }
     let mut keyspace = None;
-    let (lifecycle, _follower, _flushes) = match &args.etcd {
+    let (lifecycle, status, _follower, _flushes) = match &args.etcd {
         Some(endpoints) => {
             // The ring holds the *registered* address, http://<host>:<bound port>: a --self
             // with another port or a path would leave this node out of its own ring.
@@ -507,6 +508,7 @@ async fn main() -> anyhow::Result<()> {
             keyspace = Some(registry.keyspace());
             (
                 lifecycle.register(&registry, bound).await?,
+                StatusPage::new(&registry),
                 Some(follower),
                 Some(flushes),
             )
@@ -518,8 +520,10 @@ async fn main() -> anyhow::Result<()> {
                 args.peers.clone()
             };
             cache.set_peers(&peers)?;
+            let registry = MemoryRegistry::new();
             (
-                lifecycle.register(&MemoryRegistry::new(), bound).await?,
+                lifecycle.register(&registry, bound).await?,
+                StatusPage::new(&registry),
                 None,
                 None,
             )
@@ -555,7 +559,14 @@ async fn main() -> anyhow::Result<()> {
             cache.hand_over().await
         })
     });
-    lifecycle.serve(listener, app(&cache, node)).await?;
+    // GET /_svckit/status and /metrics beside the cache's routes; RouteLayer labels the
+    // request metrics by route template.
+    let status = status.registration(lifecycle.instance()).cache(&cache);
+    let app = app(&cache, node)
+        .merge(status.router())
+        .merge(common::metrics_route())
+        .layer(RouteLayer);
+    lifecycle.serve(listener, app).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use svckit::cache::{getter_fn, BoxError, Cache};
 use svckit::registry::{Lifecycle, MemoryRegistry};
+use svckit::status::StatusPage;
 use tokio::net::TcpListener;
 
 #[tokio::main]
@@ -37,13 +38,18 @@ async fn main() -> anyhow::Result<()> {
         });
         groups.push(cache.new_group("fruit", 1 << 20, getter).build()?);
 
-        // Serve the peer protocol (`/_groupcache/<group>/<key>`) to the other node; the
-        // servers stop when `main` returns.
+        // Serve the peer protocol (`/_groupcache/<group>/<key>`) to the other node, and the
+        // node's `/_svckit/status`; the servers stop when `main` returns.
+        let registry = MemoryRegistry::new();
         let lifecycle = Lifecycle::builder("cache").handle_signals(false);
         let lifecycle = lifecycle
-            .register(&MemoryRegistry::new(), listener.local_addr()?)
+            .register(&registry, listener.local_addr()?)
             .await?;
-        tokio::spawn(async move { lifecycle.serve(listener, cache.router()).await });
+        let status = StatusPage::new(&registry)
+            .registration(lifecycle.instance())
+            .cache(&cache);
+        let app = cache.router().merge(status.router());
+        tokio::spawn(async move { lifecycle.serve(listener, app).await });
     }
 
     let fruit = ["apple", "banana", "cherry", "date", "elderberry"];

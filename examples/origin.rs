@@ -19,7 +19,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use clap::Parser;
-use svckit::registry::{Lifecycle, MemoryRegistry};
+use svckit::registry::{Lifecycle, MemoryRegistry, RouteLayer};
+use svckit::status::StatusPage;
 
 /// Flags of the origin.
 #[derive(Debug, Parser)]
@@ -106,7 +107,7 @@ async fn stats(State(origin): State<Origin>) -> Json<serde_json::Value> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    common::init_tracing();
+    common::init_telemetry("origin");
     let args = Args::parse();
     let tmp;
     let dir = match args.dir {
@@ -128,9 +129,15 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(listen = %args.listen, dir = %dir.display(), "origin serving sample images");
     // Not a discovered service: an in-process registry gives it the same server and the same
     // SIGINT/SIGTERM handling as the others.
-    let lifecycle =
-        Lifecycle::register(&MemoryRegistry::new(), "origin", listener.local_addr()?).await?;
-    let served = lifecycle.serve(listener, app(origin)).await;
+    let registry = MemoryRegistry::new();
+    let lifecycle = Lifecycle::register(&registry, "origin", listener.local_addr()?).await?;
+    // GET /_svckit/status and /metrics beside the files.
+    let status = StatusPage::new(&registry).registration(lifecycle.instance());
+    let app = app(origin)
+        .merge(status.router())
+        .merge(common::metrics_route())
+        .layer(RouteLayer);
+    let served = lifecycle.serve(listener, app).await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(served?)
 }

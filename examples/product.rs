@@ -7,7 +7,8 @@
 //!
 //! `GET /prod/<digits>`: 200 `get product byID:<id>` and, on a second line, the live config's
 //! greeting and the price (10.00 × `price_factor`), with `x-served-by: <instance id>`.
-//! `GET /health`: 200. Anything else: 404.
+//! `GET /health`: 200. `GET /_svckit/status`: what this instance sees (HTML; `?format=json`).
+//! `GET /metrics`: Prometheus metrics. Anything else: 404.
 //!
 //! Live config: the keys under `/config/<name>/` (`greeting`, `price_factor`), followed
 //! through one etcd watch. `etcdctl put /config/productservice/price_factor 1.2` changes the
@@ -27,7 +28,8 @@ use axum::Router;
 use clap::Parser;
 use serde::Deserialize;
 use svckit::config::ConfigWatch;
-use svckit::registry::{EtcdRegistry, Lifecycle, Registry};
+use svckit::registry::{EtcdRegistry, Lifecycle, Registry, RouteLayer};
+use svckit::status::StatusPage;
 
 /// Flags of the product service.
 #[derive(Debug, Parser)]
@@ -124,7 +126,7 @@ async fn product(State(state): State<AppState>, Path(id): Path<String>) -> Respo
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    common::init_tracing();
+    common::init_telemetry("product");
     let args = Args::parse();
     // A bad name is refused before anything else happens (its config prefix comes from it).
     svckit::registry::validate_name(&args.name)?;
@@ -168,10 +170,16 @@ async fn main() -> anyhow::Result<()> {
         "registered"
     );
 
+    // What this process sees and does: GET /_svckit/status (HTML; ?format=json) and
+    // GET /metrics (Prometheus); RouteLayer labels the request metrics by route template.
+    let status = StatusPage::new(&registry).registration(instance);
+    let app = app(instance.id(), config)
+        .merge(status.router())
+        .merge(common::metrics_route())
+        .layer(RouteLayer);
+
     // Serve until SIGINT/SIGTERM: deregister first, then finish the requests in flight.
-    lifecycle
-        .serve(listener, app(instance.id(), config))
-        .await?;
+    lifecycle.serve(listener, app).await?;
     Ok(())
 }
 

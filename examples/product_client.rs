@@ -2,7 +2,8 @@
 //! chosen picker, a pooled HTTP client, retries on another instance when that is safe.
 //!
 //! Run with: `cargo run --example product_client -- --service productservice --balance round_robin --requests 100`
-//! (`--duration SECS` instead of `--requests`, `--concurrency C`, `--etcd 127.0.0.1:2379`, `--json`).
+//! (`--duration SECS` instead of `--requests`, `--concurrency C`, `--etcd 127.0.0.1:2379`, `--json`,
+//! `--status-listen 127.0.0.1:9090` to serve `/_svckit/status` and `/metrics` while it runs).
 //!
 //! Prints requests, successes, failures by kind, calls per instance and p50/p99 latency
 //! (`--json`: the same as one JSON object on the last line). Exits 0 only without failures.
@@ -16,6 +17,7 @@ use bytes::Bytes;
 use clap::Parser;
 use svckit::balancer::{Endpoint, Error as CallError, HttpClient, Picker, RetryPolicy};
 use svckit::registry::{Discovery, EtcdRegistry, Registry};
+use svckit::status::StatusPage;
 use svckit_testing::load::{Failure, Load, LoadOptions};
 
 /// Flags of the client.
@@ -46,6 +48,12 @@ struct Args {
     /// Print the summary as one JSON object on the last line.
     #[arg(long)]
     json: bool,
+    /// Serve `/_svckit/status` and `/metrics` on this address while the calls run.
+    #[arg(long)]
+    status_listen: Option<std::net::SocketAddr>,
+    /// Keep serving them this many seconds after the calls (for a last scrape).
+    #[arg(long, value_parser = seconds, requires = "status_listen")]
+    linger: Option<Duration>,
 }
 
 fn seconds(s: &str) -> Result<Duration, String> {
@@ -117,13 +125,24 @@ fn failure_kind(e: &CallError) -> &'static str {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    common::init_tracing();
+    common::init_telemetry("product_client");
     let args = Args::parse();
     let registry = EtcdRegistry::connect(common::etcd_options(&args.etcd)?)
         .await
         .with_context(|| format!("cannot connect to etcd at {}", args.etcd))?;
     let discovery = registry.discovery();
     let get_product = product_endpoint(&discovery, &args.service, &args.balance)?;
+    if let Some(addr) = args.status_listen {
+        // What this client sees and does: the instances, its Endpoint's calls, its metrics.
+        let app = StatusPage::new(&registry)
+            .title("product_client")
+            .router()
+            .merge(common::metrics_route());
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        tokio::spawn(async move { axum::serve(listener, app).await });
+    }
     // Give the first listing a moment so a fresh client does not start on an empty view.
     let mut instances = discovery.watch(&args.service)?;
     if instances.snapshot().is_empty() {
@@ -177,6 +196,9 @@ async fn main() -> anyhow::Result<()> {
     );
     if args.json {
         println!("{summary}");
+    }
+    if let Some(linger) = args.linger {
+        tokio::time::sleep(linger).await;
     }
     if report.failed > 0 {
         bail!(

@@ -11,6 +11,8 @@
 //! - [`cache`]: the groupcache-style distributed cache.
 //! - [`config`]: live typed config from etcd, and a confd-compatible renderer of files.
 //!
+//! and adds [`status`]: the `/_svckit/status` page of a process.
+//!
 //! The README's tour, compiled here so it stays true:
 //!
 //! ```no_run
@@ -58,6 +60,8 @@
 //! group.flush(&registry.keyspace()).await?;                      // or: svckit cache flush thumbnails
 //! # Ok(()) }
 //! ```
+
+pub mod status;
 
 pub use svckit_balancer as balancer;
 pub use svckit_cache as cache;

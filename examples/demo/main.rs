@@ -6,15 +6,21 @@
 //!
 //! Run with: `./scripts/demo` (or `cargo build --examples && cargo run --example demo`;
 //! `-- --etcd 127.0.0.1:2379` uses an existing etcd instead of a private one).
+//! `./scripts/demo --prometheus` also starts a Prometheus scraping every process, and prints
+//! from its query API the requests per instance during the rolling restart and the cache's
+//! hit ratio.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod prometheus;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Parser;
+use prometheus::Prometheus;
 use svckit::balancer::{HttpClient, Limits};
 use svckit::registry::{Discovery, EtcdRegistry, Registry, Txn};
 use svckit_testing::process::{example_bin, Fleet};
@@ -28,6 +34,9 @@ struct Args {
     /// Requests per picker run.
     #[arg(long, default_value_t = 300)]
     requests: u32,
+    /// Start a Prometheus scraping every process, and print what it saw.
+    #[arg(long)]
+    prometheus: bool,
 }
 
 /// One `product_client` run's summary, read from its `--json` line.
@@ -41,12 +50,17 @@ struct Summary {
     p99_ms: f64,
 }
 
-/// The flags of product instance `n`, remembering its label for the spread printout.
-fn product_args(n: usize, etcd: &str, names: &mut BTreeMap<String, String>) -> Vec<String> {
+/// The flags of product instance `n` and its address, remembering its label for the spread
+/// printout.
+fn product_args(
+    n: usize,
+    etcd: &str,
+    names: &mut BTreeMap<String, String>,
+) -> (Vec<String>, String) {
     let port = svckit_testing::free_port();
     let id = format!("product{n}");
     names.insert(id.clone(), format!("product{n}(:{port})"));
-    vec![
+    let args = vec![
         "--name".into(),
         "productservice".into(),
         "--port".into(),
@@ -57,7 +71,8 @@ fn product_args(n: usize, etcd: &str, names: &mut BTreeMap<String, String>) -> V
         id,
         "--ttl".into(),
         "5".into(),
-    ]
+    ];
+    (args, format!("127.0.0.1:{port}"))
 }
 
 fn free_addr() -> String {
@@ -199,20 +214,54 @@ async fn live_config(registry: &EtcdRegistry, discovery: &Discovery) -> anyhow::
     Ok(ok)
 }
 
+/// With `--prometheus`, has it scrape the process `name` at `addr` too.
+fn scrape(prometheus: &mut Option<Prometheus>, name: &str, addr: &str) -> anyhow::Result<()> {
+    match prometheus {
+        Some(p) => p.scrape(name, addr),
+        None => Ok(()),
+    }
+}
+
+/// The thumbnail cache's hit ratio over both instances, once Prometheus has scraped the
+/// `front_gets` thumbnail requests.
+async fn print_hit_ratio(prometheus: &Prometheus, front_gets: usize) -> anyhow::Result<()> {
+    let gets = "sum(svckit_cache_gets_total{group=\"thumbnails\"})";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while prometheus.scalar(gets).await?.unwrap_or(0.0) < front_gets as f64 {
+        if Instant::now() > deadline {
+            bail!("prometheus did not see the thumbnail gets within 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let hits = "sum(svckit_cache_hits_total{group=\"thumbnails\"})";
+    let ratio = format!("{hits} / {gets}");
+    println!(
+        "  cache hit ratio (from prometheus: {ratio}): {:.2}",
+        prometheus.scalar(&ratio).await?.unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
+
 async fn run(args: Args, etcd: String, fleet: &mut Fleet) -> anyhow::Result<()> {
     println!("etcd: {etcd}");
     let registry = EtcdRegistry::connect(common::etcd_options(&etcd)?).await?;
     let discovery = registry.discovery();
+    let mut prometheus = match args.prometheus {
+        true => Some(Prometheus::start().await?),
+        false => None,
+    };
 
     // The origin, three products, two thumbnails.
     let origin = free_addr();
     fleet.spawn("origin", "origin", &["--listen", &origin]);
+    scrape(&mut prometheus, "origin", &origin)?;
     wait_ready(&format!("http://{origin}/_stats")).await?;
     let mut names = BTreeMap::new();
     let mut products = Vec::new();
     for n in 1..=3 {
-        let a = product_args(n, &etcd, &mut names);
+        let (a, addr) = product_args(n, &etcd, &mut names);
         products.push(fleet.spawn(&format!("product{n}"), "product", &strs(&a)));
+        scrape(&mut prometheus, &format!("product{n}"), &addr)?;
     }
     let mut thumbs = Vec::new();
     for n in 1..=2 {
@@ -227,6 +276,7 @@ async fn run(args: Args, etcd: String, fleet: &mut Fleet) -> anyhow::Result<()> 
             &etcd,
         ];
         fleet.spawn(&format!("thumbnail{n}"), "thumbnail", &flags);
+        scrape(&mut prometheus, &format!("thumbnail{n}"), &listen)?;
         thumbs.push(listen);
     }
     wait_for(&discovery, "productservice", |i| i.len() == 3).await?;
@@ -249,6 +299,17 @@ async fn run(args: Args, etcd: String, fleet: &mut Fleet) -> anyhow::Result<()> 
     println!("\n3 product instances and 2 thumbnail instances registered:");
     for i in discovery.all() {
         println!("  /services/{}/{} -> {}", i.id(), i.name(), i.addr());
+    }
+    println!(
+        "  each serves /_svckit/status and /metrics, e.g. http://{}/_svckit/status",
+        thumbs[0]
+    );
+    if let Some(p) = &prometheus {
+        p.wait_scraping().await?;
+        println!(
+            "  prometheus at {} scrapes all 6 processes every 500 ms",
+            p.url()
+        );
     }
 
     // Every picker.
@@ -305,9 +366,13 @@ async fn run(args: Args, etcd: String, fleet: &mut Fleet) -> anyhow::Result<()> 
         wanted.len(),
         wanted.len() * 2
     );
+    if let Some(p) = &prometheus {
+        print_hit_ratio(p, wanted.len() * 2).await?;
+    }
 
     // A rolling restart during a client run.
     println!("\nrolling restart: SIGTERM product1 during a 10 s client run, then start product4");
+    let restart_started = SystemTime::now();
     let client = {
         let etcd = etcd.clone();
         tokio::spawn(async move { client_run(&etcd, "round_robin", &["--duration", "10"]).await })
@@ -319,8 +384,9 @@ async fn run(args: Args, etcd: String, fleet: &mut Fleet) -> anyhow::Result<()> 
     })
     .await?;
     println!("  product1 exited with {code:?}; its key is gone from etcd");
-    let a = product_args(4, &etcd, &mut names);
+    let (a, addr) = product_args(4, &etcd, &mut names);
     fleet.spawn("product4", "product", &strs(&a));
+    scrape(&mut prometheus, "product4", &addr)?;
     wait_for(&discovery, "productservice", |i| {
         i.iter().any(|x| x.id() == "product4")
     })
@@ -336,6 +402,9 @@ async fn run(args: Args, etcd: String, fleet: &mut Fleet) -> anyhow::Result<()> 
         spread(&s, &names)
     );
     let product4_calls = s.per_instance.get("product4").copied().unwrap_or(0);
+    if let Some(p) = &prometheus {
+        prometheus::print_requests_per_instance(p, restart_started, SystemTime::now()).await?;
+    }
 
     println!("\nsummary:");
     println!("  failed calls over all runs: {total_failures}");
@@ -367,7 +436,7 @@ async fn main() -> anyhow::Result<()> {
     if std::env::var_os("RUST_LOG").is_none() {
         std::env::set_var("RUST_LOG", "warn");
     }
-    common::init_tracing();
+    common::init_telemetry("demo");
     let args = Args::parse();
     let mut fleet = Fleet::new();
     // The private etcd outlives every child, so they can deregister on the way out.

@@ -26,7 +26,8 @@ use clap::Parser;
 use render::{etag, DecodeLimits, Spec, ThumbError};
 use svckit::balancer::{HttpClient, Limits};
 use svckit::cache::{getter_fn, BoxError, Cache, Error as CacheError, Group};
-use svckit::registry::{EtcdRegistry, Lifecycle, Registry};
+use svckit::registry::{EtcdRegistry, Lifecycle, Registry, RouteLayer};
+use svckit::status::StatusPage;
 
 /// Flags of the thumbnail service.
 #[derive(Debug, Parser)]
@@ -190,7 +191,7 @@ async fn stats(State(node): State<Node>) -> axum::Json<serde_json::Value> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    common::init_tracing();
+    common::init_telemetry("thumbnail");
     let args = Args::parse();
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -214,8 +215,16 @@ async fn main() -> anyhow::Result<()> {
     let lifecycle = Lifecycle::register(&registry, args.service.as_str(), bound).await?;
     tracing::info!(addr = %bound, id = lifecycle.instance().id(), "thumbnail service registered");
 
-    // Thumbnails and the peer protocol on one port, until SIGINT/SIGTERM.
-    lifecycle.serve(listener, app(&cache, group)).await?;
+    // Thumbnails, the peer protocol, /_svckit/status and /metrics on one port, until
+    // SIGINT/SIGTERM; RouteLayer labels the request metrics by route template.
+    let status = StatusPage::new(&registry)
+        .registration(lifecycle.instance())
+        .cache(&cache);
+    let app = app(&cache, group)
+        .merge(status.router())
+        .merge(common::metrics_route())
+        .layer(RouteLayer);
+    lifecycle.serve(listener, app).await?;
     Ok(())
 }
 

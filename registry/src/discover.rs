@@ -124,6 +124,12 @@ impl Discovery {
             events: AtomicU64::new(0),
             compactions: AtomicU64::new(0),
         });
+        // The families exist from the start, at 0: a dashboard or an alert on them reads 0
+        // rather than "no data" until the first resync or malformed key.
+        metrics::counter!(DISCOVERY_MALFORMED).increment(0);
+        for reason in [Resync::Compaction, Resync::Reconnect, Resync::Reconcile] {
+            metrics::counter!(DISCOVERY_RESYNCS, "reason" => reason.as_str()).increment(0);
+        }
         (
             Self {
                 shared: shared.clone(),

@@ -1,0 +1,212 @@
+//! `--prometheus`: a real Prometheus (Debian's `prometheus`) scraping every demo process's
+//! `/metrics` every 500 ms, and what the demo asks of it through its HTTP query API.
+//!
+//! The targets live in a file Prometheus watches (`file_sd_configs`), rewritten whenever the
+//! demo starts a process, so an instance started during the rolling restart is scraped too.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use svckit::balancer::{HttpClient, Limits};
+
+/// A running Prometheus; killed when dropped.
+pub(crate) struct Prometheus {
+    url: String,
+    dir: tempfile::TempDir,
+    /// label → `host:port`, in the targets file.
+    targets: BTreeMap<String, String>,
+    _child: tokio::process::Child,
+}
+
+impl Prometheus {
+    /// Starts Prometheus on a free loopback port with an empty target list.
+    pub(crate) async fn start() -> anyhow::Result<Self> {
+        let bin = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .context("prometheus is not installed (./scripts/demo --prometheus installs it)")?;
+        let dir = tempfile::tempdir()?;
+        let config = format!(
+            "global:\n  scrape_interval: 500ms\n  scrape_timeout: 400ms\n\
+             scrape_configs:\n  - job_name: svckit\n    file_sd_configs:\n      - files: ['{}']\n        refresh_interval: 1s\n",
+            dir.path().join("targets.json").display()
+        );
+        std::fs::write(dir.path().join("prometheus.yml"), config)?;
+        std::fs::write(dir.path().join("targets.json"), "[]")?;
+        let port = svckit_testing::free_port();
+        let child = tokio::process::Command::new(bin)
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start prometheus")?;
+        let prometheus = Self {
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+            targets: BTreeMap::new(),
+            _child: child,
+        };
+        for _ in 0..100 {
+            if prometheus
+                .get("/-/ready")
+                .await
+                .is_ok_and(|(s, _)| s == 200)
+            {
+                return Ok(prometheus);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("prometheus did not become ready within 10 s")
+    }
+
+    /// Its base URL.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Adds a target (`/metrics` at `addr`) labelled `name`.
+    pub(crate) fn scrape(&mut self, name: &str, addr: &str) -> anyhow::Result<()> {
+        self.targets.insert(name.to_owned(), addr.to_owned());
+        let groups: Vec<serde_json::Value> = self
+            .targets
+            .iter()
+            .map(|(name, addr)| serde_json::json!({"targets": [addr], "labels": {"process": name}}))
+            .collect();
+        // Written whole, then renamed: Prometheus never reads half a file.
+        let tmp = self.dir.path().join("targets.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&groups)?)?;
+        std::fs::rename(tmp, self.dir.path().join("targets.json"))?;
+        Ok(())
+    }
+
+    /// Waits until every target is up.
+    pub(crate) async fn wait_scraping(&self) -> anyhow::Result<()> {
+        let want = self.targets.len() as f64;
+        for _ in 0..100 {
+            if self.scalar("count(up == 1)").await? == Some(want) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bail!("prometheus is not scraping all {want} processes")
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+        let resp = HttpClient::new()
+            .get(&format!("{}{path}", self.url), Limits::default())
+            .await?;
+        let status = resp.status().as_u16();
+        Ok((
+            status,
+            serde_json::from_slice(resp.body().as_ref()).unwrap_or_default(),
+        ))
+    }
+
+    /// An instant query's single value (None: no series).
+    pub(crate) async fn scalar(&self, query: &str) -> anyhow::Result<Option<f64>> {
+        let path = format!(
+            "/api/v1/query?query={}",
+            utf8_percent_encode(query, NON_ALPHANUMERIC)
+        );
+        let (status, v) = self.get(&path).await?;
+        if status != 200 {
+            bail!("prometheus answered {status} to {query}: {v}");
+        }
+        Ok(v["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|s| s.parse().ok()))
+    }
+
+    /// A range query, by the `process` label: process → [(unix seconds, value)].
+    pub(crate) async fn range(
+        &self,
+        query: &str,
+        start: SystemTime,
+        end: SystemTime,
+        step: Duration,
+    ) -> anyhow::Result<BTreeMap<String, Vec<(f64, f64)>>> {
+        let secs = |t: SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64()
+        };
+        let path = format!(
+            "/api/v1/query_range?query={}&start={:.3}&end={:.3}&step={}",
+            utf8_percent_encode(query, NON_ALPHANUMERIC),
+            secs(start),
+            secs(end),
+            step.as_secs_f64()
+        );
+        let (status, v) = self.get(&path).await?;
+        if status != 200 {
+            bail!("prometheus answered {status} to {query}: {v}");
+        }
+        let mut series = BTreeMap::new();
+        for s in v["data"]["result"].as_array().into_iter().flatten() {
+            let name = s["metric"]["process"].as_str().unwrap_or("?").to_owned();
+            let points = s["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| Some((p[0].as_f64()?, p[1].as_str()?.parse().ok()?)))
+                .collect();
+            series.insert(name, points);
+        }
+        Ok(series)
+    }
+}
+
+/// Prints requests per second per product instance between `start` and `end`, one row per
+/// two seconds: who served while product1 drained and product4 came up.
+pub(crate) async fn print_requests_per_instance(
+    prometheus: &Prometheus,
+    start: SystemTime,
+    end: SystemTime,
+) -> anyhow::Result<()> {
+    // The last scrapes of the run must be in before the range is read.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let series = prometheus
+        .range(
+            "sum by (process) (rate(svckit_http_server_requests_total{service=\"productservice\",route=\"/prod/{id}\"}[2s]))",
+            start,
+            end,
+            Duration::from_secs(2),
+        )
+        .await?;
+    let mut times: Vec<f64> = series.values().flatten().map(|(t, _)| *t).collect();
+    times.sort_by(f64::total_cmp);
+    times.dedup();
+    let t0 = times.first().copied().unwrap_or_default();
+    let mut header = format!("  {:>5}", "t (s)");
+    for name in series.keys() {
+        header.push_str(&format!(" {name:>9}"));
+    }
+    println!("{header}   (requests/s per instance, from Prometheus)");
+    for t in &times {
+        let mut row = format!("  {:>5.0}", t - t0);
+        for points in series.values() {
+            match points.iter().find(|(pt, _)| pt == t) {
+                Some((_, v)) => row.push_str(&format!(" {v:>9.0}")),
+                None => row.push_str(&format!(" {:>9}", "-")),
+            }
+        }
+        println!("{row}");
+    }
+    Ok(())
+}
