@@ -554,7 +554,7 @@ fn percent(f: Option<f64>) -> String {
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d2430;background:#fff}\
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #dde3ea;padding-bottom:4px}\
 h3{font-size:14px;margin:16px 0 6px}.meta{color:#5b6675}\
-table{border-collapse:collapse;margin:4px 0 8px}th,td{padding:4px 12px 4px 0;text-align:left;vertical-align:top}\
+table{border-collapse:collapse;margin:4px 0 8px}th,td{padding:4px 14px 4px 0;text-align:left;vertical-align:top}td{white-space:nowrap}\
 th{font-weight:600;color:#5b6675;border-bottom:1px solid #dde3ea}td.n{text-align:right;font-variant-numeric:tabular-nums}\
 tr.me td{background:#eef6ee}.ok{color:#1a7f37;font-weight:600}.bad{color:#c0392b;font-weight:600}\
 .bar{display:inline-block;width:120px;height:9px;background:#e8edf2;border-radius:4px;vertical-align:middle;margin-right:6px}\
