@@ -114,7 +114,10 @@ where
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         self.busy.send_modify(|n| *n += 1);
         self.metrics.in_flight.increment(1.0);
+        // A request starts its own trace (or continues the caller's, below), whatever span
+        // the server itself runs in: one trace per request, not one per process.
         let span = tracing::info_span!(
+            parent: None,
             "http.server",
             service = %self.metrics.service,
             method = %req.method(),
