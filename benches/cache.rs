@@ -2,10 +2,12 @@
 //! throughput at 10k keys, then a summary of both from interleaved rounds; each for `get`
 //! and, at 10k keys, for `get_with`), the hit path against golang/groupcache's `Group.Get`
 //! in the same run (`hit_vs_go`), a peer fetch over loopback with 1 KiB values (latency
-//! percentiles printed, and fetches per second with 16 in flight), and singleflight with
-//! 1,000 waiters on one cold key.
+//! percentiles printed, and fetches per second with 16 in flight), singleflight with
+//! 1,000 waiters on one cold key, and the hit path while another thread scrapes the
+//! metrics (`hit_metrics`).
 //!
 //! Run with: `cargo bench --bench cache -- --warm-up-time 1 --measurement-time 3`
+//! The hit path under scraping alone: `cargo bench --bench cache -- hit_metrics`
 //! The comparison with Go alone: `cargo bench --bench cache -- hit_vs_go` (needs `go` and
 //! golang/groupcache's source, Debian's golang-go and golang-github-golang-groupcache-dev).
 
@@ -13,12 +15,12 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::{mpsc, Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use svckit::cache::{getter_fn, BoxError, Cache, Group};
+use svckit::cache::{getter_fn, publish_metrics, BoxError, Cache, Group};
 
 fn current_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -213,6 +215,103 @@ fn local_hit(c: &mut Criterion) {
     if wanted("cache/local_hit/summary_get_with") {
         scaling_summary(&group, &group2, &ks, Hit::GetWith, "summary_get_with");
     }
+}
+
+/// A thread that publishes the cache's metrics and renders the Prometheus text every
+/// `every` (at once, then each period) until stopped, as a `/metrics` route scraped that
+/// often would.
+struct Scraper {
+    stop: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<(u32, Duration)>,
+}
+
+impl Scraper {
+    fn start(every: Duration) -> Self {
+        let handle = svckit_testing::metrics::install();
+        let (stop, stopped) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let (mut scrapes, mut busy) = (0, Duration::ZERO);
+            loop {
+                let start = Instant::now();
+                publish_metrics();
+                black_box(handle.render());
+                busy += start.elapsed();
+                scrapes += 1;
+                if stopped.recv_timeout(every) != Err(mpsc::RecvTimeoutError::Timeout) {
+                    return (scrapes, busy);
+                }
+            }
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops it; how many scrapes it made and their total time.
+    fn stop(self) -> (u32, Duration) {
+        self.stop.send(()).unwrap();
+        self.thread.join().unwrap()
+    }
+}
+
+/// One thread's `get` hits (10k keys, as `local_hit/summary`) with the Prometheus recorder
+/// installed and a [`Scraper`] running every 100 ms, against the same hits with no scraper,
+/// in alternating rounds whose order flips each round. Prints each round and the median of
+/// the per-round ratios (scraped time over quiet time).
+fn hit_metrics(_c: &mut Criterion) {
+    if !wanted("cache/hit_metrics") {
+        return;
+    }
+    const ROUNDS: usize = 9;
+    const ITERS: u64 = 5_000_000;
+    svckit_testing::metrics::install();
+    let rt = current_thread();
+    let ks = scrambled(keys(10_000));
+    let (_cache, group) = warm_group(&rt, &ks);
+    let ns = |t: Duration| t.as_secs_f64() * 1e9 / ITERS as f64;
+    println!(
+        "cache/hit_metrics: 10k keys, 100-byte values, {ITERS} gets per arm and round\n\
+         round  quiet ns/hit  scraped ns/hit  scraped/quiet  scrapes  ms per scrape"
+    );
+    let (mut quiet, mut scraped, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=ROUNDS {
+        let (mut q, mut s, mut scrapes) = (0.0, 0.0, (0, Duration::ZERO));
+        let order = if round % 2 == 1 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for scraping in order {
+            let scraper = scraping.then(|| Scraper::start(Duration::from_millis(100)));
+            let t = ns(on_threads(&[&group], &ks, ITERS, Hit::Get));
+            if let Some(scraper) = scraper {
+                scrapes = scraper.stop();
+                s = t;
+            } else {
+                q = t;
+            }
+        }
+        let per_scrape = scrapes.1.as_secs_f64() * 1e3 / f64::from(scrapes.0);
+        println!(
+            "{round:>5}  {q:>12.1}  {s:>14.1}  {:>13.3}  {:>7}  {per_scrape:>13.3}",
+            s / q,
+            scrapes.0
+        );
+        quiet.push(q);
+        scraped.push(s);
+        ratios.push(s / q);
+    }
+    let families = svckit_testing::metrics::scrape()
+        .families
+        .iter()
+        .filter(|f| f.starts_with("svckit_cache_"))
+        .count();
+    assert_eq!(families, 12, "every cache family was published");
+    println!(
+        "cache/hit_metrics medians of {ROUNDS} rounds: quiet {:.1} ns/hit, scraped {:.1} \
+         ns/hit; scraped/quiet {:.3} (limit 1.05)",
+        median(quiet),
+        median(scraped),
+        median(ratios)
+    );
 }
 
 /// Node B owns `keys` and serves them from memory; node A fetches them from B every time
@@ -471,5 +570,12 @@ fn hit_vs_go(_c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, local_hit, hit_vs_go, peer_fetch, singleflight);
+criterion_group!(
+    benches,
+    local_hit,
+    hit_vs_go,
+    peer_fetch,
+    singleflight,
+    hit_metrics
+);
 criterion_main!(benches);
