@@ -505,6 +505,20 @@ impl Removed {
     }
 }
 
+impl crate::metrics::Counted for GroupInner {
+    fn name(&self) -> &str {
+        GroupInner::name(self)
+    }
+
+    fn stats(&self) -> Stats {
+        GroupInner::stats(self)
+    }
+
+    fn budget(&self) -> usize {
+        GroupInner::budget(self)
+    }
+}
+
 impl Drop for GroupInner {
     fn drop(&mut self) {
         crate::metrics::retire(&self.name, self.stats());

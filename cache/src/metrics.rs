@@ -7,14 +7,24 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
 
-use crate::group::GroupInner;
 use crate::stats::Stats;
+
+/// What [`publish_metrics`] reads of a group. The group implements it, so this module does
+/// not depend on the group's module (which registers itself here).
+pub(crate) trait Counted: Send + Sync {
+    /// The group's name.
+    fn name(&self) -> &str;
+    /// A snapshot of its counters.
+    fn stats(&self) -> Stats;
+    /// Its byte budget.
+    fn budget(&self) -> usize;
+}
 
 /// The groups of the process, held weakly (a dropped group leaves), and the last counts of
 /// dropped groups by name: a group's counters do not fall when one of several groups of its
 /// name is dropped, or when a group is dropped and built again.
 struct Live {
-    groups: Vec<Weak<GroupInner>>,
+    groups: Vec<Weak<dyn Counted>>,
     retired: BTreeMap<String, Stats>,
 }
 
@@ -29,10 +39,11 @@ fn live() -> MutexGuard<'static, Live> {
 }
 
 /// Adds a group just built to the groups [`publish_metrics`] walks.
-pub(crate) fn register(group: &Arc<GroupInner>) {
+pub(crate) fn register(group: &Arc<impl Counted + 'static>) {
+    let group: Arc<dyn Counted> = group.clone();
     let mut live = live();
     live.groups.retain(|g| g.strong_count() > 0);
-    live.groups.push(Arc::downgrade(group));
+    live.groups.push(Arc::downgrade(&group));
 }
 
 /// Keeps the counts of a group being dropped.
@@ -74,7 +85,7 @@ pub fn publish_metrics() {
     let (groups, retired) = {
         let mut live = live();
         live.groups.retain(|g| g.strong_count() > 0);
-        let groups: Vec<Arc<GroupInner>> = live.groups.iter().filter_map(Weak::upgrade).collect();
+        let groups: Vec<Arc<dyn Counted>> = live.groups.iter().filter_map(Weak::upgrade).collect();
         (groups, live.retired.clone())
     };
     // Published after the lock is released: dropping the last handle on a group (ours, if
