@@ -425,7 +425,7 @@ async fn a_real_prometheus_sees_the_families_move_with_the_traffic() {
     let (_registry, discovery) = discovery(&etcd).await;
     let origin = CountingOrigin::default();
     let origin_url = origin.start().await;
-    let (_p1, p1) = product(&endpoint, "prom_p1", &[]);
+    let (mut p1_child, p1) = product(&endpoint, "prom_p1", &[]);
     let (mut p2_child, p2) = product(&endpoint, "prom_p2", &[]);
     let (_c1, c1) = cache_node(&endpoint, "promcache", &origin_url, &[]);
     let (_c2, c2) = cache_node(&endpoint, "promcache", &origin_url, &[]);
@@ -445,8 +445,10 @@ async fn a_real_prometheus_sees_the_families_move_with_the_traffic() {
         .map(|u| u.trim_start_matches("http://").to_owned())
         .chain([client.clone()])
         .collect();
+    // The README's alerting rules (docs/prometheus-alerts.yml) are loaded and evaluated too.
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/prometheus-alerts.yml");
     let config = format!(
-        "global:\n  scrape_interval: 500ms\n  scrape_timeout: 400ms\nscrape_configs:\n  - job_name: svckit\n    static_configs:\n      - targets: {targets:?}\n"
+        "global:\n  scrape_interval: 500ms\n  scrape_timeout: 400ms\n  evaluation_interval: 500ms\nrule_files: ['{rules}']\nscrape_configs:\n  - job_name: svckit\n    static_configs:\n      - targets: {targets:?}\n"
     );
     std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
     let prom_port = free_port();
@@ -507,15 +509,19 @@ async fn a_real_prometheus_sees_the_families_move_with_the_traffic() {
     let out = out.await.unwrap();
     assert!(out.status.success(), "product_client failed");
 
-    // Every family is there.
-    let names: HashSet<String> = query(
-        &prometheus,
-        "count by (__name__) ({__name__=~\"svckit_.+\"})",
-    )
-    .await
-    .into_iter()
-    .filter_map(|(l, _)| l.get("__name__").cloned())
-    .collect();
+    // Every family is there (the client's series went stale when it exited: the label API
+    // still lists their names).
+    let (code, _, body) = get(&format!("{prometheus}/api/v1/label/__name__/values")).await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let names: HashSet<String> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n.as_str())
+        .filter(|n| n.starts_with("svckit_"))
+        .map(str::to_owned)
+        .collect();
     for family in [
         "svckit_registry_registered",
         "svckit_registry_lease_keepalive_failures_total",
@@ -575,7 +581,7 @@ async fn a_real_prometheus_sees_the_families_move_with_the_traffic() {
     // They move as the traffic says. 200 calls, every one answered by a product.
     eventually(
         &prometheus,
-        "sum(svckit_endpoint_requests_total{service=\"productservice\",outcome=\"ok\"})",
+        "sum(last_over_time(svckit_endpoint_requests_total{service=\"productservice\",outcome=\"ok\"}[1m]))",
         |v| v == 200.0,
     )
     .await;
@@ -664,6 +670,56 @@ async fn a_real_prometheus_sees_the_families_move_with_the_traffic() {
     )
     .await;
     drop(p2);
+
+    // Every alerting rule evaluates without error; with the last product gone, "no instance"
+    // goes pending for productservice (it fires after its 1 minute), and no other alert is
+    // active: the traffic above failed nothing.
+    assert!(terminate(&mut p1_child, Duration::from_secs(20)).await == Some(0));
+    drop(p1);
+    let mut pending = Vec::new();
+    for _ in 0..100 {
+        let (_, _, body) = get(&format!("{prometheus}/api/v1/alerts")).await;
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        pending = v["data"]["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["labels"]["alertname"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    a["labels"]["service"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            })
+            .collect();
+        if !pending.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        pending,
+        [(
+            "SvckitServiceHasNoInstance".to_owned(),
+            "productservice".to_owned()
+        )]
+    );
+    let (_, _, body) = get(&format!("{prometheus}/api/v1/rules")).await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let rules: Vec<&serde_json::Value> = v["data"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(rules.len(), 6, "{v}");
+    for rule in rules {
+        assert_eq!(rule["health"], "ok", "{rule}");
+    }
 }
 
 /// The spans a process wrote to its `SVCKIT_OTEL_SPANS` file.
