@@ -4,52 +4,12 @@
 //! `cache_get` span of the same trace.
 #![cfg(feature = "otel")]
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
 use axum::extract::Request;
 use axum::middleware::{from_fn, Next};
 use bytes::Bytes;
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry::{Key, Value};
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanProcessor};
 use svckit_cache::{getter_fn, BoxError, Cache};
+use svckit_testing::otel::{attribute, FinishedSpans, SpanData};
 use tracing::{Instrument, Level};
-use tracing_subscriber::filter::filter_fn;
-use tracing_subscriber::layer::SubscriberExt;
-
-/// Keeps every finished span.
-#[derive(Debug, Clone, Default)]
-struct Finished(Arc<Mutex<Vec<SpanData>>>);
-
-impl SpanProcessor for Finished {
-    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &opentelemetry::Context) {}
-
-    fn on_end(&self, span: SpanData) {
-        self.0.lock().unwrap().push(span);
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        Ok(())
-    }
-
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        Ok(())
-    }
-}
-
-/// The value of attribute `key` of `span`, as a string.
-fn attribute(span: &SpanData, key: &str) -> Option<String> {
-    span.attributes
-        .iter()
-        .find(|kv| kv.key == Key::from(key.to_owned()))
-        .map(|kv| match &kv.value {
-            Value::String(s) => s.to_string(),
-            other => other.to_string(),
-        })
-}
 
 /// A server span continuing the caller's trace, as `Lifecycle::serve` makes one.
 async fn server_span(req: Request, next: Next) -> axum::response::Response {
@@ -61,16 +21,8 @@ async fn server_span(req: Request, next: Next) -> axum::response::Response {
 // The only test of this binary: its subscriber and propagator are the global ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owner_loads_in_the_trace_of_the_get_that_fetched() {
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let finished = Finished::default();
-    let provider = SdkTracerProvider::builder()
-        .with_span_processor(finished.clone())
-        .build();
-    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("svckit-cache-test"));
     // As an application tracing at info: the loads' debug `flight` spans are off.
-    let info = filter_fn(|m| *m.level() <= Level::INFO);
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(info).with(layer))
-        .unwrap();
+    let finished = FinishedSpans::install_global(Level::INFO);
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let b_url = format!("http://{}", listener.local_addr().unwrap());
@@ -98,7 +50,7 @@ async fn the_owner_loads_in_the_trace_of_the_get_that_fetched() {
 
     assert_eq!(a_group.get(&key).await.unwrap(), key);
     // B's spans end before its answer is sent, A's after it is read.
-    let spans = finished.0.lock().unwrap().clone();
+    let spans = finished.all();
     let gets: Vec<&SpanData> = spans.iter().filter(|s| s.name == "cache_get").collect();
     assert_eq!(gets.len(), 2, "{spans:?}");
     let asked = gets

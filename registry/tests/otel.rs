@@ -3,40 +3,15 @@
 //! what the handler sends on carries the server span as its parent.
 #![cfg(feature = "otel")]
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use axum::routing::get;
 use axum::Router;
 use http::HeaderMap;
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanProcessor};
 use svckit_registry::{Lifecycle, MemoryRegistry, RouteLayer};
+use svckit_testing::otel::FinishedSpans;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tracing_subscriber::layer::SubscriberExt;
-
-/// Keeps every finished span.
-#[derive(Debug, Clone, Default)]
-struct Finished(Arc<Mutex<Vec<SpanData>>>);
-
-impl SpanProcessor for Finished {
-    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &opentelemetry::Context) {}
-
-    fn on_end(&self, span: SpanData) {
-        self.0.lock().unwrap().push(span);
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        Ok(())
-    }
-
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        Ok(())
-    }
-}
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN_ID: &str = "00f067aa0ba902b7";
@@ -44,13 +19,7 @@ const CALLER_SPAN_ID: &str = "00f067aa0ba902b7";
 // The only test of this binary: its subscriber and propagator are the global ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_span_continues_the_callers_trace() {
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let finished = Finished::default();
-    let provider = SdkTracerProvider::builder()
-        .with_span_processor(finished.clone())
-        .build();
-    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("svckit-registry-test"));
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer)).unwrap();
+    let finished = FinishedSpans::install_global(tracing::Level::TRACE);
 
     let registry = MemoryRegistry::new();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -92,10 +61,7 @@ async fn the_server_span_continues_the_callers_trace() {
     lifecycle.shutdown();
     server.await.unwrap().unwrap();
 
-    let spans = finished.0.lock().unwrap();
-    let served: Vec<&SpanData> = spans.iter().filter(|s| s.name == "http.server").collect();
-    assert_eq!(served.len(), 1, "{spans:?}");
-    let served = served[0];
+    let served = finished.one("http.server");
     assert_eq!(served.span_context.trace_id().to_string(), TRACE_ID);
     assert_eq!(served.parent_span_id.to_string(), CALLER_SPAN_ID);
     let parts: Vec<&str> = sent_on.split('-').collect();

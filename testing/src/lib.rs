@@ -59,6 +59,8 @@ pub mod load;
 mod member;
 pub mod metrics;
 mod origin;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod process;
 mod proxy;
 
