@@ -256,27 +256,31 @@ impl<P: Pick> Balancer<P> {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Avoid instance `i` for the ejection period (after a failed connect). False when
-    /// ejection is off.
+    /// Avoid instance `i` for the ejection period (after a failed connect). True when this
+    /// sets it aside; false when ejection is off or it already was (its period restarts).
     pub(crate) fn eject(&self, table: &Table<P::State>, i: usize) -> bool {
         if self.eject_for.is_zero() {
             return false;
         }
-        let until = self
-            .now_ms()
-            .saturating_add(self.eject_for.as_millis() as u64);
-        table.entries[i]
+        let now = self.now_ms();
+        let until = now.saturating_add(self.eject_for.as_millis() as u64);
+        let before = table.entries[i]
             .slot
             .ejected_until
-            .store(until, Ordering::Relaxed);
+            .swap(until, Ordering::Relaxed);
         self.ejections_until.fetch_max(until, Ordering::Relaxed);
-        tracing::debug!(
-            service = %self.watch.name(),
-            addr = %table.entries[i].instance.addr(),
-            eject_for = ?self.eject_for,
-            "instance ejected after a failed connect"
-        );
-        true
+        // A failed connect to an instance already set aside extends its ejection; it is not
+        // another ejection (the metric counts instances set aside, not failed connects).
+        let fresh = before <= now;
+        if fresh {
+            tracing::debug!(
+                service = %self.watch.name(),
+                addr = %table.entries[i].instance.addr(),
+                eject_for = ?self.eject_for,
+                "instance ejected after a failed connect"
+            );
+        }
+        fresh
     }
 
     /// Picks an instance, avoiding those in `tried` (instance ids of earlier attempts) and

@@ -52,6 +52,14 @@ impl Source {
     }
 }
 
+/// Whether a local load still has to count itself in `loads_deduped` (a peer's request) or
+/// was counted by the flight that fell back to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dedup {
+    Count,
+    Counted,
+}
+
 /// The `outcome` of a load's span.
 fn outcome(out: &Outcome) -> &'static str {
     match out {
@@ -405,7 +413,10 @@ impl Group {
         }
         LoadCounters::inc(&self.inner.counters.loads);
         let inner = &self.inner;
-        inner.traced(true, inner.load_local(key)).await.map(Some)
+        inner
+            .traced(true, inner.load_local(key, Dedup::Count))
+            .await
+            .map(Some)
     }
 
     /// A set from a peer: this node is the owner (mailgun/groupcache's `localSet` into the
@@ -707,7 +718,8 @@ impl GroupInner {
                         }
                     }
                 }
-                this.load_local(&k).await
+                // This flight counted its load already (`loads_deduped` above).
+                this.load_local(&k, Dedup::Counted).await
             })
             .await;
         out.unwrap_or_else(|e| Err(self.flight_error(key, e)))
@@ -716,7 +728,7 @@ impl GroupInner {
     /// A load on this node (the key's owner, or a fallback), shared with every concurrent
     /// local load of the key (from callers here and from peers): from the key's previous
     /// owner's memory if the ring changed lately, else through the getter.
-    async fn load_local(self: &Arc<Self>, key: &str) -> Outcome {
+    async fn load_local(self: &Arc<Self>, key: &str, dedup: Dedup) -> Outcome {
         let this = self.clone();
         let k = key.to_owned();
         let (generation, flight) = self.flight_key(key);
@@ -727,6 +739,11 @@ impl GroupInner {
                 // Same race as in `fetch`: a just-finished local load may have cached it.
                 if let Some(v) = this.store.peek(&k) {
                     return Ok((v, Source::Memory));
+                }
+                // A peer's request reaches here without `fetch`'s flight: its load is counted
+                // here (golang/groupcache counts a peer's load as any other).
+                if dedup == Dedup::Count {
+                    LoadCounters::inc(&this.counters.loads_deduped);
                 }
                 if let Some(v) = this.handoff(&k, generation).await {
                     LoadCounters::inc(&this.counters.handoff_loads);

@@ -353,7 +353,11 @@ async fn a_request_from_a_peer_is_never_forwarded() {
     assert_eq!((sa.peer_loads, sa.peer_errors, sa.local_loads), (1, 0, 0));
     assert_eq!(sb.server_requests, 1);
     assert_eq!(sb.local_loads, 1, "B loaded it itself");
-    assert_eq!(sb.loads_deduped, 0, "B started no peer flight");
+    assert_eq!(
+        sb.loads_deduped, 1,
+        "B ran one load, its own (no peer flight)"
+    );
+    assert_eq!(sb.peer_loads + sb.peer_errors, 0, "B asked no peer");
     assert_eq!(sa.server_requests, 0, "nothing came back to A");
     assert_eq!(getter.calls_of("loop?"), 1);
 }

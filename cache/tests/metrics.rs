@@ -176,8 +176,9 @@ async fn a_cluster_publishes_loads_by_source_and_hits_by_tier_summed_per_group()
     // Every key was loaded once, by its owner.
     assert_eq!(m.by("svckit_cache_loads_total", "source", "local"), 60);
     assert_eq!(getter.total(), 60);
-    // The loads node 0 ran after merging concurrent misses (there were none to merge).
-    assert_eq!(m.total("svckit_cache_loads_deduped_total"), 60);
+    // The loads run after merging concurrent misses (there were none to merge): node 0's 60
+    // (its own keys loaded, the others fetched), and the owners' loads for node 0's fetches.
+    assert_eq!(m.total("svckit_cache_loads_deduped_total"), 60 + remote);
     assert_eq!(m.total("svckit_cache_peer_errors_total"), 0);
     assert_eq!(m.total("svckit_cache_getter_errors_total"), 0);
     // The gauges are the three nodes' stats, summed.
