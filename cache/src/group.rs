@@ -553,6 +553,7 @@ impl GroupInner {
             cache_hits: s.main.hits + s.hot.hits,
             peer_loads: LoadCounters::get(&c.peer_loads),
             peer_errors: LoadCounters::get(&c.peer_errors),
+            peer_unreachable: LoadCounters::get(&c.peer_unreachable),
             loads: LoadCounters::get(&c.loads),
             loads_deduped: LoadCounters::get(&c.loads_deduped),
             local_loads: LoadCounters::get(&c.local_loads),
@@ -709,6 +710,10 @@ impl GroupInner {
                         }
                         Err(e) => {
                             LoadCounters::inc(&this.counters.peer_errors);
+                            if matches!(e, PeerError::Transport { .. } | PeerError::Timeout { .. })
+                            {
+                                LoadCounters::inc(&this.counters.peer_unreachable);
+                            }
                             tracing::warn!(
                                 group = %this.name,
                                 peer = %peer,

@@ -67,7 +67,7 @@
 //! | `svckit_cache_hits_total` | counter | `tier` = `main`, `hot` | `main_cache.hits`, `hot_cache.hits` |
 //! | `svckit_cache_loads_total` | counter | `source` = `peer`, `local` | `peer_loads`, `local_loads` |
 //! | `svckit_cache_loads_deduped_total` | counter | | `loads_deduped` |
-//! | `svckit_cache_peer_errors_total` | counter | | `peer_errors` |
+//! | `svckit_cache_peer_errors_total` | counter | `kind` = `unreachable` (refused, reset, timed out), `answered` (an error answer: the owner's getter failed) | `peer_unreachable`, `peer_errors - peer_unreachable` |
 //! | `svckit_cache_getter_errors_total` | counter | | `local_load_errors` |
 //! | `svckit_cache_handoff_loads_total` | counter | | `handoff_loads` |
 //! | `svckit_cache_peer_requests_served_total` | counter | | `server_requests` |

@@ -126,13 +126,22 @@ impl Sums {
         let counters = [
             ("svckit_cache_gets_total", c.gets),
             ("svckit_cache_loads_deduped_total", c.loads_deduped),
-            ("svckit_cache_peer_errors_total", c.peer_errors),
             ("svckit_cache_getter_errors_total", c.local_load_errors),
             ("svckit_cache_handoff_loads_total", c.handoff_loads),
             ("svckit_cache_peer_requests_served_total", c.server_requests),
         ];
         for (name, v) in counters {
             counter!(name, "group" => group.clone()).absolute(v);
+        }
+        // Unreachable (refused, reset, timed out) apart from answered with an error (the
+        // owner's getter failed): only the first says a peer is in trouble.
+        let unreachable = c.peer_unreachable.min(c.peer_errors);
+        for (kind, v) in [
+            ("unreachable", unreachable),
+            ("answered", c.peer_errors - unreachable),
+        ] {
+            counter!("svckit_cache_peer_errors_total", "group" => group.clone(), "kind" => kind)
+                .absolute(v);
         }
         for (source, v) in [("peer", c.peer_loads), ("local", c.local_loads)] {
             counter!("svckit_cache_loads_total", "group" => group.clone(), "source" => source)

@@ -14,6 +14,9 @@ pub struct Stats {
     pub peer_loads: u64,
     /// Failed fetches from a peer (each followed by a local load).
     pub peer_errors: u64,
+    /// Of `peer_errors`, those where the peer could not be reached or did not answer in
+    /// time; the others are answers with an error (its getter failed, say).
+    pub peer_unreachable: u64,
     /// Gets that missed memory: `gets - cache_hits`.
     pub loads: u64,
     /// Loads that were actually run after singleflight merged concurrent misses.
@@ -57,6 +60,7 @@ impl Stats {
             cache_hits: self.cache_hits + o.cache_hits,
             peer_loads: self.peer_loads + o.peer_loads,
             peer_errors: self.peer_errors + o.peer_errors,
+            peer_unreachable: self.peer_unreachable + o.peer_unreachable,
             loads: self.loads + o.loads,
             loads_deduped: self.loads_deduped + o.loads_deduped,
             local_loads: self.local_loads + o.local_loads,
@@ -85,6 +89,7 @@ impl CacheStats {
 pub(crate) struct LoadCounters {
     pub(crate) peer_loads: AtomicU64,
     pub(crate) peer_errors: AtomicU64,
+    pub(crate) peer_unreachable: AtomicU64,
     pub(crate) loads: AtomicU64,
     pub(crate) loads_deduped: AtomicU64,
     pub(crate) local_loads: AtomicU64,

@@ -221,6 +221,15 @@ async fn a_failing_getter_and_its_peer_errors_are_published_and_not_cached() {
         local + 2 * remote
     );
     assert_eq!(m.total("svckit_cache_peer_errors_total"), remote);
+    // The owners answered (with an error): no peer was unreachable.
+    assert_eq!(
+        m.by("svckit_cache_peer_errors_total", "kind", "answered"),
+        remote
+    );
+    assert_eq!(
+        m.by("svckit_cache_peer_errors_total", "kind", "unreachable"),
+        0
+    );
     assert_eq!(m.by("svckit_cache_loads_total", "source", "local"), 0);
     assert_eq!(m.by("svckit_cache_loads_total", "source", "peer"), 0);
     assert_eq!(m.by("svckit_cache_items", "tier", "main"), 0);
@@ -345,4 +354,39 @@ async fn ring_shares_and_groups_describe_the_node() {
         .unwrap()
         .ring_shares()
         .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_cannot_be_reached_is_an_unreachable_peer_error() {
+    const GROUP: &str = "metrics_unreachable";
+    let me = "http://127.0.0.1:9".to_owned();
+    let dead = "http://127.0.0.1:1".to_owned();
+    let cache = svckit_cache::Cache::builder(&me).build().unwrap();
+    let getter = TestGetter::default();
+    let group = cache
+        .new_group(GROUP, 1 << 20, getter.clone())
+        .build()
+        .unwrap();
+    cache.set_peers([&me, &dead]).unwrap();
+    let key = (0..)
+        .map(|i| format!("u{i}"))
+        .find(|k| cache.owner(k).as_deref() == Some(dead.as_str()))
+        .unwrap();
+    // Refused: loaded here instead.
+    assert_eq!(group.get(&key).await.unwrap(), value_of(&key));
+    let scrape = published();
+    let m = Family {
+        scrape: &scrape,
+        group: GROUP,
+    };
+    assert_eq!(
+        m.by("svckit_cache_peer_errors_total", "kind", "unreachable"),
+        1
+    );
+    assert_eq!(
+        m.by("svckit_cache_peer_errors_total", "kind", "answered"),
+        0
+    );
+    assert_eq!(m.by("svckit_cache_loads_total", "source", "local"), 1);
+    assert_eq!(group.stats().peer_unreachable, 1);
 }

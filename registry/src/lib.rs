@@ -63,7 +63,7 @@
 //! | `svckit_http_server_requests_total` | counter | `service`, `route`, `status` | [`Lifecycle::serve`] finished a response; `status` is the class, `1xx` to `5xx` |
 //! | `svckit_http_server_request_duration_seconds` | histogram | `service`, `route` | the same, from the request's head to the end of its response body |
 //! | `svckit_http_server_in_flight` | gauge | `service` | a request arrives (+1) and its response body is done or dropped (−1) |
-//! | `svckit_http_server_drain_duration_seconds` | gauge | `service` | a drain ends ([`Lifecycle::serve`], [`Lifecycle::drain`]): how long it took |
+//! | `svckit_http_server_drain_duration_seconds` | gauge | `service` | while a drain runs ([`Lifecycle::serve`], [`Lifecycle::drain`]), every 250 ms: how long it has been draining; at its end, how long it took |
 //!
 //! `route` is the template of the axum route that answered (`/prod/{id}`) when the router is
 //! wrapped in [`RouteLayer`], `unmatched` when no route matched, and `other` without the layer.

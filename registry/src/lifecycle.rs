@@ -359,11 +359,13 @@ impl Lifecycle {
         }
         let started = Instant::now();
         tracing::info!(in_flight = self.in_flight(), grace = ?self.grace, "draining");
-        let bounded = tokio::select! {
-            bounded = tokio::time::timeout(self.grace, &mut server) => Some(bounded),
-            () = self.forced.cancelled() => None,
-        };
-        crate::telemetry::drained(self.instance.name(), started.elapsed());
+        let bounded = crate::telemetry::draining(self.instance.name(), async {
+            tokio::select! {
+                bounded = tokio::time::timeout(self.grace, &mut server) => Some(bounded),
+                () = self.forced.cancelled() => None,
+            }
+        })
+        .await;
         let Some(bounded) = bounded else {
             let in_flight = self.in_flight();
             tracing::warn!(

@@ -212,7 +212,8 @@ where
         "draining: closing idle connections, finishing requests in flight"
     );
     let drained = async { while connections.join_next().await.is_some() {} };
-    let outcome = tokio::select! {
+    let drain = async {
+        tokio::select! {
         result = tokio::time::timeout(grace, drained) => match result {
             Ok(()) => {
                 tracing::info!(took = ?started.elapsed(), "drained: every request in flight completed");
@@ -229,9 +230,9 @@ where
             tracing::warn!(in_flight, "shutdown forced; stopping with requests still in flight");
             Err(Error::ShutdownForced { in_flight })
         }
+        }
     };
-    crate::telemetry::drained(metrics.service(), started.elapsed());
-    outcome
+    crate::telemetry::draining(metrics.service(), drain).await
 }
 
 /// Errors of one incoming connection, not of the listener: accept the next one.

@@ -22,7 +22,7 @@ pub(crate) const HTTP_REQUESTS: &str = "svckit_http_server_requests_total";
 pub(crate) const HTTP_DURATION: &str = "svckit_http_server_request_duration_seconds";
 /// Gauge by `service`: requests between their head and the end of their response body.
 pub(crate) const HTTP_IN_FLIGHT: &str = "svckit_http_server_in_flight";
-/// Gauge by `service`: how long the last drain took.
+/// Gauge by `service`: how long the server has been draining (the last drain, once over).
 pub(crate) const HTTP_DRAIN: &str = "svckit_http_server_drain_duration_seconds";
 
 /// Describes the registry's metric families (units and help text) to the installed
@@ -67,11 +67,27 @@ pub fn describe_metrics() {
     describe_gauge!(
         HTTP_DRAIN,
         Unit::Seconds,
-        "How long the last graceful drain took."
+        "How long the server has been draining (updated every 250 ms), or the last drain took."
     );
 }
 
-/// Records how long a server's drain took.
-pub(crate) fn drained(service: &str, took: Duration) {
-    metrics::gauge!(HTTP_DRAIN, "service" => service.to_owned()).set(took.as_secs_f64());
+/// Runs a server's drain, keeping [`HTTP_DRAIN`] at how long it has been draining (every
+/// 250 ms, so a scrape during the drain sees it grow), then at how long it took.
+pub(crate) async fn draining<F: std::future::Future>(service: &str, drain: F) -> F::Output {
+    let gauge = metrics::gauge!(HTTP_DRAIN, "service" => service.to_owned());
+    let started = std::time::Instant::now();
+    gauge.set(0.0);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + TICK, TICK);
+    tokio::pin!(drain);
+    let out = loop {
+        tokio::select! {
+            out = &mut drain => break out,
+            _ = tick.tick() => gauge.set(started.elapsed().as_secs_f64()),
+        }
+    };
+    gauge.set(started.elapsed().as_secs_f64());
+    out
 }
+
+/// How often [`draining`] updates its gauge.
+const TICK: Duration = Duration::from_millis(250);

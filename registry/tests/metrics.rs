@@ -403,6 +403,9 @@ async fn served_requests_are_counted_by_route_template_and_status_class() {
     lifecycle.shutdown();
     until_value(REGISTERED, &[service], 0.0, Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
+    // While it drains, a scrape sees how long it has been draining.
+    let so_far = value(DRAIN, &[service]).expect("drain duration while draining");
+    assert!((0.2..5.0).contains(&so_far), "draining for {so_far} s");
     release.notify_one();
     assert_eq!(slow.await.unwrap(), 200);
     server.await.unwrap().unwrap();
