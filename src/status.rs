@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Query, State};
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -410,7 +410,9 @@ pub struct InstanceRow {
     pub address: String,
     /// The TTL its lease has left, in seconds.
     pub lease_ttl_seconds: Option<f64>,
-    /// Metadata registered with it (svckit's layout has none today; other writers may).
+    /// Metadata registered with it. svckit's layout (`<prefix>/<id>/<name>` = `host:port`)
+    /// carries none, so this is empty until the layout gains some; the page keeps the column
+    /// so that the JSON's shape does not change then.
     pub metadata: BTreeMap<String, String>,
     /// Registered by this process.
     pub this_process: bool,
@@ -496,11 +498,28 @@ struct Format {
 }
 
 async fn serve(State(page): State<StatusPage>, Query(query): Query<Format>) -> Response {
+    let json = match query
+        .format
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("html") => false,
+        Some("json") => true,
+        Some(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "format must be html (the default) or json\n",
+            )
+                .into_response()
+        }
+    };
     let status = page.status().await;
     let no_store = [(header::CACHE_CONTROL, "no-store")];
-    match query.format.as_deref() {
-        Some("json") => (no_store, Json(status)).into_response(),
-        _ => (no_store, Html(render(&status))).into_response(),
+    if json {
+        (no_store, Json(status)).into_response()
+    } else {
+        (no_store, Html(render(&status))).into_response()
     }
 }
 

@@ -356,6 +356,11 @@ async fn the_status_page_shows_instances_registrations_calls_and_the_cache() {
         shown.contains("status_p1") && shown.contains("status_p2"),
         "{shown:?}"
     );
+    // A format it does not know is refused, not answered with HTML.
+    let (code, _, body) = get(&format!("{c1}/_svckit/status?format=xml")).await;
+    assert_eq!(code, 400, "{}", String::from_utf8_lossy(&body));
+    let (code, content_type, _) = get(&format!("{c1}/_svckit/status?format=JSON")).await;
+    assert_eq!((code, content_type.as_str()), (200, "application/json"));
     // A TTL cell for every instance ("4 s"), none missing.
     assert!(
         instances.iter().all(|r| r[2].ends_with(" s")),

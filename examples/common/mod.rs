@@ -23,7 +23,11 @@ pub(crate) fn init_telemetry(service: &str) {
 
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let json = std::env::var("SVCKIT_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let format = std::env::var("SVCKIT_LOG_FORMAT").unwrap_or_default();
+    let json = format.eq_ignore_ascii_case("json");
+    if !json && !format.is_empty() && !format.eq_ignore_ascii_case("text") {
+        eprintln!("SVCKIT_LOG_FORMAT={format:?} is neither json nor text: logging text");
+    }
     let logs = if json {
         tracing_subscriber::fmt::layer()
             .json()
@@ -66,6 +70,9 @@ fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
         let handle = recorder.handle();
         // Fails only when another recorder is installed; the metrics then go there.
         let _ = metrics::set_global_recorder(recorder);
+        // `# HELP` lines and units for the registry's families (the balancer and the cache
+        // describe theirs when they first record).
+        svckit::registry::describe_metrics();
         handle
     })
 }

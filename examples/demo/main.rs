@@ -222,14 +222,20 @@ fn scrape(prometheus: &mut Option<Prometheus>, name: &str, addr: &str) -> anyhow
     }
 }
 
-/// The thumbnail cache's hit ratio over both instances, once Prometheus has scraped the
-/// `front_gets` thumbnail requests.
-async fn print_hit_ratio(prometheus: &Prometheus, front_gets: usize) -> anyhow::Result<()> {
+/// The thumbnail cache's hit ratio over both instances, once Prometheus has scraped every
+/// get the instances counted (their own `/stats`; a fetch from the owner is a get there too).
+async fn print_hit_ratio(prometheus: &Prometheus, thumbs: &[String]) -> anyhow::Result<()> {
+    let mut counted = 0;
+    for t in thumbs {
+        let (_, body) = http_get(&format!("http://{t}/stats")).await?;
+        let stats: serde_json::Value = serde_json::from_slice(&body)?;
+        counted += stats["gets"].as_u64().unwrap_or(0);
+    }
     let gets = "sum(svckit_cache_gets_total{group=\"thumbnails\"})";
     let deadline = Instant::now() + Duration::from_secs(10);
-    while prometheus.scalar(gets).await?.unwrap_or(0.0) < front_gets as f64 {
+    while prometheus.scalar(gets).await? != Some(counted as f64) {
         if Instant::now() > deadline {
-            bail!("prometheus did not see the thumbnail gets within 10 s");
+            bail!("prometheus did not see the {counted} thumbnail gets within 10 s");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -367,7 +373,7 @@ async fn run(args: Args, etcd: String, fleet: &mut Fleet) -> anyhow::Result<()> 
         wanted.len() * 2
     );
     if let Some(p) = &prometheus {
-        print_hit_ratio(p, wanted.len() * 2).await?;
+        print_hit_ratio(p, &thumbs).await?;
     }
 
     // A rolling restart during a client run.

@@ -172,41 +172,64 @@ impl Prometheus {
     }
 }
 
-/// Prints requests per second per product instance between `start` and `end`, one row per
-/// two seconds: who served while product1 drained and product4 came up.
+/// Prints, for every two seconds between `start` and `end`, the product requests each
+/// instance served: differences of its request counter as Prometheus scraped it, so the
+/// columns add up to what the instances counted (`-`: not running then).
 pub(crate) async fn print_requests_per_instance(
     prometheus: &Prometheus,
     start: SystemTime,
     end: SystemTime,
 ) -> anyhow::Result<()> {
     // The last scrapes of the run must be in before the range is read.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let step = Duration::from_secs(2);
     let series = prometheus
         .range(
-            "sum by (process) (rate(svckit_http_server_requests_total{service=\"productservice\",route=\"/prod/{id}\"}[2s]))",
+            "sum by (process) (svckit_http_server_requests_total{service=\"productservice\",route=\"/prod/{id}\"})",
             start,
-            end,
-            Duration::from_secs(2),
+            end + step,
+            step,
         )
         .await?;
-    let mut times: Vec<f64> = series.values().flatten().map(|(t, _)| *t).collect();
-    times.sort_by(f64::total_cmp);
-    times.dedup();
-    let t0 = times.first().copied().unwrap_or_default();
-    let mut header = format!("  {:>5}", "t (s)");
+    let secs = |t: SystemTime| {
+        t.duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64()
+    };
+    let t0 = secs(start);
+    let steps = ((secs(end) - t0) / step.as_secs_f64()).ceil() as usize + 1;
+    let mut header = format!("  {:>7}", "t (s)");
     for name in series.keys() {
         header.push_str(&format!(" {name:>9}"));
     }
-    println!("{header}   (requests/s per instance, from Prometheus)");
-    for t in &times {
-        let mut row = format!("  {:>5.0}", t - t0);
-        for points in series.values() {
-            match points.iter().find(|(pt, _)| pt == t) {
-                Some((_, v)) => row.push_str(&format!(" {v:>9.0}")),
+    println!("{header}   (requests served in the 2 s before t, from Prometheus)");
+    let mut totals = vec![0.0; series.len()];
+    for i in 1..steps {
+        let (t, before) = (t0 + (i * 2) as f64, t0 + ((i - 1) * 2) as f64);
+        let mut row = format!("  {:>7}", i * 2);
+        for (n, points) in series.values().enumerate() {
+            let at = |t: f64| {
+                points
+                    .iter()
+                    .find(|(pt, _)| (pt - t).abs() < 0.01)
+                    .map(|p| p.1)
+            };
+            match at(t) {
+                // A counter that was not there before started at 0 in between.
+                Some(now) => {
+                    let served = now - at(before).unwrap_or(0.0);
+                    totals[n] += served;
+                    row.push_str(&format!(" {served:>9.0}"));
+                }
                 None => row.push_str(&format!(" {:>9}", "-")),
             }
         }
         println!("{row}");
     }
+    let mut row = format!("  {:>7}", "total");
+    for total in totals {
+        row.push_str(&format!(" {total:>9.0}"));
+    }
+    println!("{row}");
     Ok(())
 }
