@@ -5,7 +5,7 @@
 //! through [`Discovery`]: a cheap snapshot per name, a [`ServiceWatch`] to await changes, and
 //! [`ServiceDiscover`], an adapter to tower's `Discover`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::fmt;
 use std::pin::Pin;
@@ -25,13 +25,16 @@ use crate::store::{Listing, WatchEvent};
 use crate::task::OwnedTask;
 use crate::telemetry::{DISCOVERY_INSTANCES, DISCOVERY_MALFORMED, DISCOVERY_RESYNCS};
 
+/// How many malformed keys the view remembers having counted.
+const MAX_MALFORMED_REMEMBERED: usize = 10_000;
+
 /// Counters of the discovery view.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DiscoveryStats {
-    /// Entries under the prefix skipped because they do not fit the layout, each time they
-    /// are read (a relist counts them again; a put with a malformed value also counts as an
-    /// event).
+    /// Entries under the prefix skipped because they do not fit the layout, each key once
+    /// while it stays malformed (a relist does not count it again; a key deleted and written
+    /// malformed again counts again once a relist has seen it gone).
     pub malformed_skipped: u64,
     /// Full listings (initial, after a broken or compacted watch, and reconcile).
     pub relists: u64,
@@ -89,6 +92,8 @@ struct Shared {
     view: Mutex<View>,
     state: watch::Sender<DiscoveryState>,
     malformed: AtomicU64,
+    /// The malformed keys counted so far (at most [`MAX_MALFORMED_REMEMBERED`]).
+    malformed_seen: Mutex<HashSet<String>>,
     relists: AtomicU64,
     events: AtomicU64,
     compactions: AtomicU64,
@@ -120,6 +125,7 @@ impl Discovery {
             view: Mutex::new(View::default()),
             state: watch::Sender::new(DiscoveryState::Connecting),
             malformed: AtomicU64::new(0),
+            malformed_seen: Mutex::new(HashSet::new()),
             relists: AtomicU64::new(0),
             events: AtomicU64::new(0),
             compactions: AtomicU64::new(0),
@@ -253,10 +259,24 @@ impl fmt::Debug for ViewWriter {
 }
 
 impl ViewWriter {
+    /// Skips a malformed entry: logged and counted the first time its key is seen malformed.
     fn skip(&self, bad: &MalformedEntry) {
-        self.shared.malformed.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(DISCOVERY_MALFORMED).increment(1);
-        tracing::warn!(key = %bad.key, reason = bad.reason, "skipping malformed registry entry");
+        let mut seen = self
+            .shared
+            .malformed_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= MAX_MALFORMED_REMEMBERED {
+            // A flood of bad keys: forget them (they count again) rather than grow.
+            seen.clear();
+        }
+        if seen.insert(bad.key.clone()) {
+            self.shared.malformed.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(DISCOVERY_MALFORMED).increment(1);
+            tracing::warn!(key = %bad.key, reason = bad.reason, "skipping malformed registry entry");
+        } else {
+            tracing::debug!(key = %bad.key, reason = bad.reason, "skipping malformed registry entry (seen before)");
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, View> {
@@ -286,6 +306,7 @@ impl ViewWriter {
         entries: impl IntoIterator<Item = Result<Instance, MalformedEntry>>,
     ) {
         let mut listed: HashMap<String, Vec<Instance>> = HashMap::new();
+        let mut malformed = Vec::new();
         for entry in entries {
             match entry {
                 Ok(i) => match listed.get_mut(i.name()) {
@@ -294,8 +315,19 @@ impl ViewWriter {
                         listed.insert(i.name().to_owned(), vec![i]);
                     }
                 },
-                Err(bad) => self.skip(&bad),
+                Err(bad) => malformed.push(bad),
             }
+        }
+        // The listing says which keys are malformed now: forget those that are gone, then
+        // count the new ones.
+        let now: HashSet<&str> = malformed.iter().map(|b| b.key.as_str()).collect();
+        self.shared
+            .malformed_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k| now.contains(k.as_str()));
+        for bad in &malformed {
+            self.skip(bad);
         }
         self.shared.relists.fetch_add(1, Ordering::Relaxed);
         let mut view = self.lock();

@@ -128,9 +128,16 @@ async fn the_instances_gauge_follows_the_set_discovery_sees() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_malformed_key_under_the_prefix_is_counted() {
+async fn a_malformed_key_under_the_prefix_is_counted_once() {
     let etcd = Etcd::start();
-    let registry = connect(etcd.endpoint()).await;
+    install();
+    // Re-lists every 200 ms: each would count the key again if keys were not remembered.
+    let registry = EtcdRegistry::connect(
+        options(etcd.endpoint(), Duration::from_secs(10))
+            .reconcile_interval(Duration::from_millis(200)),
+    )
+    .await
+    .unwrap();
     let discovery = registry.discovery();
     let _ok = register(&registry, "ok", "m_malformed").await;
     until_value(
@@ -153,6 +160,30 @@ async fn a_malformed_key_under_the_prefix_is_counted() {
     }
     assert_eq!(scrape().sum(MALFORMED, &[]), before + 1.0);
     assert_eq!(discovery.instances("m_malformed").len(), 1);
+    let relists = discovery.stats().relists;
+    let start = Instant::now();
+    while discovery.stats().relists < relists + 3 {
+        assert!(start.elapsed() < Duration::from_secs(5), "no reconcile");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(scrape().sum(MALFORMED, &[]), before + 1.0, "counted again by a re-list");
+    assert_eq!(discovery.stats().malformed_skipped, 1);
+
+    // Deleted, seen gone by a re-list, written again: a new malformed entry, counted.
+    raw.delete("/services/not-an-id/m_malformed", None).await.unwrap();
+    let relists = discovery.stats().relists;
+    while discovery.stats().relists < relists + 2 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    raw.put("/services/not-an-id/m_malformed", "127.0.0.1:3", None)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while discovery.stats().malformed_skipped < 2 {
+        assert!(start.elapsed() < Duration::from_secs(5), "not counted again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(scrape().sum(MALFORMED, &[]), before + 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
