@@ -166,11 +166,17 @@ async fn a_malformed_key_under_the_prefix_is_counted_once() {
         assert!(start.elapsed() < Duration::from_secs(5), "no reconcile");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(scrape().sum(MALFORMED, &[]), before + 1.0, "counted again by a re-list");
+    assert_eq!(
+        scrape().sum(MALFORMED, &[]),
+        before + 1.0,
+        "counted again by a re-list"
+    );
     assert_eq!(discovery.stats().malformed_skipped, 1);
 
     // Deleted, seen gone by a re-list, written again: a new malformed entry, counted.
-    raw.delete("/services/not-an-id/m_malformed", None).await.unwrap();
+    raw.delete("/services/not-an-id/m_malformed", None)
+        .await
+        .unwrap();
     let relists = discovery.stats().relists;
     while discovery.stats().relists < relists + 2 {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -180,7 +186,10 @@ async fn a_malformed_key_under_the_prefix_is_counted_once() {
         .unwrap();
     let start = Instant::now();
     while discovery.stats().malformed_skipped < 2 {
-        assert!(start.elapsed() < Duration::from_secs(5), "not counted again");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "not counted again"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(scrape().sum(MALFORMED, &[]), before + 2.0);
