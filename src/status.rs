@@ -306,6 +306,7 @@ fn cache_row(cache: &Cache) -> CacheRow {
             GroupRow {
                 name: group.name().to_owned(),
                 gets: stats.gets,
+                served_to_peers: stats.server_requests,
                 hits: stats.cache_hits,
                 hit_ratio: (stats.gets > 0).then(|| stats.cache_hits as f64 / stats.gets as f64),
                 peer_loads: stats.peer_loads,
@@ -458,6 +459,8 @@ pub struct GroupRow {
     pub name: String,
     /// Gets, from callers here and from peers.
     pub gets: u64,
+    /// Of `gets`, those peers sent (fetches of keys this node owns, handoff asks).
+    pub served_to_peers: u64,
     /// Gets answered from memory.
     pub hits: u64,
     /// `hits / gets` (None before the first get).
@@ -716,7 +719,7 @@ fn render(s: &Status) -> String {
     }
     for c in &s.caches {
         let _ = write!(h, "<h3>node <code>{}</code></h3>", esc(&c.node));
-        h.push_str("<table><tr><th>group</th><th>gets</th><th>hit ratio</th><th>bytes / budget</th><th>items</th><th>evictions</th><th>from peers</th><th>loaded here</th><th>peer errors</th><th>getter errors</th></tr>");
+        h.push_str("<table><tr><th>group</th><th>gets</th><th>hit ratio</th><th>bytes / budget</th><th>items</th><th>evictions</th><th>from peers</th><th>loaded here</th><th>served to peers</th><th>peer errors</th><th>getter errors</th></tr>");
         for g in &c.groups {
             let used = if g.budget_bytes > 0 {
                 g.bytes as f64 / g.budget_bytes as f64
@@ -725,7 +728,7 @@ fn render(s: &Status) -> String {
             };
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td class=\"n\">{}</td><td>{}{}</td><td>{}{} / {}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n{}\">{}</td><td class=\"n{}\">{}</td></tr>",
+                "<tr><td>{}</td><td class=\"n\">{}</td><td>{}{}</td><td>{}{} / {}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n{}\">{}</td><td class=\"n{}\">{}</td></tr>",
                 esc(&g.name),
                 g.gets,
                 bar(g.hit_ratio.unwrap_or(0.0)),
@@ -737,6 +740,7 @@ fn render(s: &Status) -> String {
                 g.evictions,
                 g.peer_loads,
                 g.local_loads,
+                g.served_to_peers,
                 if g.peer_errors > 0 { " bad" } else { "" },
                 g.peer_errors,
                 if g.getter_errors > 0 { " bad" } else { "" },
