@@ -4,7 +4,7 @@
 //! they are built with the `otel` feature there).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use svckit::balancer::{HttpClient, Limits};
 use svckit::registry::{Discovery, EtcdOptions, EtcdRegistry, Registry};
 use svckit::status::Status;
 use svckit_testing::process::{example_bin, spawn_example as spawn, terminate};
-use svckit_testing::{free_port, CountingOrigin, Etcd};
+use svckit_testing::{free_port, CountingOrigin, Etcd, Prometheus};
 use tokio::process::{Child, Command};
 
 async fn wait_until(what: &str, ok: impl FnMut() -> bool) {
@@ -369,14 +369,6 @@ async fn the_status_page_shows_instances_registrations_calls_and_the_cache() {
     );
 }
 
-/// A real Prometheus (Debian's `prometheus`), when installed.
-fn prometheus_bin() -> Option<PathBuf> {
-    ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-}
-
 /// An instant query through Prometheus' HTTP API: label set → value.
 async fn query(prometheus: &str, q: &str) -> Vec<(BTreeMap<String, String>, f64)> {
     let encoded =
@@ -420,7 +412,7 @@ async fn eventually(prometheus: &str, q: &str, ok: impl Fn(f64) -> bool) -> f64 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_real_prometheus_sees_the_families_move_with_the_traffic() {
-    let Some(bin) = prometheus_bin() else {
+    if Prometheus::binary().is_none() {
         eprintln!(
             "prometheus is not installed (./scripts/install-deps --tests installs it): skipped"
         );
@@ -444,49 +436,19 @@ async fn a_real_prometheus_sees_the_families_move_with_the_traffic() {
     let client_port = free_port();
     let client = format!("127.0.0.1:{client_port}");
 
-    // Prometheus scrapes all five processes every 500 ms.
-    let dir = tempfile::tempdir().unwrap();
-    let targets: Vec<String> = [&p1, &p2, &c1, &c2]
-        .iter()
-        .map(|u| u.trim_start_matches("http://").to_owned())
-        .chain([client.clone()])
-        .collect();
-    // The README's alerting rules (docs/prometheus-alerts.yml) are loaded and evaluated too.
+    // Prometheus scrapes all five processes every 500 ms, and loads and evaluates the README's
+    // alerting rules (docs/prometheus-alerts.yml).
     let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/prometheus-alerts.yml");
-    let config = format!(
-        "global:\n  scrape_interval: 500ms\n  scrape_timeout: 400ms\n  evaluation_interval: 500ms\nrule_files: ['{rules}']\nscrape_configs:\n  - job_name: svckit\n    static_configs:\n      - targets: {targets:?}\n"
-    );
-    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-    let prom_port = free_port();
-    let prometheus = format!("http://127.0.0.1:{prom_port}");
-    let _prometheus = Command::new(bin)
-        .arg(format!(
-            "--config.file={}",
-            dir.path().join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .arg("--log.level=warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start prometheus");
-    let ready = format!("{prometheus}/-/ready");
-    let mut up = false;
-    for _ in 0..150 {
-        let answer = HttpClient::new().get(&ready, Limits::default()).await;
-        if answer.is_ok_and(|r| r.status() == 200) {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut server = Prometheus::start(Duration::from_millis(500), &[rules])
+        .await
+        .unwrap();
+    for (label, url) in [("p1", &p1), ("p2", &p2), ("c1", &c1), ("c2", &c2)] {
+        server
+            .scrape(label, url.trim_start_matches("http://"))
+            .unwrap();
     }
-    assert!(up, "prometheus did not become ready within 15 s");
+    server.scrape("client", &client).unwrap();
+    let prometheus = server.url();
     eventually(&prometheus, "count(up{job=\"svckit\"} == 1)", |v| v == 4.0).await;
 
     // Traffic: 200 product calls through the client; 30 keys asked twice at one cache node.

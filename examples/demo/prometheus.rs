@@ -1,78 +1,32 @@
 //! `--prometheus`: a real Prometheus (Debian's `prometheus`) scraping every demo process's
 //! `/metrics` every 500 ms, and what the demo asks of it through its HTTP query API.
 //!
-//! The targets live in a file Prometheus watches (`file_sd_configs`), rewritten whenever the
-//! demo starts a process, so an instance started during the rolling restart is scraped too.
+//! The demo adds each process it starts to the targets, so an instance started during the
+//! rolling restart is scraped too.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use svckit::balancer::{HttpClient, Limits};
 
-/// A running Prometheus; killed when dropped.
+/// The demo's Prometheus (a real one, started by `svckit_testing::Prometheus`) and the
+/// queries the demo asks of it.
 pub(crate) struct Prometheus {
+    server: svckit_testing::Prometheus,
     url: String,
-    dir: tempfile::TempDir,
-    /// label → `host:port`, in the targets file.
-    targets: BTreeMap<String, String>,
-    _child: tokio::process::Child,
 }
 
 impl Prometheus {
-    /// Starts Prometheus on a free loopback port with an empty target list.
+    /// Starts Prometheus on a free loopback port with an empty target list, scraping every
+    /// 500 ms.
     pub(crate) async fn start() -> anyhow::Result<Self> {
-        let bin = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file())
-            .context("prometheus is not installed (./scripts/demo --prometheus installs it)")?;
-        let dir = tempfile::tempdir()?;
-        let config = format!(
-            "global:\n  scrape_interval: 500ms\n  scrape_timeout: 400ms\n\
-             scrape_configs:\n  - job_name: svckit\n    file_sd_configs:\n      - files: ['{}']\n        refresh_interval: 1s\n",
-            dir.path().join("targets.json").display()
-        );
-        std::fs::write(dir.path().join("prometheus.yml"), config)?;
-        std::fs::write(dir.path().join("targets.json"), "[]")?;
-        let port = svckit_testing::free_port();
-        let child = tokio::process::Command::new(bin)
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("cannot start prometheus")?;
-        let prometheus = Self {
-            url: format!("http://127.0.0.1:{port}"),
-            dir,
-            targets: BTreeMap::new(),
-            _child: child,
-        };
-        for _ in 0..100 {
-            if prometheus
-                .get("/-/ready")
-                .await
-                .is_ok_and(|(s, _)| s == 200)
-            {
-                return Ok(prometheus);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        bail!("prometheus did not become ready within 10 s")
+        let server = svckit_testing::Prometheus::start(Duration::from_millis(500), &[])
+            .await
+            .map_err(|e| anyhow::anyhow!("{e} (./scripts/demo --prometheus installs it)"))?;
+        let url = server.url();
+        Ok(Self { server, url })
     }
 
     /// Its base URL.
@@ -82,22 +36,12 @@ impl Prometheus {
 
     /// Adds a target (`/metrics` at `addr`) labelled `name`.
     pub(crate) fn scrape(&mut self, name: &str, addr: &str) -> anyhow::Result<()> {
-        self.targets.insert(name.to_owned(), addr.to_owned());
-        let groups: Vec<serde_json::Value> = self
-            .targets
-            .iter()
-            .map(|(name, addr)| serde_json::json!({"targets": [addr], "labels": {"process": name}}))
-            .collect();
-        // Written whole, then renamed: Prometheus never reads half a file.
-        let tmp = self.dir.path().join("targets.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&groups)?)?;
-        std::fs::rename(tmp, self.dir.path().join("targets.json"))?;
-        Ok(())
+        Ok(self.server.scrape(name, addr)?)
     }
 
     /// Waits until every target is up.
     pub(crate) async fn wait_scraping(&self) -> anyhow::Result<()> {
-        let want = self.targets.len() as f64;
+        let want = self.server.targets() as f64;
         for _ in 0..100 {
             if self.scalar("count(up == 1)").await? == Some(want) {
                 return Ok(());

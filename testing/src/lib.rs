@@ -62,6 +62,7 @@ mod origin;
 #[cfg(feature = "otel")]
 pub mod otel;
 pub mod process;
+mod prometheus;
 mod proxy;
 
 use std::net::TcpListener;
@@ -70,6 +71,7 @@ use std::path::{Path, PathBuf};
 pub use cluster::EtcdCluster;
 pub use etcd::{Etcd, EtcdBuilder};
 pub use origin::CountingOrigin;
+pub use prometheus::Prometheus;
 pub use proxy::Proxy;
 
 /// How to install the etcd binary when it is missing.
