@@ -11,7 +11,9 @@ use std::time::Duration;
 use svckit::balancer::{HttpClient, Limits};
 use svckit::registry::{Discovery, EtcdOptions, EtcdRegistry, Registry};
 use svckit::status::Status;
-use svckit_testing::process::{example_bin, spawn_example as spawn, terminate};
+use svckit_testing::process::{
+    example_bin, spawn_example as spawn, spawn_example_with_env, terminate,
+};
 use svckit_testing::{free_port, CountingOrigin, Etcd, Prometheus};
 use tokio::process::{Child, Command};
 
@@ -60,24 +62,10 @@ async fn discovery(etcd: &Etcd) -> (EtcdRegistry, Discovery) {
     (registry, discovery)
 }
 
-/// Starts the example `name` with `args` and the environment `env` (`RUST_LOG=warn` unless
-/// set), stdout discarded, killed on drop.
+/// [`spawn_example_with_env`] with the span files and the like given as paths.
 fn spawn_with(name: &str, args: &[&str], env: &[(&str, &Path)]) -> Child {
-    let mut command = Command::new(example_bin(name));
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true);
-    if std::env::var_os("RUST_LOG").is_none() {
-        command.env("RUST_LOG", "warn");
-    }
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    command
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {name}: {e}"))
+    let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+    spawn_example_with_env(name, args, &env)
 }
 
 /// A product instance on a free port, with its base URL.
@@ -202,7 +190,7 @@ fn table<'a>(tables: &'a [Vec<Vec<String>>], first: &str) -> &'a [Vec<String>] {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_status_page_shows_instances_registrations_calls_and_the_cache() {
-    let etcd = Etcd::start();
+    let mut etcd = Etcd::start();
     let endpoint = etcd.endpoint();
     let (_registry, discovery) = discovery(&etcd).await;
     let origin = CountingOrigin::default();
@@ -364,6 +352,30 @@ async fn the_status_page_shows_instances_registrations_calls_and_the_cache() {
         instances.iter().all(|r| r[2].ends_with(" s")),
         "{instances:?}"
     );
+
+    // etcd gone: the page still answers (its lookups have a 1 s budget), from the last view,
+    // and says what it could not ask.
+    etcd.stop();
+    let s = status(&p1).await;
+    assert!(
+        s.notes
+            .iter()
+            .any(|n| n.starts_with("lease TTLs unavailable")),
+        "{:?}",
+        s.notes
+    );
+    let products = s
+        .discovery
+        .services
+        .iter()
+        .find(|svc| svc.name == "productservice")
+        .expect("the last view");
+    assert_eq!(products.instances.len(), 2);
+    assert!(products
+        .instances
+        .iter()
+        .all(|i| i.lease_ttl_seconds.is_none()));
+    assert_eq!(s.registrations[0].in_registry, None);
 }
 
 /// An instant query through Prometheus' HTTP API: label set → value.

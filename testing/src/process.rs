@@ -72,9 +72,19 @@ pub fn example_bin(name: &str) -> PathBuf {
 /// Starts the example `name` with `args`: stdin closed, stdout discarded, stderr inherited,
 /// `RUST_LOG=warn` unless the environment sets it, killed when the handle is dropped.
 pub fn spawn_example(name: &str, args: &[&str]) -> Child {
+    spawn_example_with_env(name, args, &[])
+}
+
+/// [`spawn_example`] with the environment variables `env` set too.
+pub fn spawn_example_with_env(
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Child {
     let mut command = Command::new(example_bin(name));
     command
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .kill_on_drop(true);
