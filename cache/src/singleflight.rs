@@ -136,38 +136,42 @@ impl<V: Clone + Send + Sync + 'static> SingleFlight<V> {
             let fut = start_load();
             let cancel = self.cancel.clone();
             let span = tracing::debug_span!("flight", id);
+            // In the span of the caller that started it too (its parent, when the flight span
+            // is enabled; else its stand-in): what the load logs, and the trace context of the
+            // requests it sends, belong to that caller's get. Only the load is instrumented, so
+            // the task lets go of both spans before it publishes: a caller's span ends when
+            // its get returns, not whenever this task is next polled.
+            let caller = tracing::Span::current();
             // Spawned with the map unlocked: while the runtime shuts down, tokio drops a new
             // task's future inside `spawn`, and the guard's drop then takes the map lock; had
             // we held it here, this thread would deadlock on itself.
-            let task = tokio::spawn(
-                async move {
+            let task = tokio::spawn(async move {
+                let out = async {
                     let out = tokio::select! {
                         biased;
                         _ = cancel.cancelled() => None,
                         r = AssertUnwindSafe(fut).catch_unwind() => Some(r),
                     };
-                    let out = match out {
+                    match out {
                         Some(Ok(v)) => Ok(v),
                         Some(Err(_)) => {
                             tracing::warn!("load panicked");
                             Err(FlightError::Panicked)
                         }
                         None => Err(FlightError::Stopped),
-                    };
-                    // Forget the flight first, then publish. The other order would let a
-                    // caller arriving after the outcome join a finished flight and receive a
-                    // stale outcome: an error would in effect be cached. A caller arriving now
-                    // starts a new flight, which finds a loaded value in the cache (populated
-                    // inside the load).
-                    drop(guard);
-                    tx.send_replace(Some(out));
+                    }
                 }
-                // In the span of the caller that started it too (its parent, when the flight
-                // span is enabled; else its stand-in): what the load logs, and the trace
-                // context of the requests it sends, belong to that caller's get.
                 .instrument(span)
-                .instrument(tracing::Span::current()),
-            );
+                .instrument(caller)
+                .await;
+                // Forget the flight first, then publish. The other order would let a caller
+                // arriving after the outcome join a finished flight and receive a stale
+                // outcome: an error would in effect be cached. A caller arriving now starts a
+                // new flight, which finds a loaded value in the cache (populated inside the
+                // load).
+                drop(guard);
+                tx.send_replace(Some(out));
+            });
             // Store the handle only in our own entry: a finished load has removed it already
             // (and a later flight of the key may have replaced it).
             if let Some(flight) = lock(&self.flights).get_mut(key).filter(|f| f.id == id) {

@@ -10,6 +10,10 @@ use crate::cluster::EtcdCluster;
 use crate::free_ports;
 use crate::member::{Member, ServerConfig, TlsFiles, START_TIMEOUT};
 
+/// How many sets of ports starting etcd tries: another process may bind a port between
+/// [`free_ports`] checking it and etcd binding it; the next set is then taken.
+const PORT_ATTEMPTS: usize = 3;
+
 /// A real etcd server on loopback, killed when dropped.
 #[derive(Debug)]
 pub struct Etcd {
@@ -77,16 +81,22 @@ impl EtcdBuilder {
     /// When client certificate authentication is asked for without TLS, the files cannot be
     /// written, the `etcd` binary is missing or the server does not become healthy.
     pub fn start(self) -> Etcd {
-        let dir = temp_dir("svckit-etcd-");
-        let ports = free_ports(3);
-        let ports = [ports[0], ports[1], ports[2]];
-        let name = "svckit-test";
-        let initial_cluster = format!("{name}=http://127.0.0.1:{}", ports[1]);
-        let config = self.server_config(&dir, initial_cluster, ports[0]);
-        let mut member = Member::new(name.to_owned(), dir.path().to_owned(), ports, config);
-        member.spawn();
-        member.wait_started(START_TIMEOUT);
-        Etcd { member, _dir: dir }
+        for attempt in 1..=PORT_ATTEMPTS {
+            let dir = temp_dir("svckit-etcd-");
+            let ports = free_ports(3);
+            let ports = [ports[0], ports[1], ports[2]];
+            let name = "svckit-test";
+            let initial_cluster = format!("{name}=http://127.0.0.1:{}", ports[1]);
+            let config = self.server_config(&dir, initial_cluster, ports[0]);
+            let mut member = Member::new(name.to_owned(), dir.path().to_owned(), ports, config);
+            member.spawn();
+            match member.try_wait_started(START_TIMEOUT) {
+                Ok(()) => return Etcd { member, _dir: dir },
+                Err(_) if attempt < PORT_ATTEMPTS && member.port_taken() => {}
+                Err(exited) => panic!("{exited}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     /// Starts a cluster of `members` etcd servers on loopback as configured (`m0`, `m1`, …,
@@ -97,37 +107,44 @@ impl EtcdBuilder {
     /// As [`start`](Self::start); also when `members` is 0.
     pub fn start_cluster(self, members: usize) -> EtcdCluster {
         assert!(members > 0, "a cluster needs at least one member");
-        let dir = temp_dir("svckit-etcd-cluster-");
-        let ports = free_ports(3 * members);
-        let names: Vec<String> = (0..members).map(|i| format!("m{i}")).collect();
-        let initial_cluster = names
-            .iter()
-            .zip(ports.chunks(3))
-            .map(|(name, p)| format!("{name}=http://127.0.0.1:{}", p[1]))
-            .collect::<Vec<_>>()
-            .join(",");
-        let config = self.server_config(&dir, initial_cluster, ports[0]);
-        let mut members: Vec<Member> = names
-            .into_iter()
-            .zip(ports.chunks(3))
-            .map(|(name, p)| {
-                let root = dir.path().join(&name);
-                Member::new(name, root, [p[0], p[1], p[2]], config.clone())
-            })
-            .collect();
-        // All at once: a member of a new cluster is healthy only once a quorum has met.
-        for member in &mut members {
-            member.spawn();
+        'attempts: for attempt in 1..=PORT_ATTEMPTS {
+            let dir = temp_dir("svckit-etcd-cluster-");
+            let ports = free_ports(3 * members);
+            let names: Vec<String> = (0..members).map(|i| format!("m{i}")).collect();
+            let initial_cluster = names
+                .iter()
+                .zip(ports.chunks(3))
+                .map(|(name, p)| format!("{name}=http://127.0.0.1:{}", p[1]))
+                .collect::<Vec<_>>()
+                .join(",");
+            let config = self.server_config(&dir, initial_cluster, ports[0]);
+            let mut members: Vec<Member> = names
+                .into_iter()
+                .zip(ports.chunks(3))
+                .map(|(name, p)| {
+                    let root = dir.path().join(&name);
+                    Member::new(name, root, [p[0], p[1], p[2]], config.clone())
+                })
+                .collect();
+            // All at once: a member of a new cluster is healthy only once a quorum has met.
+            for member in &mut members {
+                member.spawn();
+            }
+            for member in &mut members {
+                match member.try_wait_started(START_TIMEOUT) {
+                    Ok(()) => {}
+                    Err(_) if attempt < PORT_ATTEMPTS && member.port_taken() => continue 'attempts,
+                    Err(exited) => panic!("{exited}"),
+                }
+            }
+            return EtcdCluster::new(members, dir);
         }
-        for member in &mut members {
-            member.wait_started(START_TIMEOUT);
-        }
-        EtcdCluster::new(members, dir)
+        unreachable!("the last attempt returns or panics")
     }
 
     /// Writes the TLS files into `dir` and gathers what every member is started with.
     fn server_config(
-        self,
+        &self,
         dir: &tempfile::TempDir,
         initial_cluster: String,
         first_port: u16,
@@ -136,7 +153,7 @@ impl EtcdBuilder {
             self.client_ca.is_none() || self.server_identity.is_some(),
             "client_cert_auth_pem needs tls_pem: etcd checks client certificates only over TLS"
         );
-        let tls = self.server_identity.map(|(cert_pem, key_pem)| {
+        let tls = self.server_identity.as_ref().map(|(cert_pem, key_pem)| {
             let write = |name: &str, pem: &[u8]| {
                 let path = dir.path().join(name);
                 std::fs::write(&path, pem)
@@ -144,8 +161,8 @@ impl EtcdBuilder {
                 path
             };
             TlsFiles {
-                cert: write("server.pem", &cert_pem),
-                key: write("server-key.pem", &key_pem),
+                cert: write("server.pem", cert_pem),
+                key: write("server-key.pem", key_pem),
                 client_ca: self.client_ca.as_deref().map(|ca| write("ca.pem", ca)),
             }
         });
@@ -153,7 +170,7 @@ impl EtcdBuilder {
             tls,
             initial_cluster,
             token: format!("svckit-{}-{first_port}", std::process::id()),
-            extra_args: self.extra_args,
+            extra_args: self.extra_args.clone(),
         })
     }
 }

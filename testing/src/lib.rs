@@ -67,6 +67,7 @@ mod proxy;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 pub use cluster::EtcdCluster;
 pub use etcd::{Etcd, EtcdBuilder};
@@ -101,27 +102,45 @@ pub fn etcd_binary() -> PathBuf {
 }
 
 /// A loopback TCP port that was free a moment ago.
+///
+/// Taken below Linux's ephemeral range (32768–60999), from a counter private to this
+/// process: a port the kernel hands out for `:0` is also the source port of the next outgoing
+/// connection, and with many tests connecting at once one took an etcd's port between this
+/// check and etcd's bind. A port here is only taken by someone binding it on purpose.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral loopback port")
+    free_ports(1)[0]
 }
 
-/// `n` distinct loopback ports that were free a moment ago (all bound at once, so no two are
-/// the same).
+/// `n` distinct loopback ports that were free a moment ago (see [`free_port`]).
 pub(crate) fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| {
-            l.local_addr()
-                .expect("local address of a bound port")
-                .port()
-        })
-        .collect()
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    // Each test process starts at its own place in the span, so two test binaries (or a test
+    // and the example it started) rarely try the same ports.
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(2_654_435_761) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    let mut ports = Vec::with_capacity(n);
+    for _ in 0..SPAN {
+        if ports.len() == n {
+            break;
+        }
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    assert_eq!(
+        ports.len(),
+        n,
+        "no {n} free loopback ports in {FIRST}..{}",
+        FIRST + SPAN
+    );
+    ports
 }
 
 #[cfg(test)]
@@ -134,5 +153,10 @@ mod tests {
         ports.sort_unstable();
         ports.dedup();
         assert_eq!(ports.len(), 9, "{ports:?}");
+        // Below the kernel's ephemeral range, where outgoing connections take their ports.
+        assert!(
+            ports.iter().all(|&p| (20_000..32_000).contains(&p)),
+            "{ports:?}"
+        );
     }
 }

@@ -172,22 +172,36 @@ impl Member {
     /// Waits until a freshly spawned member is healthy; fails at once when it exited (a
     /// refused flag, a port taken) instead of waiting out the timeout.
     pub(crate) fn wait_started(&mut self, timeout: Duration) {
+        if let Err(exited) = self.try_wait_started(timeout) {
+            panic!("{exited}");
+        }
+    }
+
+    /// As [`wait_started`](Self::wait_started), but a member that exited is an error (the
+    /// message carries its log tail; [`port_taken`](Self::port_taken) tells whether another
+    /// process had bound one of its ports).
+    pub(crate) fn try_wait_started(&mut self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if self.is_healthy() {
-                return;
+                return Ok(());
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!(
+                return Err(format!(
                     "etcd member {} on {} exited ({status}); log tail:\n{}",
                     self.name,
                     self.endpoint(),
                     self.log_tail()
-                );
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         self.timed_out(timeout);
+    }
+
+    /// Whether the member's log says one of its ports was bound by another process.
+    pub(crate) fn port_taken(&self) -> bool {
+        self.log_tail().contains("address already in use")
     }
 
     /// Waits until `/health` on the metrics URL says `"health":"true"`.
