@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use svckit::balancer::{HttpClient, Limits};
 use svckit::registry::{Discovery, EtcdOptions, EtcdRegistry, Registry};
+use svckit_testing::metrics::Scrape;
 use svckit_testing::process::{example_bin, spawn_example as spawn, terminate};
 use svckit_testing::{free_port, Etcd};
 use tokio::process::{Child, Command};
@@ -50,6 +51,34 @@ async fn discovery(etcd: &Etcd) -> (EtcdRegistry, Discovery) {
     (registry, discovery)
 }
 
+/// Waits (up to 30 s) until instance `id` of productservice has answered a client's call,
+/// as its own `/metrics` counts them.
+async fn until_served(discovery: &Discovery, id: &str) {
+    let served = || async {
+        let Some(instance) = discovery
+            .instances("productservice")
+            .iter()
+            .find(|i| i.id() == id)
+            .cloned()
+        else {
+            return false;
+        };
+        let url = format!("http://{}/metrics", instance.addr());
+        let Ok(resp) = HttpClient::new().get(&url, Limits::default()).await else {
+            return false;
+        };
+        let text = String::from_utf8_lossy(resp.body()).into_owned();
+        Scrape::parse(&text).is_ok_and(|s| {
+            s.sum(
+                "svckit_http_server_requests_total",
+                &[("route", "/prod/{id}"), ("status", "2xx")],
+            ) > 0.0
+        })
+    };
+    let waited = svckit_testing::process::poll_until(Duration::from_secs(30), served).await;
+    assert!(waited.is_some(), "{id} served no call within 30 s");
+}
+
 fn product(endpoint: &str, id: &str) -> Child {
     let port = free_port().to_string();
     spawn(
@@ -82,7 +111,7 @@ async fn rolling_restart_during_a_client_run_loses_no_call() {
         .args(["--service", "productservice", "--balance", "round_robin"])
         .args([
             "--duration",
-            "9",
+            "15",
             "--concurrency",
             "4",
             "--json",
@@ -95,21 +124,24 @@ async fn rolling_restart_during_a_client_run_loses_no_call() {
         .output();
     let client = tokio::spawn(client);
 
-    // One by one: SIGTERM an instance (its key goes at once), start its replacement.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // One by one: SIGTERM an instance once the client has reached it (its key goes at
+    // once), start its replacement.
+    until_served(&discovery, "e2e_a").await;
     assert_eq!(
         sigterm_and_wait(&mut a).await,
         Some(0),
         "exit status after SIGTERM"
     );
-    assert_eq!(
-        ids(&discovery),
-        ["e2e_b"],
-        "the key is gone once the process exited"
-    );
+    // Deleted before the exit; this watch hears of it a moment later.
+    svckit_testing::process::wait_until(
+        "the key gone once the process exited",
+        Duration::from_secs(2),
+        || ids(&discovery) == ["e2e_b"],
+    )
+    .await;
     let _c = product(&endpoint, "e2e_c");
     wait_until("e2e_c registered", || ids(&discovery).len() == 2).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    until_served(&discovery, "e2e_c").await;
     assert_eq!(
         sigterm_and_wait(&mut b).await,
         Some(0),
@@ -117,6 +149,7 @@ async fn rolling_restart_during_a_client_run_loses_no_call() {
     );
     let _d = product(&endpoint, "e2e_d");
     wait_until("e2e_d registered", || ids(&discovery) == ["e2e_c", "e2e_d"]).await;
+    until_served(&discovery, "e2e_d").await;
 
     let out = client.await.unwrap().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -128,8 +128,10 @@ async fn consistent_hash_moves_only_the_deregistered_instances_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p2c_sends_under_10_percent_to_a_20x_slower_instance() {
-    let mut servers = servers(2, Duration::from_millis(10)).await;
-    servers.push(TestServer::start("slow", Duration::from_millis(200)).await);
+    // 50 ms against 1 s: slow enough that a loaded machine's queueing does not shrink the
+    // 20x between them.
+    let mut servers = servers(2, Duration::from_millis(50)).await;
+    servers.push(TestServer::start("slow", Duration::from_secs(1)).await);
     let c = Cluster::start(servers).await;
     let ep = builder(&HttpClient::new(), &c.discovery)
         .picker(Picker::P2c(P2c::from_seed(5)))

@@ -98,8 +98,10 @@ async fn bounded_load_hash_spreads_a_hot_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p2c_avoids_a_20x_slower_instance() {
-    let mut servers = servers(2, Duration::from_millis(10)).await;
-    servers.push(TestServer::start("slow", Duration::from_millis(200)).await);
+    // 50 ms against 1 s: slow enough that a loaded machine's queueing does not shrink the
+    // 20x between them.
+    let mut servers = servers(2, Duration::from_millis(50)).await;
+    servers.push(TestServer::start("slow", Duration::from_secs(1)).await);
     let ep = builder(&HttpClient::new(), &static_discovery(&servers))
         .picker(Picker::P2c(P2c::from_seed(3)))
         .build()
@@ -143,9 +145,11 @@ async fn retry_survives_a_server_killed_mid_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_lists_attempts_and_post_is_not_retried_after_a_timeout() {
-    let slow = servers(2, Duration::from_millis(500)).await;
+    // Answers far slower than the timeout, which leaves a loaded machine time to send each
+    // attempt's request before it times out.
+    let slow = servers(2, Duration::from_secs(3)).await;
     let ep = builder(&HttpClient::new(), &static_discovery(&slow))
-        .timeout(Duration::from_millis(50))
+        .timeout(Duration::from_millis(300))
         .retry(RetryPolicy::new(2, Duration::from_secs(5)))
         .build()
         .unwrap();
@@ -163,14 +167,31 @@ async fn retry_lists_attempts_and_post_is_not_retried_after_a_timeout() {
         other => panic!("expected RetriesExhausted, got {other:?}"),
     }
     assert!(err.is_timeout());
-    let hits: usize = slow.iter().map(TestServer::hits).sum();
+    let hits = || slow.iter().map(TestServer::hits).sum::<usize>();
+    until_hits(&hits, 2).await;
     let post = Call {
         method: http::Method::POST,
         ..Call::get("/id")
     };
     let err = ep.invoke(post).await.unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
-    assert_eq!(slow.iter().map(TestServer::hits).sum::<usize>(), hits + 1);
+    until_hits(&hits, 3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(hits(), 3, "the POST was sent once");
+}
+
+/// Waits (up to 5 s) until the servers have seen `n` requests.
+async fn until_hits(hits: &impl Fn() -> usize, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while hits() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} hits, not {n}",
+            hits()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(hits(), n);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

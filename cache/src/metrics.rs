@@ -82,6 +82,11 @@ pub(crate) fn retire(name: &str, stats: Stats) {
 /// Costs a snapshot of each group ([`Group::stats`](crate::Group::stats): a sum over its
 /// counter stripes and one short lock of each of its shards), never a walk of the entries.
 pub fn publish_metrics() {
+    // One publish at a time: gauges are set, so two scrapes at once could leave the older
+    // snapshot as the last written; and a publish holds its groups until it ends, so one
+    // running beside another could show a group just dropped elsewhere as still live.
+    static PUBLISHING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = PUBLISHING.lock().unwrap_or_else(|e| e.into_inner());
     let (groups, retired) = {
         let mut live = live();
         live.groups.retain(|g| g.strong_count() > 0);

@@ -178,11 +178,8 @@ async fn misbehaving_peers_are_counted_errors_with_local_fallback() {
             .peer_timeout(Duration::from_millis(300))
     })
     .await;
-    let refused = {
-        // A port nobody listens on.
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", l.local_addr().unwrap())
-    };
+    // A port nobody listens on (1 is reserved; nothing binds it).
+    let refused = "http://127.0.0.1:1".to_owned();
     let mut peers = vec![refused];
     for b in ["oversized", "garbage", "unavailable", "redirect", "slow"] {
         peers.push(fake_peer(b).await);

@@ -154,12 +154,14 @@ struct Busy {
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.busy.send_modify(|n| *n -= 1);
-        self.metrics.in_flight.decrement(1.0);
+        // Counted first, then let go: whoever sees the request leave the in-flight count
+        // (a drain, a test) sees it counted too.
         if let Some((route, class)) = &self.outcome {
             route.requests[*class].increment(1);
             route.duration.record(self.started.elapsed());
         }
+        self.metrics.in_flight.decrement(1.0);
+        self.busy.send_modify(|n| *n -= 1);
     }
 }
 

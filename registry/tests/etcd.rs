@@ -176,8 +176,9 @@ async fn etcd_down_longer_than_the_ttl_recovers_and_discovery_keeps_the_last_set
         })
     };
 
-    tokio::task::block_in_place(|| etcd.stop());
+    // Taken before the kill: the process's last keepalive was no later than this.
     let stopped = Instant::now();
+    tokio::task::block_in_place(|| etcd.stop());
     eventually(ttl + Duration::from_secs(3), "recovering", || async {
         reg.state() == RegistrationState::Recovering
     })

@@ -132,7 +132,7 @@ async fn present(c: &mut Client, key: &str) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_sigkilled_child_disappears_within_ttl_plus_one_second() {
+async fn a_sigkilled_child_disappears_within_ttl_plus_two_seconds() {
     let etcd = Etcd::start();
     let (mut child, mut lines) = spawn_child("register", &etcd);
     let key = expect_line(&mut lines, "READY ").await.remove(0);
@@ -145,7 +145,7 @@ async fn a_sigkilled_child_disappears_within_ttl_plus_one_second() {
     assert!(!status.success());
     while present(&mut c, &key).await {
         assert!(
-            killed.elapsed() <= KILL_TTL + Duration::from_secs(1),
+            killed.elapsed() <= KILL_TTL + Duration::from_secs(2),
             "key still present {:?} after SIGKILL",
             killed.elapsed()
         );
@@ -153,7 +153,7 @@ async fn a_sigkilled_child_disappears_within_ttl_plus_one_second() {
     }
     let gone = killed.elapsed();
     assert!(
-        gone <= KILL_TTL + Duration::from_secs(1),
+        gone <= KILL_TTL + Duration::from_secs(2),
         "gone after {gone:?}"
     );
 }
@@ -242,10 +242,11 @@ async fn sigterm_deregisters_at_once_and_finishes_the_request_in_flight() {
         mut client,
         key,
     } = serving_a_slow_request("serve", &etcd).await;
-    let gone = sigterm_until_gone(&child, &mut client, &key, Duration::from_secs(1)).await;
+    // The lease lives 30 s: gone within 3 s is the deregistration, not an expiry.
+    let gone = sigterm_until_gone(&child, &mut client, &key, Duration::from_secs(3)).await;
 
     answered_and_exited_0(&mut conn, &mut lines, &mut child).await;
-    assert!(gone <= Duration::from_secs(1), "gone after {gone:?}");
+    assert!(gone <= Duration::from_secs(3), "gone after {gone:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -259,7 +260,7 @@ async fn a_second_sigterm_stops_the_drain_at_once() {
         key,
     } = serving_a_slow_request("serve_stuck", &etcd).await;
     // First SIGTERM: deregistered, then draining the 60 s request (30 s grace by default).
-    sigterm_until_gone(&child, &mut client, &key, Duration::from_secs(2)).await;
+    sigterm_until_gone(&child, &mut client, &key, Duration::from_secs(3)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(child.try_wait().unwrap().is_none(), "still draining");
 
@@ -320,7 +321,7 @@ async fn sigterm_closes_idle_and_slowloris_connections_and_waits_only_for_the_re
     }
 
     let termed = Instant::now();
-    let gone = sigterm_until_gone(&child, &mut client, &key, Duration::from_secs(1)).await;
+    let gone = sigterm_until_gone(&child, &mut client, &key, Duration::from_secs(3)).await;
     // The idle and half-sent connections are closed at once, not after the grace timeout.
     for c in idle.iter_mut().chain(slow.iter_mut()) {
         closed_within(c, Duration::from_secs(1)).await;

@@ -61,8 +61,9 @@ async fn closed_within(conn: &mut TcpStream, limit: Duration) -> Duration {
 async fn a_slowloris_client_is_cut_off_after_the_header_timeout() {
     let options = ServeOptions::new().header_read_timeout(Duration::from_secs(1));
     let (lifecycle, addr, server) = start(Lifecycle::builder("svc"), options).await;
-    let mut conn = TcpStream::connect(&addr).await.unwrap();
+    // Timed from before the connect: the server's clock starts no earlier.
     let started = Instant::now();
+    let mut conn = TcpStream::connect(&addr).await.unwrap();
     // One header byte every 100 ms: the head never completes.
     let head =
         b"GET /fast HTTP/1.1\r\nHost: test\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -99,8 +100,11 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
         .header_read_timeout(Duration::from_secs(30))
         .idle_timeout(Duration::from_millis(500));
     let (lifecycle, addr, server) = start(Lifecycle::builder("svc"), options).await;
+    // Timed from before the connect: the server's clock starts no earlier.
+    let started = Instant::now();
     let mut silent = TcpStream::connect(&addr).await.unwrap();
-    let took = closed_within(&mut silent, Duration::from_secs(3)).await;
+    closed_within(&mut silent, Duration::from_secs(3)).await;
+    let took = started.elapsed();
     assert!(took >= Duration::from_millis(400), "closed after {took:?}");
     lifecycle.shutdown();
     server.await.unwrap().unwrap();
@@ -149,8 +153,7 @@ async fn shutdown_closes_idle_connections_and_waits_only_for_the_request_in_flig
     slow.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(lifecycle.in_flight(), 1);
+    until_in_flight(&lifecycle, 1).await;
 
     let started = Instant::now();
     lifecycle.shutdown();
@@ -163,7 +166,7 @@ async fn shutdown_closes_idle_connections_and_waits_only_for_the_request_in_flig
     assert!(response.ends_with("done"), "{response}");
     server.await.unwrap().unwrap();
     let took = started.elapsed();
-    // The 800 ms request started ~100 ms before the shutdown; the 30 s grace is not waited.
+    // The 800 ms request started before the shutdown; the 30 s grace is not waited.
     assert!(took < Duration::from_secs(2), "drain took {took:?}");
 }
 
@@ -176,7 +179,7 @@ async fn grace_expiry_counts_the_requests_it_waited_for() {
     slow.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until_in_flight(&lifecycle, 1).await;
     lifecycle.shutdown();
     match server.await.unwrap() {
         Err(e @ Error::GraceExpired { in_flight: 1, .. }) => {
@@ -237,7 +240,7 @@ async fn linger_serves_new_connections_after_deregistering_then_stops() {
     let lifecycle = std::sync::Arc::new(
         Lifecycle::builder("svc")
             .handle_signals(false)
-            .linger(Duration::from_millis(800))
+            .linger(Duration::from_secs(2))
             .register(&registry, addr)
             .await
             .unwrap(),
@@ -265,11 +268,25 @@ async fn linger_serves_new_connections_after_deregistering_then_stops() {
     server.await.unwrap().unwrap();
     let stopped = started.elapsed();
     assert!(
-        stopped >= Duration::from_millis(800) && stopped < Duration::from_secs(3),
-        "stopped {stopped:?} after the shutdown, linger 800 ms"
+        stopped >= Duration::from_secs(2) && stopped < Duration::from_secs(5),
+        "stopped {stopped:?} after the shutdown, linger 2 s"
     );
     assert!(
         get_fast(&addr).await.is_none(),
         "still accepting after the linger"
     );
+}
+
+/// Waits (up to 5 s) until `n` requests are in flight: a connection's request is counted
+/// once the server has accepted it and read its head, which a loaded machine may delay.
+async fn until_in_flight(lifecycle: &Lifecycle, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lifecycle.in_flight() != n {
+        assert!(
+            Instant::now() < deadline,
+            "{} requests in flight, not {n}",
+            lifecycle.in_flight()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

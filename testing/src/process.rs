@@ -223,11 +223,18 @@ mod tests {
         // `sleep` dies of SIGTERM: no exit code.
         assert_eq!(terminate(&mut sleeper, Duration::from_secs(5)).await, None);
         let mut shell = Command::new("sh")
-            .args(["-c", "trap 'exit 7' TERM; sleep 30 & wait"])
+            .args(["-c", "trap 'exit 7' TERM; echo ready; sleep 30 & wait"])
+            .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Signalled once its trap is set, as it says.
+        let mut ready = String::new();
+        let stdout = shell.stdout.take().unwrap();
+        tokio::io::AsyncBufReadExt::read_line(&mut tokio::io::BufReader::new(stdout), &mut ready)
+            .await
+            .unwrap();
+        assert_eq!(ready, "ready\n");
         assert_eq!(terminate(&mut shell, Duration::from_secs(5)).await, Some(7));
     }
 

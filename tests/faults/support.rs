@@ -281,7 +281,9 @@ impl Observer {
                     .collect(),
             )
         };
-        tokio::time::timeout(Duration::from_secs(1), read)
+        // Generous: a loaded machine's read (through a member just elected, or a fresh
+        // authentication) takes longer than an idle one's.
+        tokio::time::timeout(Duration::from_secs(5), read)
             .await
             .ok()
             .flatten()

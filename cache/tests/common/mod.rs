@@ -133,7 +133,12 @@ impl Node {
         budget: usize,
         hot_one_in: u32,
     ) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // A port outside the kernel's ephemeral range: a node that restarts binds it again,
+        // and no outgoing connection can have taken it meanwhile.
+        let port = svckit_testing::free_port();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let url = format!("http://{addr}");
         let cache = opts(Cache::builder(&url).peer_timeout(Duration::from_secs(2)))
