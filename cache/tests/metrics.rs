@@ -24,7 +24,12 @@ struct Family<'a> {
     group: &'a str,
 }
 
-impl Family<'_> {
+impl<'a> Family<'a> {
+    /// The families of `group` in `scrape`.
+    fn of(scrape: &'a Scrape, group: &'a str) -> Self {
+        Family { scrape, group }
+    }
+
     /// The value of `name` for this group (and `label`, when given); panics when absent, so
     /// a family that is never published fails every assert on it.
     fn get(&self, name: &str, label: Option<(&str, &str)>) -> u64 {
@@ -93,10 +98,7 @@ async fn a_lone_node_publishes_its_gets_hits_and_loads() {
         }
     }
     let scrape = published();
-    let m = Family {
-        scrape: &scrape,
-        group: GROUP,
-    };
+    let m = Family::of(&scrape, GROUP);
     assert_eq!(m.total("svckit_cache_gets_total"), 60);
     assert_eq!(m.by("svckit_cache_hits_total", "tier", "main"), 40);
     assert_eq!(m.by("svckit_cache_hits_total", "tier", "hot"), 0);
@@ -134,10 +136,7 @@ async fn a_lone_node_publishes_its_gets_hits_and_loads() {
     group.get("k0").await.unwrap();
     group.get("k20").await.unwrap();
     let scrape = published();
-    let m = Family {
-        scrape: &scrape,
-        group: GROUP,
-    };
+    let m = Family::of(&scrape, GROUP);
     assert_eq!(m.total("svckit_cache_gets_total"), 62);
     assert_eq!(m.by("svckit_cache_hits_total", "tier", "main"), 41);
     assert_eq!(m.by("svckit_cache_items", "tier", "main"), 21);
@@ -162,10 +161,7 @@ async fn a_cluster_publishes_loads_by_source_and_hits_by_tier_summed_per_group()
         }
     }
     let scrape = published();
-    let m = Family {
-        scrape: &scrape,
-        group: GROUP,
-    };
+    let m = Family::of(&scrape, GROUP);
     let k = 2 * keys.len() as u64;
     // A fetch is a get on its owner too (golang/groupcache counts them alike).
     assert_eq!(m.total("svckit_cache_gets_total"), k + remote);
@@ -210,10 +206,7 @@ async fn a_failing_getter_and_its_peer_errors_are_published_and_not_cached() {
         assert!(nodes[0].group.get(key).await.is_err(), "{key}");
     }
     let scrape = published();
-    let m = Family {
-        scrape: &scrape,
-        group: GROUP,
-    };
+    let m = Family::of(&scrape, GROUP);
     // A key node 0 owns fails once; a key owned elsewhere fails at its owner (answered 500:
     // a peer error at node 0), then again in node 0's own fallback load.
     assert_eq!(
@@ -240,10 +233,7 @@ async fn a_failing_getter_and_its_peer_errors_are_published_and_not_cached() {
         assert_eq!(nodes[0].group.get(key).await.unwrap(), value_of(key));
     }
     let scrape = published();
-    let m = Family {
-        scrape: &scrape,
-        group: GROUP,
-    };
+    let m = Family::of(&scrape, GROUP);
     assert_eq!(m.by("svckit_cache_loads_total", "source", "local"), 30);
     assert_eq!(m.by("svckit_cache_loads_total", "source", "peer"), remote);
     assert_eq!(m.total("svckit_cache_peer_errors_total"), remote);
@@ -262,10 +252,7 @@ async fn evictions_under_a_small_budget_are_published_with_the_bytes_held() {
         group.get(&format!("e{i}")).await.unwrap();
     }
     let scrape = published();
-    let m = Family {
-        scrape: &scrape,
-        group: GROUP,
-    };
+    let m = Family::of(&scrape, GROUP);
     let s = group.stats();
     let items = m.by("svckit_cache_items", "tier", "main");
     let evictions = m.by("svckit_cache_evictions_total", "tier", "main");
@@ -295,10 +282,7 @@ async fn a_dropped_node_keeps_its_counts_in_its_group_s_counters() {
     // Not published while both lived: node a's counts reach the counters after its drop.
     drop((cache_a, group_a));
     let scrape = published();
-    let m = Family {
-        scrape: &scrape,
-        group: GROUP,
-    };
+    let m = Family::of(&scrape, GROUP);
     assert_eq!(m.total("svckit_cache_gets_total"), 4);
     assert_eq!(m.by("svckit_cache_hits_total", "tier", "main"), 2);
     // The gauges are the live node's only.
@@ -306,10 +290,7 @@ async fn a_dropped_node_keeps_its_counts_in_its_group_s_counters() {
     assert_eq!(m.total("svckit_cache_budget_bytes"), 1 << 20);
     group_b.get("x").await.unwrap();
     let scrape = published();
-    let m = Family {
-        scrape: &scrape,
-        group: GROUP,
-    };
+    let m = Family::of(&scrape, GROUP);
     assert_eq!(m.total("svckit_cache_gets_total"), 5);
 }
 
@@ -375,10 +356,7 @@ async fn a_peer_that_cannot_be_reached_is_an_unreachable_peer_error() {
     // Refused: loaded here instead.
     assert_eq!(group.get(&key).await.unwrap(), value_of(&key));
     let scrape = published();
-    let m = Family {
-        scrape: &scrape,
-        group: GROUP,
-    };
+    let m = Family::of(&scrape, GROUP);
     assert_eq!(
         m.by("svckit_cache_peer_errors_total", "kind", "unreachable"),
         1
